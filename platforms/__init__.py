@@ -1,0 +1,1 @@
+"""Board platforms, device capacities and the open-synthesis flow."""

@@ -1,0 +1,1 @@
+"""Amaranth RTL of the MoE-ViT accelerator. Every unit is a ``wiring.Component``."""
