@@ -80,6 +80,13 @@ def result_layout(cols):
     })
 
 
+def _check_array(rows, cols, k_lanes, operand_width):
+    return (check_int("rows", rows, 1, MAX_DIM), check_int("cols", cols, 1, MAX_DIM),
+            check_int("k_lanes", k_lanes, 1, MAX_DIM),
+            check_int("operand_width", operand_width,
+                      OPERAND_WIDTHS.start, OPERAND_WIDTHS.stop - 1))
+
+
 class ProcessingElement(wiring.Component):
     """One MAC cell: ``k_lanes`` signed products summed into an int32 accumulator.
 
@@ -170,11 +177,8 @@ class Mesh(wiring.Component):
 
     def __init__(self, rows, cols, k_lanes=1, operand_width=8):
         with validating(self):
-            self._rows = check_int("rows", rows, 1, MAX_DIM)
-            self._cols = check_int("cols", cols, 1, MAX_DIM)
-            self._k_lanes = check_int("k_lanes", k_lanes, 1, MAX_DIM)
-            self._operand_width = check_int("operand_width", operand_width,
-                                            OPERAND_WIDTHS.start, OPERAND_WIDTHS.stop - 1)
+            self._rows, self._cols, self._k_lanes, self._operand_width = _check_array(
+                rows, cols, k_lanes, operand_width)
         lane = data.ArrayLayout(signed(operand_width), k_lanes)
         super().__init__({
             "a": In(data.ArrayLayout(lane, rows)),
@@ -252,11 +256,8 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, rows, cols, *, k_lanes=1, operand_width=8):
         with validating(self):
-            self._rows = check_int("rows", rows, 1, MAX_DIM)
-            self._cols = check_int("cols", cols, 1, MAX_DIM)
-            self._k_lanes = check_int("k_lanes", k_lanes, 1, MAX_DIM)
-            self._operand_width = check_int("operand_width", operand_width,
-                                            OPERAND_WIDTHS.start, OPERAND_WIDTHS.stop - 1)
+            self._rows, self._cols, self._k_lanes, self._operand_width = _check_array(
+                rows, cols, k_lanes, operand_width)
         super().__init__({
             "i": In(stream.Signature(operand_layout(rows, cols, k_lanes, operand_width))),
             "o": Out(stream.Signature(result_layout(cols))),
