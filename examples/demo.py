@@ -29,7 +29,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     console = Console()
 
-    params = dict(rows=args.rows, cols=args.cols, k_lanes=args.k_lanes, operand_width=8)
+    params = dict(rows=args.rows, cols=args.cols, k_lanes=args.k_lanes, operand_width=8,
+                  row_broadcast=False)
     array = SystolicArray(args.rows, args.cols, k_lanes=args.k_lanes)
     out_dir = BUILD_DIR / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -158,7 +158,12 @@ class Mesh(wiring.Component):
 
     No flow control: the mesh advances every cycle; ``ctl.valid`` marks beats.
     The caller skews the inputs: ``a[r]`` and ``ctl[r]`` must enter ``r`` cycles
-    and ``b[c]`` ``c`` cycles after the beat they belong to.
+    and ``b[c]`` ``c`` cycles after the beat they belong to. With
+    ``row_broadcast``, ``a[r]`` and ``ctl[r]`` feed every PE of row ``r`` directly
+    (no horizontal registers), so ``b`` enters unskewed and a whole row finishes
+    in the same cycle: the choice for wide, short arrays (few token rows, many
+    output columns), where skewing ``b`` across the columns would cost
+    ``cols * (cols - 1) / 2`` operand registers.
 
     Members
     -------
@@ -175,10 +180,11 @@ class Mesh(wiring.Component):
         whole row of ``result`` is final from the next cycle on.
     """
 
-    def __init__(self, rows, cols, k_lanes=1, operand_width=8):
+    def __init__(self, rows, cols, k_lanes=1, operand_width=8, *, row_broadcast=False):
         with validating(self):
             self._rows, self._cols, self._k_lanes, self._operand_width = _check_array(
                 rows, cols, k_lanes, operand_width)
+        self._row_broadcast = bool(row_broadcast)
         lane = data.ArrayLayout(signed(operand_width), k_lanes)
         super().__init__({
             "a": In(data.ArrayLayout(lane, rows)),
@@ -196,7 +202,7 @@ class Mesh(wiring.Component):
             for c in range(self._cols):
                 pe = pes[r][c]
                 m.submodules[f"pe_{r}_{c}"] = pe
-                if c == 0:
+                if c == 0 or self._row_broadcast:
                     m.d.comb += [pe.a_in.eq(self.a[r]), pe.ctl_in.eq(self.ctl[r])]
                 else:
                     m.d.comb += [pe.a_in.eq(pes[r][c - 1].a_out),
@@ -222,12 +228,13 @@ class SystolicArray(wiring.Component):
     products (131071), the int32 bound of the spec ``golden.gemm.int8_matmul``.
 
     Throughput: one beat per cycle, i.e. ``rows * cols * k_lanes`` MACs per cycle,
-    while tiles are at least ``tile_spacing`` = max(rows, cols) beats long and
-    ``o`` keeps up. Shorter tiles are accepted at one per ``tile_spacing`` cycles.
+    while tiles are at least :attr:`tile_spacing` beats long (max(rows, cols);
+    ``rows`` with ``row_broadcast``) and ``o`` keeps up. Shorter tiles are
+    accepted at one per ``tile_spacing`` cycles.
 
     Latency: the first result row of a tile leaves :attr:`latency` cycles after
-    the tile's last beat is accepted (``cols + 3``), the others on the following
-    cycles.
+    the tile's last beat is accepted (``cols + 3``; 4 with ``row_broadcast``),
+    the others on the following cycles.
 
     Backpressure: the mesh never stalls. Results wait in a FIFO of
     :attr:`fifo_rows` rows (two or three tiles); the last beat of a tile is accepted only when the FIFO has room
@@ -244,20 +251,25 @@ class SystolicArray(wiring.Component):
         Reduction elements per beat.
     operand_width : int, 2..8
         Signed operand width in bits.
+    row_broadcast : bool
+        Feed each row operand to all columns at once instead of passing it
+        along the row (see :class:`Mesh`).
 
     Members
     -------
     i : In(stream.Signature(operand_layout(rows, cols, k_lanes, operand_width)))
     o : Out(stream.Signature(result_layout(cols)))
 
-    Tested ranges: 1x1 to 8x8 arrays, k_lanes 1..4, operand widths 4 and 8,
-    K from 1 to 131071, random input gaps and output backpressure.
+    Tested ranges: 1x1 to 8x8 arrays (and 3x16 with ``row_broadcast``), k_lanes
+    1..4, operand widths 4 and 8, K from 1 to 131071, random input gaps and
+    output backpressure.
     """
 
-    def __init__(self, rows, cols, *, k_lanes=1, operand_width=8):
+    def __init__(self, rows, cols, *, k_lanes=1, operand_width=8, row_broadcast=False):
         with validating(self):
             self._rows, self._cols, self._k_lanes, self._operand_width = _check_array(
                 rows, cols, k_lanes, operand_width)
+        self._row_broadcast = bool(row_broadcast)
         super().__init__({
             "i": In(stream.Signature(operand_layout(rows, cols, k_lanes, operand_width))),
             "o": Out(stream.Signature(result_layout(cols))),
@@ -267,11 +279,12 @@ class SystolicArray(wiring.Component):
     cols = property(lambda self: self._cols)
     k_lanes = property(lambda self: self._k_lanes)
     operand_width = property(lambda self: self._operand_width)
+    row_broadcast = property(lambda self: self._row_broadcast)
 
     @property
     def tile_spacing(self):
         """Minimum number of cycles between the last beats of two tiles."""
-        return max(self._rows, self._cols)
+        return _tile_spacing(self._rows, self._cols, self._row_broadcast)
 
     @property
     def fifo_rows(self):
@@ -287,16 +300,18 @@ class SystolicArray(wiring.Component):
     def latency(self):
         """Cycles from accepting a tile's last beat to its first result row on ``o``.
 
-        Mesh: the beat reaches the last column after ``cols - 1`` registers, the PE
-        pipeline adds 2 (product, accumulate), the row is latched into the FIFO
-        (1) and the buffered FIFO presents it one cycle later (1).
+        Mesh: the beat reaches the last column after ``cols - 1`` registers (none
+        with ``row_broadcast``), the PE pipeline adds 2 (product, accumulate), the
+        row is latched into the FIFO (1) and the buffered FIFO presents it one
+        cycle later (1).
         """
-        return self._cols + 3
+        return _latency(self._cols, self._row_broadcast)
 
     def elaborate(self, platform):
         m = Module()
         rows, cols = self._rows, self._cols
-        m.submodules.mesh = mesh = Mesh(rows, cols, self._k_lanes, self._operand_width)
+        m.submodules.mesh = mesh = Mesh(rows, cols, self._k_lanes, self._operand_width,
+                                        row_broadcast=self._row_broadcast)
         m.submodules.results = results = fifo.SyncFIFOBuffered(
             width=len(self.o.payload.as_value()), depth=self.fifo_rows)
 
@@ -336,7 +351,7 @@ class SystolicArray(wiring.Component):
             m.d.comb += [mesh.a[r].eq(a_r), mesh.ctl[r].eq(ctl_r)]
         for c in range(cols):
             b_c = self.i.payload.b[c]
-            for stage in range(c):
+            for stage in range(0 if self._row_broadcast else c):
                 b_d = Signal.like(b_c, name=f"b_skew_{c}_{stage}")
                 m.d.sync += b_d.eq(b_c)
                 b_c = b_d
@@ -359,19 +374,27 @@ class SystolicArray(wiring.Component):
         return m
 
 
-def exp_cycles(m, k, n, *, rows, cols, k_lanes=1):
+def _tile_spacing(rows, cols, row_broadcast):
+    return rows if row_broadcast else max(rows, cols)
+
+
+def _latency(cols, row_broadcast):
+    return (0 if row_broadcast else cols - 1) + 4
+
+
+def exp_cycles(m, k, n, *, rows, cols, k_lanes=1, row_broadcast=False):
     """Expected cycles for ``(m x k) @ (k x n)`` on a ``rows x cols`` array (FINN's ``exp_cycles``).
 
     Counts from the cycle the first beat is accepted to the cycle the last
     result row leaves, inclusive, with a source that never pauses and a sink
     that is always ready. The folded shape is ``ceil(m/rows) * ceil(n/cols)``
     tiles of ``ceil(k/k_lanes)`` beats; consecutive tiles' last beats are at
-    least ``max(rows, cols)`` cycles apart.
+    least ``tile_spacing`` cycles apart.
     """
     tiles = -(-m // rows) * -(-n // cols)
     if tiles == 0:
         return 0
     beats = max(1, -(-k // k_lanes))
-    period = max(beats, rows, cols)
+    period = max(beats, _tile_spacing(rows, cols, row_broadcast))
     last_beat = (beats - 1) + (tiles - 1) * period
-    return last_beat + (cols + 3) + rows
+    return last_beat + _latency(cols, row_broadcast) + rows

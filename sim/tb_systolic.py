@@ -1,6 +1,7 @@
 """cocotb testbench for the emitted Verilog of :class:`rtl.systolic.SystolicArray`.
 
-Parameters arrive as ``TB_ROWS``, ``TB_COLS``, ``TB_K_LANES``, ``TB_OPERAND_WIDTH``
+Parameters arrive as ``TB_ROWS``, ``TB_COLS``, ``TB_K_LANES``, ``TB_OPERAND_WIDTH``,
+``TB_ROW_BROADCAST``
 (set by :func:`sim.runner.run_cocotb`) and ``TB_SEED``. Expected values come from
 ``golden.gemm.int8_matmul``; cycle counts from ``rtl.systolic.exp_cycles``.
 """
@@ -21,6 +22,7 @@ ROWS = int(os.environ.get("TB_ROWS", "4"))
 COLS = int(os.environ.get("TB_COLS", "4"))
 K_LANES = int(os.environ.get("TB_K_LANES", "1"))
 WIDTH = int(os.environ.get("TB_OPERAND_WIDTH", "8"))
+BROADCAST = os.environ.get("TB_ROW_BROADCAST", "False") == "True"
 SEED = int(os.environ.get("TB_SEED", "0"))
 LO, HI = -(1 << (WIDTH - 1)), (1 << (WIDTH - 1)) - 1
 
@@ -77,7 +79,8 @@ async def full_rate_cycles_match_model(dut):
         b = rng.integers(LO, HI + 1, (k, n))
         result, cycles = await run_gemm(dut, a, b)
         check(result, a, b, f"{m}x{k}x{n}")
-        expected = exp_cycles(m, k, n, rows=ROWS, cols=COLS, k_lanes=K_LANES)
+        expected = exp_cycles(m, k, n, rows=ROWS, cols=COLS, k_lanes=K_LANES,
+                                   row_broadcast=BROADCAST)
         assert cycles == expected, f"{m}x{k}x{n}: {cycles} cycles, model {expected}"
 
 
@@ -113,9 +116,11 @@ async def gemm_workload(dut):
     check(result, a, b, f"workload {m}x{k}x{n}")
     report = {
         "shape": {"m": m, "k": k, "n": n}, "seed": SEED,
-        "array": {"rows": ROWS, "cols": COLS, "k_lanes": K_LANES, "operand_width": WIDTH},
+        "array": {"rows": ROWS, "cols": COLS, "k_lanes": K_LANES, "operand_width": WIDTH,
+                  "row_broadcast": BROADCAST},
         "macs": m * k * n, "cycles": cycles,
-        "model_cycles": exp_cycles(m, k, n, rows=ROWS, cols=COLS, k_lanes=K_LANES),
+        "model_cycles": exp_cycles(m, k, n, rows=ROWS, cols=COLS, k_lanes=K_LANES,
+                                   row_broadcast=BROADCAST),
         "bit_exact": True,
     }
     with open(os.environ["TB_REPORT"], "w") as f:
