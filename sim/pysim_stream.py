@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 from .flow import FlowPattern
 from .waves import waves_dir, waves_requested
 
-__all__ = ["stream_put", "stream_get", "run_stream_test", "StreamResult"]
+__all__ = ["stream_put", "stream_get", "run_streams", "run_stream_test", "StreamResult"]
 
 
 async def stream_put(ctx, stream, words, pattern):
@@ -66,38 +66,56 @@ class StreamResult:
         return self.out_cycles[-1] - self.in_cycles[0] + 1
 
 
-def run_stream_test(dut, words, out_count, *, name, i_flow=1.0, o_flow=1.0, seed=0,
-                    i="i", o="o", deadline=None):
-    """Simulate ``dut``: feed ``words`` into stream ``i``, collect ``out_count`` words from ``o``.
+def run_streams(dut, sources, sinks, *, name, i_flow=1.0, o_flow=1.0, seed=0, deadline=None):
+    """Simulate ``dut`` with several stream sources and sinks at once.
 
-    ``i_flow`` / ``o_flow`` are the probabilities that the source offers data /
-    the sink is ready in a cycle (seeded by ``seed``). ``deadline`` bounds the
-    simulated cycles (default: generous, from the word counts). Waveforms: see
-    :mod:`sim.waves`.
+    Parameters
+    ----------
+    sources : dict of str -> list of int
+        Payload words to send on each input stream (by member name).
+    sinks : dict of str -> int
+        How many words to collect from each output stream.
+    i_flow, o_flow : float
+        Probability that a source offers data / a sink is ready in a cycle;
+        every stream gets its own pattern, seeded from ``seed``.
+    deadline : int, optional
+        Bound on simulated cycles (default: generous, from the word counts).
+
+    Returns
+    -------
+    dict of str -> list of int
+        The transfer cycles of every source, and (words, cycles) of every sink.
     """
-    i_stream, o_stream = getattr(dut, i), getattr(dut, o)
-    i_pattern, o_pattern = FlowPattern(i_flow, seed), FlowPattern(o_flow, seed + 1)
     result = {}
+    streams = [*sources, *sinks]
 
-    async def producer(ctx):
-        result["in"] = await stream_put(ctx, i_stream, words, i_pattern)
+    def source_bench(key, words, pattern):
+        async def bench(ctx):
+            result[key] = await stream_put(ctx, getattr(dut, key), words, pattern)
+        return bench
 
-    async def consumer(ctx):
-        result["out"] = await stream_get(ctx, o_stream, out_count, o_pattern)
+    def sink_bench(key, count, pattern):
+        async def bench(ctx):
+            result[key] = await stream_get(ctx, getattr(dut, key), count, pattern)
+        return bench
 
     if deadline is None:
-        deadline = 100 + 20 * (len(words) + out_count) / min(i_flow, o_flow)
+        total = sum(len(w) for w in sources.values()) + sum(sinks.values())
+        deadline = 200 + 20 * total / min(i_flow, o_flow)
 
     async def watchdog(ctx):
         for _ in range(int(deadline)):
             await ctx.tick()
-        raise AssertionError(f"{name}: simulation did not finish within {deadline:.0f} cycles")
+        raise AssertionError(f"{name}: simulation did not finish within {deadline:.0f} cycles "
+                             f"(streams still open: {[k for k in streams if k not in result]})")
 
     def simulate(vcd):
         sim = Simulator(dut)
         sim.add_clock(1e-8)
-        sim.add_testbench(producer)
-        sim.add_testbench(consumer)
+        for n, (key, words) in enumerate(sources.items()):
+            sim.add_testbench(source_bench(key, words, FlowPattern(i_flow, seed + 2 * n)))
+        for n, (key, count) in enumerate(sinks.items()):
+            sim.add_testbench(sink_bench(key, count, FlowPattern(o_flow, seed + 2 * n + 1)))
         sim.add_testbench(watchdog, background=True)
         if vcd is None:
             sim.run()
@@ -118,5 +136,16 @@ def run_stream_test(dut, words, out_count, *, name, i_flow=1.0, o_flow=1.0, seed
             except AssertionError:
                 pass
             raise AssertionError(f"{exc} (waveform: {vcd})") from exc
-    words_out, out_cycles = result["out"]
-    return StreamResult(words_out, result["in"], out_cycles)
+    return result
+
+
+def run_stream_test(dut, words, out_count, *, name, i_flow=1.0, o_flow=1.0, seed=0,
+                    i="i", o="o", deadline=None):
+    """Simulate ``dut``: feed ``words`` into stream ``i``, collect ``out_count`` words from ``o``.
+
+    See :func:`run_streams`; returns a :class:`StreamResult`.
+    """
+    result = run_streams(dut, {i: words}, {o: out_count}, name=name, i_flow=i_flow,
+                         o_flow=o_flow, seed=seed, deadline=deadline)
+    words_out, out_cycles = result[o]
+    return StreamResult(words_out, result[i], out_cycles)

@@ -50,6 +50,7 @@ class _Sink(wiring.Component):
 
 def test_pysim_harness_times_out_with_a_waveform():
     with pytest.raises(AssertionError, match=r"never_answers: simulation did not finish within 40 "
-                                             r"cycles \(waveform: .*pysim.vcd\)"):
+                                             r"cycles \(streams still open: \['o'\]\) "
+                                             r"\(waveform: .*pysim.vcd\)"):
         run_stream_test(_Sink(), [1, 2, 3], 1, name="never_answers", deadline=40)
     assert (BUILD_DIR / "waves" / "never_answers" / "pysim.vcd").stat().st_size > 0

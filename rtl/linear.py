@@ -1,0 +1,403 @@
+"""Reusable linear kernel: tiled int8 GEMM on the systolic array with double-buffered weights.
+
+Every linear layer of the model (qkv, proj, fc1, fc2, the MoE gate and the
+experts) runs on this kernel::
+
+    w (bus beats) --> WeightLoader --> weight memory (2 banks) --+
+                                       channel memory (2 banks) -+--> Sequencer --> SystolicArray
+    x (token slices) --> token memory (2 groups of T rows) -------+      (T x PO, PI lanes,
+                                                                          row broadcast)
+                                                                               |
+    y (PO outputs of one token) <-- OutputStage (bias, requantize) <-----------+
+
+Folding (FINN vocabulary): a ``d_in x d_out`` matrix is ``KB = ceil(d_in / PI)``
+input folds by ``NB = ceil(d_out / PO)`` output folds; tokens go through in
+groups of ``T``. For every group, the kernel computes the ``NB`` output tiles
+one after the other, each ``KB`` beats of ``T x PO x PI`` MACs.
+
+Matrix image (the ``w`` stream): one header beat (:data:`HEADER`: the fold
+counts ``KB`` and ``NB``, so the kernel needs no division), then the
+``NB * KB`` weight words in tile order (output fold ``j`` major, input fold
+``s`` minor; word ``(j, s)`` holds ``W[j*PO + c, s*PI + i]`` at element
+``[c][i]``, zero beyond the matrix edge), then ``NB`` channel words
+(:func:`channel_layout`: bias and requantization constants of output channels
+``j*PO .. j*PO+PO-1``). Each word is split into ``ceil(bits / bus_width)``
+beats, least significant bits first. :func:`matrix_image` builds it.
+
+Batches (the ``x`` stream): each matrix image is followed, on ``x``, by the
+token rows it applies to, ``KB`` beats per row (slice ``s`` = features
+``s*PI .. s*PI+PI-1``), each beat tagged with its token index; ``last`` marks
+the final beat of the batch. Images and batches pair up in order: the n-th
+batch uses the n-th matrix. The next matrix loads while the current batch
+computes.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .params import check_int, validating
+from .systolic import ACC_WIDTH, SystolicArray
+
+__all__ = ["TOKEN_BITS", "DIM_BITS", "HEADER", "x_layout", "y_layout", "channel_layout",
+           "LinearKernel"]
+
+#: Width of token indices carried with every beat.
+TOKEN_BITS = 16
+#: Width of the matrix dimensions in the header.
+DIM_BITS = 16
+
+HEADER = data.StructLayout({"kb": DIM_BITS, "nb": DIM_BITS})
+
+
+def x_layout(pi):
+    """One input beat: ``pi`` features of token ``token``; ``last`` ends the batch."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(8), pi),
+        "token": TOKEN_BITS,
+        "last": 1,
+    })
+
+
+def channel_layout(po):
+    """Per-output-channel constants of one output fold: int32 bias."""
+    return data.StructLayout({"bias": data.ArrayLayout(signed(32), po)})
+
+
+def y_layout(po):
+    """One output beat: outputs ``fold*PO .. fold*PO+PO-1`` of token ``token``."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(ACC_WIDTH), po),
+        "token": TOKEN_BITS,
+        "fold": DIM_BITS,
+        "last": 1,
+    })
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+class LinearKernel(wiring.Component):
+    """Tiled int8 GEMM with double-buffered on-chip weights (see the module docstring).
+
+    Parameters
+    ----------
+    pi : int, 1..64
+        Input parallelism: features per beat (the PE dot-product width).
+    po : int, 1..64
+        Output parallelism: output channels per tile (array columns).
+    t : int, 1..16
+        Token lanes: tokens sharing each weight word (array rows).
+    max_in, max_out : int, 1..65535
+        Largest ``d_in`` and ``d_out`` of any matrix the kernel must hold.
+    max_weight_words : int, optional
+        Weight words per bank; default ``ceil(max_in/pi) * ceil(max_out/po)``.
+        Give the model's largest ``KB * NB`` to save memory when the largest
+        ``d_in`` and ``d_out`` never occur in one matrix.
+    bus_width : int, 8..4096
+        Bits per ``w`` beat (a memory bus: 256 by default).
+
+    Members
+    -------
+    w : In(stream.Signature(unsigned(bus_width)))
+        Matrix images.
+    x : In(stream.Signature(x_layout(pi)))
+        Token rows, ``KB`` beats each; ``last`` on the final beat of a batch.
+    y : Out(stream.Signature(y_layout(po)))
+        One beat per (token, output fold), folds of a token group in order,
+        tokens of the group in arrival order within a fold.
+
+    Throughput: ``t * po * pi`` MACs per cycle while a batch computes, provided
+    ``KB >= t`` (else one tile per ``t`` cycles) and the next token group
+    (``t * KB`` beats) arrives while the current one computes (``NB * KB``
+    cycles). Cycle model: :meth:`exp_cycles`.
+
+    Backpressure: all three streams may stall at any time; nothing is lost.
+    """
+
+    def __init__(self, *, pi, po, t, max_in, max_out, max_weight_words=None, bus_width=256):
+        with validating(self):
+            self._pi = check_int("pi", pi, 1, 64)
+            self._po = check_int("po", po, 1, 64)
+            self._t = check_int("t", t, 1, 16)
+            self._max_in = check_int("max_in", max_in, 1, (1 << DIM_BITS) - 1)
+            self._max_out = check_int("max_out", max_out, 1, (1 << DIM_BITS) - 1)
+            self._bus_width = check_int("bus_width", bus_width, 8, 4096)
+            full = _ceil_div(max_in, pi) * _ceil_div(max_out, po)
+            if max_weight_words is None:
+                max_weight_words = full
+            self._weight_words = check_int("max_weight_words", max_weight_words, 1, full)
+            if self._bus_width < HEADER.size:
+                raise ValueError(f"bus_width must be an integer in [{HEADER.size}, 4096], "
+                                 f"not {bus_width}")
+        self._array = SystolicArray(t, po, k_lanes=pi, row_broadcast=True)
+        super().__init__({
+            "w": In(stream.Signature(unsigned(bus_width))),
+            "x": In(stream.Signature(x_layout(pi))),
+            "y": Out(stream.Signature(y_layout(po))),
+        })
+
+    pi = property(lambda self: self._pi)
+    po = property(lambda self: self._po)
+    t = property(lambda self: self._t)
+    bus_width = property(lambda self: self._bus_width)
+
+    @property
+    def kb_max(self):
+        return _ceil_div(self._max_in, self._pi)
+
+    @property
+    def nb_max(self):
+        return _ceil_div(self._max_out, self._po)
+
+    @property
+    def weight_words(self):
+        """Weight words per bank."""
+        return self._weight_words
+
+    @property
+    def weight_layout(self):
+        """One weight word: ``[c][i]`` = weight of output channel ``c``, input ``i`` of the fold."""
+        return data.ArrayLayout(data.ArrayLayout(signed(8), self._pi), self._po)
+
+    def beats_per(self, layout):
+        """Bus beats that carry one word of ``layout``."""
+        return _ceil_div(data.Layout.cast(layout).size, self._bus_width)
+
+    def check_matrix(self, name, d_in, d_out):
+        """Raise ``ValueError`` naming ``name`` if a ``d_in x d_out`` matrix does not fit."""
+        kb, nb = _ceil_div(d_in, self._pi), _ceil_div(d_out, self._po)
+        if not (1 <= d_in <= self._max_in and 1 <= d_out <= self._max_out
+                and kb * nb <= self._weight_words):
+            raise ValueError(
+                f"matrix {name} ({d_in} -> {d_out}) does not fit the kernel: d_in must be in "
+                f"[1, {self._max_in}], d_out in [1, {self._max_out}] and "
+                f"ceil(d_in/{self._pi}) * ceil(d_out/{self._po}) = {kb * nb} weight words "
+                f"at most {self._weight_words}")
+        return kb, nb
+
+    def elaborate(self, platform):
+        m = Module()
+        pi, po, t = self._pi, self._po, self._t
+        m.submodules.array = array = self._array
+
+        # ---- memories ----------------------------------------------------------------
+        depth_w, depth_c, depth_x = self._weight_words, self.nb_max, self.kb_max
+        m.submodules.weights = weights = memory.Memory(
+            shape=self.weight_layout, depth=2 * depth_w, init=[])
+        m.submodules.channels = channels = memory.Memory(
+            shape=channel_layout(po), depth=2 * depth_c, init=[])
+        token_word = data.ArrayLayout(data.ArrayLayout(signed(8), pi), t)
+        m.submodules.tokens = tokens = memory.Memory(shape=token_word, depth=2 * depth_x, init=[])
+        w_wr = weights.write_port()
+        c_wr = channels.write_port()
+        x_wr = tokens.write_port(granularity=1)
+        w_rd = weights.read_port()
+        c_rd = channels.read_port()
+        x_rd = tokens.read_port()
+
+        # Per weight bank: fold counts and whether a loaded matrix waits in it.
+        kb = [Signal(DIM_BITS, name=f"kb_{b}") for b in range(2)]
+        nb = [Signal(DIM_BITS, name=f"nb_{b}") for b in range(2)]
+        bank_full = Signal(2)
+        bank_release = Signal(2)      # set by the sequencer for one cycle
+
+        # ---- weight loader: w beats -> header, weight words, channel words ---------
+        bus = self._bus_width
+        load_bank = Signal()
+        bpw = self.beats_per(self.weight_layout)
+        bpc = self.beats_per(channel_layout(po))
+        gear = Signal(max(bpw, bpc) * bus)
+        beat = Signal(range(max(bpw, bpc)))
+        word = Signal(range(max(depth_w, depth_c) + 1))
+        header = HEADER(self.w.payload[:HEADER.size])
+        shifted_w = Cat(gear[bus:bpw * bus], self.w.payload)      # after this beat
+        shifted_c = Cat(gear[bus:bpc * bus], self.w.payload)
+        m.d.comb += [
+            w_wr.addr.eq(Mux(load_bank, depth_w, 0) + word),
+            w_wr.data.eq(shifted_w[:w_wr.data.shape().size]),
+            c_wr.addr.eq(Mux(load_bank, depth_c, 0) + word),
+            c_wr.data.eq(shifted_c[:c_wr.data.shape().size]),
+        ]
+        load_done = Signal()
+        with m.FSM(name="loader"):
+            with m.State("HEADER"):
+                m.d.comb += self.w.ready.eq(~bank_full.bit_select(load_bank, 1))
+                with m.If(self.w.valid & self.w.ready):
+                    with m.Switch(load_bank):
+                        for b in range(2):
+                            with m.Case(b):
+                                m.d.sync += [kb[b].eq(header.kb), nb[b].eq(header.nb)]
+                    m.d.sync += [word.eq(0), beat.eq(0)]
+                    m.next = "WEIGHTS"
+            with m.State("WEIGHTS"):
+                kb_l = Mux(load_bank, kb[1], kb[0])
+                nb_l = Mux(load_bank, nb[1], nb[0])
+                m.d.comb += self.w.ready.eq(1)
+                with m.If(self.w.valid):
+                    m.d.sync += gear[:bpw * bus].eq(shifted_w)
+                    with m.If(beat == bpw - 1):
+                        m.d.comb += w_wr.en.eq(1)
+                        m.d.sync += [beat.eq(0), word.eq(word + 1)]
+                        with m.If(word + 1 == kb_l * nb_l):
+                            m.d.sync += word.eq(0)
+                            m.next = "CHANNELS"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+            with m.State("CHANNELS"):
+                nb_l = Mux(load_bank, nb[1], nb[0])
+                m.d.comb += self.w.ready.eq(1)
+                with m.If(self.w.valid):
+                    m.d.sync += gear[:bpc * bus].eq(shifted_c)
+                    with m.If(beat == bpc - 1):
+                        m.d.comb += c_wr.en.eq(1)
+                        m.d.sync += [beat.eq(0), word.eq(word + 1)]
+                        with m.If(word + 1 == nb_l):
+                            m.d.comb += load_done.eq(1)
+                            m.d.sync += load_bank.eq(~load_bank)
+                            m.next = "HEADER"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+        m.d.sync += bank_full.eq((bank_full | Mux(load_done, 1 << load_bank, 0)) & ~bank_release)
+
+        # ---- token writer: x beats -> token memory (2 groups of t rows) -------------
+        x_bank = Signal()           # bank of the matrix the current batch uses
+        x_group = Signal()          # group slot being written
+        x_row = Signal(range(t))
+        x_slice = Signal(DIM_BITS)
+        group_ready = Signal(2)
+        group_release = Signal(2)
+        group_tokens = [Signal(data.ArrayLayout(TOKEN_BITS, t), name=f"group_tokens_{g}")
+                        for g in range(2)]
+        group_rows = [Signal(range(t + 1), name=f"group_rows_{g}") for g in range(2)]
+        group_last = Signal(2)
+        group_bank = Signal(2)
+        group_done = Signal()
+        kb_x = Mux(x_bank, kb[1], kb[0])
+        m.d.comb += [
+            self.x.ready.eq(bank_full.bit_select(x_bank, 1) &
+                            ~group_ready.bit_select(x_group, 1)),
+            x_wr.addr.eq(Mux(x_group, depth_x, 0) + x_slice),
+            x_wr.data.eq(Cat(*([self.x.payload.data] * t))),
+        ]
+        with m.If(self.x.valid & self.x.ready):
+            m.d.comb += x_wr.en.eq(1 << x_row)
+            with m.If(x_slice + 1 == kb_x):
+                m.d.sync += x_slice.eq(0)
+                with m.Switch(x_group):
+                    for g in range(2):
+                        with m.Case(g):
+                            m.d.sync += group_tokens[g][x_row].eq(self.x.payload.token)
+                            with m.If((x_row == t - 1) | self.x.payload.last):
+                                m.d.sync += [
+                                    group_rows[g].eq(x_row + 1),
+                                    group_last[g].eq(self.x.payload.last),
+                                    group_bank[g].eq(x_bank),
+                                ]
+                with m.If((x_row == t - 1) | self.x.payload.last):
+                    m.d.comb += group_done.eq(1)
+                    m.d.sync += [x_row.eq(0), x_group.eq(~x_group)]
+                    with m.If(self.x.payload.last):
+                        m.d.sync += x_bank.eq(~x_bank)
+                with m.Else():
+                    m.d.sync += x_row.eq(x_row + 1)
+            with m.Else():
+                m.d.sync += x_slice.eq(x_slice + 1)
+        m.d.sync += group_ready.eq(
+            (group_ready | Mux(group_done, 1 << x_group, 0)) & ~group_release)
+
+        # ---- sequencer: S0 issues memory reads, S1 holds the beat for the array -----
+        s_group = Signal()
+        s_slice = Signal(DIM_BITS)
+        s_fold = Signal(DIM_BITS)
+        s_word = Signal(range(depth_w + 1))
+        s_bank = group_bank.bit_select(s_group, 1)
+        kb_s = Mux(s_bank, kb[1], kb[0])
+        nb_s = Mux(s_bank, nb[1], nb[0])
+        tile_info = data.StructLayout({
+            "tokens": data.ArrayLayout(TOKEN_BITS, t),
+            "rows": range(t + 1),
+            "fold": DIM_BITS,
+            "last": 1,                     # final tile of the batch
+        })
+        s1_valid = Signal()
+        s1_last = Signal()                 # final beat of a tile
+        s1_info = Signal(tile_info)
+
+        side = fifo.SyncFIFOBuffered(
+            width=tile_info.size + channel_layout(po).size,
+            depth=array.fifo_rows // t + 1)
+        m.submodules.side = side
+        last_gate = ~s1_last | side.w_rdy
+        m.d.comb += [
+            array.i.valid.eq(s1_valid & last_gate),
+            array.i.payload.a.eq(x_rd.data),
+            array.i.payload.b.eq(w_rd.data),
+            array.i.payload.last.eq(s1_last),
+            side.w_data.eq(Cat(s1_info, c_rd.data)),
+            side.w_en.eq(s1_valid & s1_last & array.i.ready & last_gate),
+        ]
+        advance = ~s1_valid | (array.i.ready & last_gate)
+        issue = advance & group_ready.bit_select(s_group, 1)
+        tile_end = s_slice + 1 == kb_s
+        group_end = tile_end & (s_fold + 1 == nb_s)
+        m.d.comb += [
+            x_rd.en.eq(advance), w_rd.en.eq(advance), c_rd.en.eq(advance),
+            x_rd.addr.eq(Mux(s_group, depth_x, 0) + s_slice),
+            w_rd.addr.eq(Mux(s_bank, depth_w, 0) + s_word),
+            c_rd.addr.eq(Mux(s_bank, depth_c, 0) + s_fold),
+        ]
+        with m.If(advance):
+            m.d.sync += s1_valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += [
+                s1_last.eq(tile_end),
+                s1_info.tokens.eq(Mux(s_group, group_tokens[1], group_tokens[0])),
+                s1_info.rows.eq(Mux(s_group, group_rows[1], group_rows[0])),
+                s1_info.fold.eq(s_fold),
+                s1_info.last.eq(group_end & group_last.bit_select(s_group, 1)),
+            ]
+            with m.If(tile_end):
+                m.d.sync += [s_slice.eq(0), s_fold.eq(s_fold + 1)]
+            with m.Else():
+                m.d.sync += s_slice.eq(s_slice + 1)
+            m.d.sync += s_word.eq(s_word + 1)
+            with m.If(group_end):
+                # Reading of this group (and, at a batch end, of its weight bank) is
+                # complete: the read ports hold the issued data, so the writers may go on.
+                m.d.comb += group_release.eq(1 << s_group)
+                m.d.sync += [s_group.eq(~s_group), s_fold.eq(0), s_word.eq(0)]
+                with m.If(group_last.bit_select(s_group, 1)):
+                    m.d.comb += bank_release.eq(1 << s_bank)
+
+        # ---- output stage: drop padding rows, add bias --------------------------------
+        head_info = Signal(tile_info)
+        head_chan = Signal(channel_layout(po))
+        m.d.comb += Cat(head_info, head_chan).eq(side.r_data)
+        row = Signal(range(t))
+        keep = row < head_info.rows
+        o_valid = Signal()
+        o_data = Signal(y_layout(po))
+        take = array.o.valid & side.r_rdy & (~o_valid | self.y.ready | ~keep)
+        m.d.comb += [
+            array.o.ready.eq(take),
+            side.r_en.eq(take & array.o.payload.last),
+            self.y.valid.eq(o_valid),
+            self.y.payload.eq(o_data),
+        ]
+        with m.If(self.y.ready):
+            m.d.sync += o_valid.eq(0)
+        with m.If(take):
+            m.d.sync += row.eq(Mux(array.o.payload.last, 0, row + 1))
+            with m.If(keep):
+                m.d.sync += [
+                    o_valid.eq(1),
+                    o_data.token.eq(head_info.tokens[row]),
+                    o_data.fold.eq(head_info.fold),
+                    o_data.last.eq(head_info.last & (row + 1 == head_info.rows)),
+                ]
+                for c in range(po):
+                    m.d.sync += o_data.data[c].eq(array.o.payload.acc[c] + head_chan.bias[c])
+        return m
