@@ -401,3 +401,46 @@ class LinearKernel(wiring.Component):
                 for c in range(po):
                     m.d.sync += o_data.data[c].eq(array.o.payload.acc[c] + head_chan.bias[c])
         return m
+
+
+def exp_cycles(kernel, jobs):
+    """Expected cycles for a sequence of ``(d_in, d_out, tokens)`` jobs (FINN's ``exp_cycles``).
+
+    Each job is a matrix image on ``w`` followed by a batch of ``tokens`` rows on
+    ``x``; sources run at full rate from cycle 0 and ``y`` is always ready. The
+    count runs from cycle 0 to the last ``y`` transfer, inclusive.
+
+    The recurrences follow the hardware. Weight bank ``n % 2`` is refilled once
+    the batch that used it has issued its last beat; token slot ``g % 2`` once
+    group ``g - 2`` has issued. The array accepts the last beat of a tile
+    ``kb`` beats after the tile starts, and no sooner than ``t`` cycles after the
+    previous tile's last beat (the array's tile spacing); a group starts once
+    its rows are loaded. A group's final beat is issued when the beat before it
+    is accepted, which is when its token slot and, at a batch end, its weight
+    bank are released.
+    """
+    t = kernel.t
+    latency = kernel._array.latency
+    bpw = kernel.beats_per(kernel.weight_layout)
+    bpc = kernel.beats_per(channel_layout(kernel.po))
+    w_end = x_end = -1                          # last w / x beat so far
+    accepted = -(1 << 30)                       # last tile's last beat entered the array
+    bank_release, slot_release = [-1, -1], [-1, -1]
+    slot, last_y = 0, -1
+    for n, (d_in, d_out, tokens) in enumerate(jobs):
+        kb, nb = _ceil_div(d_in, kernel.pi), _ceil_div(d_out, kernel.po)
+        w_end = max(w_end + 1, bank_release[n % 2] + 1) + 1 + nb * kb * bpw + nb * bpc - 1
+        release = -1
+        for g in range(_ceil_div(tokens, t)):
+            rows = min(t, tokens - g * t)
+            x_end = max(x_end + 1, w_end + 1, slot_release[slot] + 1) + rows * kb - 1
+            for j in range(nb):
+                first = x_end + 1 if j == 0 else accepted
+                previous = accepted
+                accepted = max(max(first, accepted) + kb, previous + t)
+            release = accepted - 1 if kb > 1 else max(previous, x_end + 1)
+            slot_release[slot] = release
+            slot ^= 1
+            last_y = accepted + latency + rows
+        bank_release[n % 2] = release
+    return last_y + 1
