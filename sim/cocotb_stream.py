@@ -14,7 +14,9 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-__all__ = ["StreamSource", "StreamSink", "start_clock_and_reset", "transact"]
+from .flow import FlowPattern
+
+__all__ = ["StreamSource", "StreamSink", "start_clock_and_reset", "run_streams"]
 
 
 async def start_clock_and_reset(dut, cycles=2):
@@ -95,15 +97,21 @@ class StreamSink(_StreamEnd):
         return words, cycles
 
 
-async def transact(dut, words, out_count, i_pattern, o_pattern, i="i", o="o", progress=None):
-    """Feed ``words`` into stream ``i`` while collecting ``out_count`` words from ``o``.
+async def run_streams(dut, sources, sinks, *, i_flow=1.0, o_flow=1.0, seed=0, progress=None):
+    """Drive several input streams and collect several output streams at once.
 
-    Returns (output words, input transfer cycles, output transfer cycles), all
-    cycles counted from the same start.
+    Mirrors :func:`sim.pysim_stream.run_streams`: ``sources`` maps stream names to
+    payload words, ``sinks`` maps stream names to word counts, every stream gets
+    its own flow pattern seeded from ``seed``. ``progress(name, done, total)`` is
+    called after every received word. Returns the transfer cycles of every
+    source and (words, cycles) of every sink, all counted from the same start.
     """
-    source = StreamSource(dut, i, i_pattern)
-    sink = StreamSink(dut, o, o_pattern)
-    send = cocotb.start_soon(source.send(words))
-    out_words, out_cycles = await sink.receive(out_count, progress)
-    in_cycles = await send
-    return out_words, in_cycles, out_cycles
+    tasks = {}
+    for n, (name, words) in enumerate(sources.items()):
+        source = StreamSource(dut, name, FlowPattern(i_flow, seed + 2 * n))
+        tasks[name] = cocotb.start_soon(source.send(words))
+    for n, (name, count) in enumerate(sinks.items()):
+        sink = StreamSink(dut, name, FlowPattern(o_flow, seed + 2 * n + 1))
+        report = progress and (lambda done, name=name, count=count: progress(name, done, count))
+        tasks[name] = cocotb.start_soon(sink.receive(count, report))
+    return {name: await task for name, task in tasks.items()}

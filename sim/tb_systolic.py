@@ -14,8 +14,7 @@ import numpy as np
 
 from golden.gemm import K_MAX, int8_matmul
 from rtl.systolic import exp_cycles
-from sim.cocotb_stream import start_clock_and_reset, transact
-from sim.flow import FlowPattern
+from sim.cocotb_stream import run_streams, start_clock_and_reset
 from sim.gemm_tiles import gemm_result, gemm_words
 
 ROWS = int(os.environ.get("TB_ROWS", "4"))
@@ -30,9 +29,9 @@ LO, HI = -(1 << (WIDTH - 1)), (1 << (WIDTH - 1)) - 1
 async def run_gemm(dut, a, b, i_flow=1.0, o_flow=1.0, seed=SEED, progress=None):
     """Multiply on the DUT; return (result, cycles from first input to last output)."""
     words, out_count = gemm_words(a, b, ROWS, COLS, K_LANES, WIDTH)
-    out, in_cycles, out_cycles = await transact(
-        dut, words, out_count, FlowPattern(i_flow, seed), FlowPattern(o_flow, seed + 1),
-        progress=progress and (lambda n: progress(n, out_count)))
+    res = await run_streams(dut, {"i": words}, {"o": out_count}, i_flow=i_flow, o_flow=o_flow,
+                            seed=seed, progress=progress and (lambda _, n, total: progress(n, total)))
+    (out, out_cycles), in_cycles = res["o"], res["i"]
     result = gemm_result(out, a.shape[0], b.shape[1], ROWS, COLS)
     return result, out_cycles[-1] - in_cycles[0] + 1
 
