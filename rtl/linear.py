@@ -32,16 +32,18 @@ batch uses the n-th matrix. The next matrix loads while the current batch
 computes.
 """
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .params import check_int, validating
-from .systolic import ACC_WIDTH, SystolicArray
+from .systolic import ACC_WIDTH, SystolicArray, latency
 
 __all__ = ["TOKEN_BITS", "DIM_BITS", "HEADER", "x_layout", "y_layout", "channel_layout",
-           "LinearKernel"]
+           "LinearConfig", "LinearKernel", "exp_cycles"]
 
 #: Width of token indices carried with every beat.
 TOKEN_BITS = 16
@@ -79,8 +81,12 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-class LinearKernel(wiring.Component):
-    """Tiled int8 GEMM with double-buffered on-chip weights (see the module docstring).
+@dataclass(frozen=True)
+class LinearConfig:
+    """Parameters of a :class:`LinearKernel` and the formats they imply.
+
+    Host code (matrix images, token beats, the cycle model) works from the
+    config alone, without building the hardware.
 
     Parameters
     ----------
@@ -96,8 +102,71 @@ class LinearKernel(wiring.Component):
         Weight words per bank; default ``ceil(max_in/pi) * ceil(max_out/po)``.
         Give the model's largest ``KB * NB`` to save memory when the largest
         ``d_in`` and ``d_out`` never occur in one matrix.
-    bus_width : int, 8..4096
-        Bits per ``w`` beat (a memory bus: 256 by default).
+    bus_width : int, 32..4096
+        Bits per ``w`` beat (a memory bus: 256 by default; at least the header).
+    """
+
+    pi: int
+    po: int
+    t: int
+    max_in: int
+    max_out: int
+    max_weight_words: int = None
+    bus_width: int = 256
+
+    def __post_init__(self):
+        check_int("pi", self.pi, 1, 64)
+        check_int("po", self.po, 1, 64)
+        check_int("t", self.t, 1, 16)
+        check_int("max_in", self.max_in, 1, (1 << DIM_BITS) - 1)
+        check_int("max_out", self.max_out, 1, (1 << DIM_BITS) - 1)
+        check_int("bus_width", self.bus_width, HEADER.size, 4096)
+        full = self.kb_max * self.nb_max
+        if self.max_weight_words is None:
+            object.__setattr__(self, "max_weight_words", full)
+        check_int("max_weight_words", self.max_weight_words, 1, full)
+
+    @property
+    def kb_max(self):
+        return _ceil_div(self.max_in, self.pi)
+
+    @property
+    def nb_max(self):
+        return _ceil_div(self.max_out, self.po)
+
+    @property
+    def weight_layout(self):
+        """One weight word: ``[c][i]`` = weight of output channel ``c``, input ``i`` of the fold."""
+        return data.ArrayLayout(data.ArrayLayout(signed(8), self.pi), self.po)
+
+    @property
+    def array_latency(self):
+        """Latency of the systolic array this kernel is built on."""
+        return latency(self.po, row_broadcast=True)
+
+    def beats_per(self, layout):
+        """Bus beats that carry one word of ``layout``."""
+        return _ceil_div(data.Layout.cast(layout).size, self.bus_width)
+
+    def check_matrix(self, name, d_in, d_out):
+        """Fold counts ``(KB, NB)``; ``ValueError`` naming ``name`` if the matrix does not fit."""
+        kb, nb = _ceil_div(d_in, self.pi), _ceil_div(d_out, self.po)
+        if not (1 <= d_in <= self.max_in and 1 <= d_out <= self.max_out
+                and kb * nb <= self.max_weight_words):
+            raise ValueError(
+                f"matrix {name} ({d_in} -> {d_out}) does not fit the kernel: d_in must be in "
+                f"[1, {self.max_in}], d_out in [1, {self.max_out}] and "
+                f"ceil(d_in/{self.pi}) * ceil(d_out/{self.po}) = {kb * nb} weight words "
+                f"at most {self.max_weight_words}")
+        return kb, nb
+
+
+class LinearKernel(wiring.Component):
+    """Tiled int8 GEMM with double-buffered on-chip weights (see the module docstring).
+
+    Parameters
+    ----------
+    config : LinearConfig
 
     Members
     -------
@@ -112,81 +181,36 @@ class LinearKernel(wiring.Component):
     Throughput: ``t * po * pi`` MACs per cycle while a batch computes, provided
     ``KB >= t`` (else one tile per ``t`` cycles) and the next token group
     (``t * KB`` beats) arrives while the current one computes (``NB * KB``
-    cycles). Cycle model: :meth:`exp_cycles`.
+    cycles). Cycle model: :func:`exp_cycles`.
 
     Backpressure: all three streams may stall at any time; nothing is lost.
     """
 
-    def __init__(self, *, pi, po, t, max_in, max_out, max_weight_words=None, bus_width=256):
+    def __init__(self, config):
         with validating(self):
-            self._pi = check_int("pi", pi, 1, 64)
-            self._po = check_int("po", po, 1, 64)
-            self._t = check_int("t", t, 1, 16)
-            self._max_in = check_int("max_in", max_in, 1, (1 << DIM_BITS) - 1)
-            self._max_out = check_int("max_out", max_out, 1, (1 << DIM_BITS) - 1)
-            self._bus_width = check_int("bus_width", bus_width, 8, 4096)
-            full = _ceil_div(max_in, pi) * _ceil_div(max_out, po)
-            if max_weight_words is None:
-                max_weight_words = full
-            self._weight_words = check_int("max_weight_words", max_weight_words, 1, full)
-            if self._bus_width < HEADER.size:
-                raise ValueError(f"bus_width must be an integer in [{HEADER.size}, 4096], "
-                                 f"not {bus_width}")
-        self._array = SystolicArray(t, po, k_lanes=pi, row_broadcast=True)
+            if not isinstance(config, LinearConfig):
+                raise TypeError(f"config must be a LinearConfig, not {config!r}")
+        self._config = config
         super().__init__({
-            "w": In(stream.Signature(unsigned(bus_width))),
-            "x": In(stream.Signature(x_layout(pi))),
-            "y": Out(stream.Signature(y_layout(po))),
+            "w": In(stream.Signature(unsigned(config.bus_width))),
+            "x": In(stream.Signature(x_layout(config.pi))),
+            "y": Out(stream.Signature(y_layout(config.po))),
         })
 
-    pi = property(lambda self: self._pi)
-    po = property(lambda self: self._po)
-    t = property(lambda self: self._t)
-    bus_width = property(lambda self: self._bus_width)
-
     @property
-    def kb_max(self):
-        return _ceil_div(self._max_in, self._pi)
-
-    @property
-    def nb_max(self):
-        return _ceil_div(self._max_out, self._po)
-
-    @property
-    def weight_words(self):
-        """Weight words per bank."""
-        return self._weight_words
-
-    @property
-    def weight_layout(self):
-        """One weight word: ``[c][i]`` = weight of output channel ``c``, input ``i`` of the fold."""
-        return data.ArrayLayout(data.ArrayLayout(signed(8), self._pi), self._po)
-
-    def beats_per(self, layout):
-        """Bus beats that carry one word of ``layout``."""
-        return _ceil_div(data.Layout.cast(layout).size, self._bus_width)
-
-    def check_matrix(self, name, d_in, d_out):
-        """Raise ``ValueError`` naming ``name`` if a ``d_in x d_out`` matrix does not fit."""
-        kb, nb = _ceil_div(d_in, self._pi), _ceil_div(d_out, self._po)
-        if not (1 <= d_in <= self._max_in and 1 <= d_out <= self._max_out
-                and kb * nb <= self._weight_words):
-            raise ValueError(
-                f"matrix {name} ({d_in} -> {d_out}) does not fit the kernel: d_in must be in "
-                f"[1, {self._max_in}], d_out in [1, {self._max_out}] and "
-                f"ceil(d_in/{self._pi}) * ceil(d_out/{self._po}) = {kb * nb} weight words "
-                f"at most {self._weight_words}")
-        return kb, nb
+    def config(self):
+        return self._config
 
     def elaborate(self, platform):
         m = Module()
-        pi, po, t = self._pi, self._po, self._t
-        m.submodules.array = array = self._array
+        cfg = self._config
+        pi, po, t = cfg.pi, cfg.po, cfg.t
+        m.submodules.array = array = SystolicArray(t, po, k_lanes=pi, row_broadcast=True)
 
         # ---- memories ----------------------------------------------------------------
-        depth_w, depth_c, depth_x = self._weight_words, self.nb_max, self.kb_max
+        depth_w, depth_c, depth_x = cfg.max_weight_words, cfg.nb_max, cfg.kb_max
         m.submodules.weights = weights = memory.Memory(
-            shape=self.weight_layout, depth=2 * depth_w, init=[])
+            shape=cfg.weight_layout, depth=2 * depth_w, init=[])
         m.submodules.channels = channels = memory.Memory(
             shape=channel_layout(po), depth=2 * depth_c, init=[])
         token_word = data.ArrayLayout(data.ArrayLayout(signed(8), pi), t)
@@ -205,10 +229,10 @@ class LinearKernel(wiring.Component):
         bank_release = Signal(2)      # set by the sequencer for one cycle
 
         # ---- weight loader: w beats -> header, weight words, channel words ---------
-        bus = self._bus_width
+        bus = cfg.bus_width
         load_bank = Signal()
-        bpw = self.beats_per(self.weight_layout)
-        bpc = self.beats_per(channel_layout(po))
+        bpw = cfg.beats_per(cfg.weight_layout)
+        bpc = cfg.beats_per(channel_layout(po))
         gear = Signal(max(bpw, bpc) * bus)
         beat = Signal(range(max(bpw, bpc)))
         word = Signal(range(max(depth_w, depth_c) + 1))
@@ -403,7 +427,7 @@ class LinearKernel(wiring.Component):
         return m
 
 
-def exp_cycles(kernel, jobs):
+def exp_cycles(config, jobs):
     """Expected cycles for a sequence of ``(d_in, d_out, tokens)`` jobs (FINN's ``exp_cycles``).
 
     Each job is a matrix image on ``w`` followed by a batch of ``tokens`` rows on
@@ -419,16 +443,15 @@ def exp_cycles(kernel, jobs):
     is accepted, which is when its token slot and, at a batch end, its weight
     bank are released.
     """
-    t = kernel.t
-    latency = kernel._array.latency
-    bpw = kernel.beats_per(kernel.weight_layout)
-    bpc = kernel.beats_per(channel_layout(kernel.po))
+    t = config.t
+    bpw = config.beats_per(config.weight_layout)
+    bpc = config.beats_per(channel_layout(config.po))
     w_end = x_end = -1                          # last w / x beat so far
     accepted = -(1 << 30)                       # last tile's last beat entered the array
     bank_release, slot_release = [-1, -1], [-1, -1]
     slot, last_y = 0, -1
     for n, (d_in, d_out, tokens) in enumerate(jobs):
-        kb, nb = _ceil_div(d_in, kernel.pi), _ceil_div(d_out, kernel.po)
+        kb, nb = _ceil_div(d_in, config.pi), _ceil_div(d_out, config.po)
         w_end = max(w_end + 1, bank_release[n % 2] + 1) + 1 + nb * kb * bpw + nb * bpc - 1
         release = -1
         for g in range(_ceil_div(tokens, t)):
@@ -441,6 +464,6 @@ def exp_cycles(kernel, jobs):
             release = accepted - 1 if kb > 1 else max(previous, x_end + 1)
             slot_release[slot] = release
             slot ^= 1
-            last_y = accepted + latency + rows
+            last_y = accepted + config.array_latency + rows
         bank_release[n % 2] = release
     return last_y + 1

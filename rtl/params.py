@@ -25,6 +25,6 @@ def validating(component):
     """
     try:
         yield
-    except ValueError:
+    except (ValueError, TypeError):
         component._MustUse__silence = True
         raise

@@ -39,7 +39,7 @@ from .params import check_int, validating
 
 __all__ = [
     "ACC_WIDTH", "ControlLayout", "operand_layout", "result_layout",
-    "ProcessingElement", "Mesh", "SystolicArray",
+    "ProcessingElement", "Mesh", "SystolicArray", "tile_spacing", "latency", "exp_cycles",
 ]
 
 #: Accumulator width. The golden spec (``golden.gemm``) guarantees no overflow
@@ -284,7 +284,7 @@ class SystolicArray(wiring.Component):
     @property
     def tile_spacing(self):
         """Minimum number of cycles between the last beats of two tiles."""
-        return _tile_spacing(self._rows, self._cols, self._row_broadcast)
+        return tile_spacing(self._rows, self._cols, self._row_broadcast)
 
     @property
     def fifo_rows(self):
@@ -305,7 +305,7 @@ class SystolicArray(wiring.Component):
         row is latched into the FIFO (1) and the buffered FIFO presents it one
         cycle later (1).
         """
-        return _latency(self._cols, self._row_broadcast)
+        return latency(self._cols, self._row_broadcast)
 
     def elaborate(self, platform):
         m = Module()
@@ -374,11 +374,13 @@ class SystolicArray(wiring.Component):
         return m
 
 
-def _tile_spacing(rows, cols, row_broadcast):
+def tile_spacing(rows, cols, row_broadcast=False):
+    """Minimum cycles between the last beats of two tiles (see :class:`SystolicArray`)."""
     return rows if row_broadcast else max(rows, cols)
 
 
-def _latency(cols, row_broadcast):
+def latency(cols, row_broadcast=False):
+    """Cycles from a tile's last beat to its first result row (see :class:`SystolicArray`)."""
     return (0 if row_broadcast else cols - 1) + 4
 
 
@@ -395,6 +397,6 @@ def exp_cycles(m, k, n, *, rows, cols, k_lanes=1, row_broadcast=False):
     if tiles == 0:
         return 0
     beats = max(1, -(-k // k_lanes))
-    period = max(beats, _tile_spacing(rows, cols, row_broadcast))
+    period = max(beats, tile_spacing(rows, cols, row_broadcast))
     last_beat = (beats - 1) + (tiles - 1) * period
-    return last_beat + _latency(cols, row_broadcast) + rows
+    return last_beat + latency(cols, row_broadcast) + rows

@@ -18,12 +18,12 @@ def _split(word, bits, bus_width):
             for i in range(-(-bits // bus_width))]
 
 
-def matrix_image(kernel, name, weight, bias):
-    """Bus beats (ints) of one matrix image for ``kernel``.
+def matrix_image(config, name, weight, bias):
+    """Bus beats (ints) of one matrix image for ``config``.
 
     Parameters
     ----------
-    kernel : LinearKernel
+    config : LinearConfig
     name : str
         Names the matrix in errors.
     weight : int array, shape (d_out, d_in), values in [-128, 127]
@@ -34,18 +34,18 @@ def matrix_image(kernel, name, weight, bias):
     d_out, d_in = weight.shape
     if bias.shape != (d_out,):
         raise ValueError(f"bias of {name} must have shape ({d_out},), not {bias.shape}")
-    kb, nb = kernel.check_matrix(name, d_in, d_out)
-    pi, po, bus = kernel.pi, kernel.po, kernel.bus_width
+    kb, nb = config.check_matrix(name, d_in, d_out)
+    pi, po, bus = config.pi, config.po, config.bus_width
     padded = np.zeros((nb * po, kb * pi), np.int64)
     padded[:d_out, :d_in] = weight
     bias_p = np.zeros(nb * po, np.int64)
     bias_p[:d_out] = bias
     beats = [pack(HEADER, {"kb": kb, "nb": nb})]
-    w_bits = kernel.weight_layout.size
+    w_bits = config.weight_layout.size
     for j in range(nb):
         for s in range(kb):
             tile = padded[j * po:(j + 1) * po, s * pi:(s + 1) * pi]
-            beats += _split(pack(kernel.weight_layout, tile), w_bits, bus)
+            beats += _split(pack(config.weight_layout, tile), w_bits, bus)
     c_layout = channel_layout(po)
     for j in range(nb):
         word = pack(c_layout, {"bias": bias_p[j * po:(j + 1) * po]})
@@ -53,34 +53,34 @@ def matrix_image(kernel, name, weight, bias):
     return beats
 
 
-def token_beats(kernel, x, tokens):
+def token_beats(config, x, tokens):
     """``x`` beats for the rows ``x[tokens]`` (the gather), ``last`` on the final beat.
 
     ``x`` is the whole int8 activation matrix (tokens x d_in).
     """
     x = np.asarray(x, np.int64)
-    kb = -(-x.shape[1] // kernel.pi)
-    padded = np.zeros((x.shape[0], kb * kernel.pi), np.int64)
+    kb = -(-x.shape[1] // config.pi)
+    padded = np.zeros((x.shape[0], kb * config.pi), np.int64)
     padded[:, :x.shape[1]] = x
-    layout = x_layout(kernel.pi)
+    layout = x_layout(config.pi)
     beats = []
     for n, token in enumerate(tokens):
         for s in range(kb):
             beats.append(pack(layout, {
-                "data": padded[token, s * kernel.pi:(s + 1) * kernel.pi],
+                "data": padded[token, s * config.pi:(s + 1) * config.pi],
                 "token": int(token),
                 "last": int(n == len(tokens) - 1 and s == kb - 1),
             }))
     return beats
 
 
-def assemble_outputs(kernel, words, d_outs):
+def assemble_outputs(config, words, d_outs):
     """Per batch, ``{token: output row}`` from ``y`` words (batches end at ``last``).
 
     ``d_outs`` lists the output width of each batch's matrix. Checks that every
     fold of a token arrives exactly once and that the batch count matches.
     """
-    layout = y_layout(kernel.po)
+    layout = y_layout(config.po)
     batches, rows = [], {}
     for word in words:
         beat = unpack(layout, word)
