@@ -104,6 +104,8 @@ class LinearConfig:
         ``d_in`` and ``d_out`` never occur in one matrix.
     bus_width : int, 32..4096
         Bits per ``w`` beat (a memory bus: 256 by default; at least the header).
+    dsp_packing : bool
+        Two int8 MACs per multiplier on DSP48E2 (see :class:`rtl.systolic.SystolicArray`).
     """
 
     pi: int
@@ -113,6 +115,7 @@ class LinearConfig:
     max_out: int
     max_weight_words: int = None
     bus_width: int = 256
+    dsp_packing: bool = False
 
     def __post_init__(self):
         check_int("pi", self.pi, 1, 64)
@@ -122,6 +125,8 @@ class LinearConfig:
         check_int("max_out", self.max_out, 1, (1 << DIM_BITS) - 1)
         check_int("bus_width", self.bus_width, HEADER.size, 4096)
         full = self.kb_max * self.nb_max
+        if not isinstance(self.dsp_packing, bool):
+            raise ValueError(f"dsp_packing must be a bool, not {self.dsp_packing!r}")
         if self.max_weight_words is None:
             object.__setattr__(self, "max_weight_words", full)
         check_int("max_weight_words", self.max_weight_words, 1, full)
@@ -205,7 +210,8 @@ class LinearKernel(wiring.Component):
         m = Module()
         cfg = self._config
         pi, po, t = cfg.pi, cfg.po, cfg.t
-        m.submodules.array = array = SystolicArray(t, po, k_lanes=pi, row_broadcast=True)
+        m.submodules.array = array = SystolicArray(t, po, k_lanes=pi, row_broadcast=True,
+                                                   dsp_packing=cfg.dsp_packing)
 
         # ---- memories ----------------------------------------------------------------
         depth_w, depth_c, depth_x = cfg.max_weight_words, cfg.nb_max, cfg.kb_max

@@ -39,8 +39,12 @@ from .params import check_int, validating
 
 __all__ = [
     "ACC_WIDTH", "ControlLayout", "operand_layout", "result_layout",
-    "ProcessingElement", "Mesh", "SystolicArray", "tile_spacing", "latency", "exp_cycles",
+    "ProcessingElement", "Mesh", "SystolicArray", "PACK_SHIFT", "packed_shape", "column_groups",
+    "tile_spacing", "latency", "exp_cycles",
 ]
+
+#: Field spacing of packed operand pairs: an int8 x int8 product fits 17 bits signed.
+PACK_SHIFT = 18
 
 #: Accumulator width. The golden spec (``golden.gemm``) guarantees no overflow
 #: for reductions of at most ``K_MAX`` = 131071 int8 products.
@@ -48,6 +52,11 @@ ACC_WIDTH = 32
 
 MAX_DIM = 64
 OPERAND_WIDTHS = range(2, 9)
+
+
+def packed_shape(operand_width):
+    """Shape of a packed operand pair ``b1 * 2**PACK_SHIFT + b0`` (27 bits for int8)."""
+    return signed(PACK_SHIFT + operand_width + 1)
 
 
 class ControlLayout(data.StructLayout):
@@ -99,33 +108,46 @@ class ProcessingElement(wiring.Component):
 
     Members
     -------
-    a_in, b_in : In(ArrayLayout(signed(operand_width), k_lanes))
+    a_in : In(ArrayLayout(signed(operand_width), k_lanes))
+    b_in : In(ArrayLayout(signed(operand_width) or packed_shape(operand_width), k_lanes))
+        With ``packed_pair``, each lane carries two columns' operands as
+        ``b1 * 2**PACK_SHIFT + b0`` and the PE computes both columns with one
+        multiplier per lane (AMD WP486's INT8 packing): one DSP48E2 (27 x 18)
+        does two int8 MACs that share the row operand.
     ctl_in : In(ControlLayout)
     a_out, b_out, ctl_out : Out
         The inputs, delayed by one cycle.
-    result : Out(signed(32))
-        Sum of the last finished tile, valid from 2 cycles after its last beat.
+    result : Out(ArrayLayout(signed(32), outputs))
+        Sum(s) of the last finished tile, valid from 2 cycles after its last beat.
     done : Out(1)
         High for one cycle while the accumulator absorbs a last beat; ``result``
         holds the new sum from the next cycle on.
     """
 
-    def __init__(self, k_lanes=1, operand_width=8):
+    def __init__(self, k_lanes=1, operand_width=8, *, packed_pair=False):
         with validating(self):
             self._k_lanes = check_int("k_lanes", k_lanes, 1, MAX_DIM)
             self._operand_width = check_int("operand_width", operand_width,
                                             OPERAND_WIDTHS.start, OPERAND_WIDTHS.stop - 1)
+        self._packed_pair = bool(packed_pair)
         lane = data.ArrayLayout(signed(operand_width), k_lanes)
+        b_lane = data.ArrayLayout(packed_shape(operand_width) if packed_pair
+                                  else signed(operand_width), k_lanes)
         super().__init__({
-            "a_in": In(lane), "b_in": In(lane), "ctl_in": In(ControlLayout()),
-            "a_out": Out(lane), "b_out": Out(lane), "ctl_out": Out(ControlLayout()),
-            "result": Out(signed(ACC_WIDTH)),
+            "a_in": In(lane), "b_in": In(b_lane), "ctl_in": In(ControlLayout()),
+            "a_out": Out(lane), "b_out": Out(b_lane), "ctl_out": Out(ControlLayout()),
+            "result": Out(data.ArrayLayout(signed(ACC_WIDTH), self.outputs)),
             "done": Out(1),
         })
 
     @property
     def k_lanes(self):
         return self._k_lanes
+
+    @property
+    def outputs(self):
+        """Output columns this PE computes: 2 with ``packed_pair``, else 1."""
+        return 2 if self._packed_pair else 1
 
     def elaborate(self, platform):
         m = Module()
@@ -135,34 +157,58 @@ class ProcessingElement(wiring.Component):
             self.ctl_out.eq(self.ctl_in),
         ]
 
-        # Cycle 0: the dot product of this beat's k_lanes pairs.
-        product_width = 2 * self._operand_width + ceil_log2(self._k_lanes)
-        product = Signal(signed(product_width))
+        # Cycle 0: the dot product(s) of this beat's k_lanes pairs.
+        lanes = range(self._k_lanes)
+        if not self._packed_pair:
+            dots = [sum(self.a_in[j] * self.b_in[j] for j in lanes)]
+        else:
+            # One multiplier per lane: a * (b1 * 2**S + b0) = a*b1 * 2**S + a*b0. The
+            # low product fits S bits signed, so it is the sign-extended low field;
+            # the high product is the rest, plus one when the low field is negative.
+            low, high = [], []
+            for j in lanes:
+                packed = Signal(signed(self._operand_width + packed_shape(self._operand_width).width),
+                                name=f"packed_product_{j}")
+                m.d.comb += packed.eq(self.a_in[j] * self.b_in[j])
+                low.append(packed[:PACK_SHIFT].as_signed())
+                high.append((packed >> PACK_SHIFT) + packed[PACK_SHIFT - 1])
+            dots = [sum(low), sum(high)]
+        product_width = 2 * self._operand_width + ceil_log2(self._k_lanes) + 1
         product_ctl = Signal(ControlLayout())
-        dot = sum(self.a_in[j] * self.b_in[j] for j in range(self._k_lanes))
-        m.d.sync += [product.eq(dot), product_ctl.eq(self.ctl_in)]
+        m.d.sync += product_ctl.eq(self.ctl_in)
+        m.d.comb += self.done.eq(product_ctl.valid & product_ctl.last)
 
         # Cycle 1: accumulate; the sum is exact within the spec's K bound.
-        acc = Signal(signed(ACC_WIDTH))
-        total = Mux(product_ctl.first, 0, acc) + product
-        m.d.comb += self.done.eq(product_ctl.valid & product_ctl.last)
-        with m.If(product_ctl.valid):
-            m.d.sync += acc.eq(total)
-        with m.If(self.done):
-            m.d.sync += self.result.eq(total)
+        for n, dot in enumerate(dots):
+            product = Signal(signed(product_width), name=f"product_{n}")
+            acc = Signal(signed(ACC_WIDTH), name=f"acc_{n}")
+            m.d.sync += product.eq(dot)
+            total = Mux(product_ctl.first, 0, acc) + product
+            with m.If(product_ctl.valid):
+                m.d.sync += acc.eq(total)
+            with m.If(self.done):
+                m.d.sync += self.result[n].eq(total)
         return m
 
 
+def column_groups(cols, dsp_packing=False):
+    """The output columns each PE column computes: pairs with ``dsp_packing``, else singles."""
+    step = 2 if dsp_packing else 1
+    return [tuple(range(c, min(c + step, cols))) for c in range(0, cols, step)]
+
+
 class Mesh(wiring.Component):
-    """``rows`` x ``cols`` processing elements with registered neighbour links.
+    """``rows`` x ``cols`` outputs on a grid of processing elements with registered links.
 
     No flow control: the mesh advances every cycle; ``ctl.valid`` marks beats.
-    The caller skews the inputs: ``a[r]`` and ``ctl[r]`` must enter ``r`` cycles
-    and ``b[c]`` ``c`` cycles after the beat they belong to. With
-    ``row_broadcast``, ``a[r]`` and ``ctl[r]`` feed every PE of row ``r`` directly
-    (no horizontal registers), so ``b`` enters unskewed and a whole row finishes
-    in the same cycle: the choice for wide, short arrays (few token rows, many
-    output columns), where skewing ``b`` across the columns would cost
+    PE column ``g`` computes the output columns ``column_groups(cols, dsp_packing)[g]``
+    (one, or a pair with ``dsp_packing``). The caller skews the inputs: ``a[r]``
+    and ``ctl[r]`` must enter ``r`` cycles and the ``b`` of PE column ``g``
+    ``g`` cycles after the beat they belong to. With ``row_broadcast``, ``a[r]``
+    and ``ctl[r]`` feed every PE of row ``r`` directly (no horizontal
+    registers), so ``b`` enters unskewed and a whole row finishes in the same
+    cycle: the choice for wide, short arrays (few token rows, many output
+    columns), where skewing ``b`` across the columns would cost
     ``cols * (cols - 1) / 2`` operand registers.
 
     Members
@@ -174,17 +220,19 @@ class Mesh(wiring.Component):
     b : In(ArrayLayout(lane, cols))
         Column operands at the top edge.
     result : Out(ArrayLayout(ArrayLayout(signed(32), cols), rows))
-        Every PE's held result.
+        Every output's held result.
     row_done : Out(rows)
         Bit ``r`` pulses when the last PE of row ``r`` absorbs a last beat; the
         whole row of ``result`` is final from the next cycle on.
     """
 
-    def __init__(self, rows, cols, k_lanes=1, operand_width=8, *, row_broadcast=False):
+    def __init__(self, rows, cols, k_lanes=1, operand_width=8, *, row_broadcast=False,
+                 dsp_packing=False):
         with validating(self):
             self._rows, self._cols, self._k_lanes, self._operand_width = _check_array(
                 rows, cols, k_lanes, operand_width)
         self._row_broadcast = bool(row_broadcast)
+        self._groups = column_groups(cols, dsp_packing)
         lane = data.ArrayLayout(signed(operand_width), k_lanes)
         super().__init__({
             "a": In(data.ArrayLayout(lane, rows)),
@@ -196,23 +244,30 @@ class Mesh(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        pes = [[ProcessingElement(self._k_lanes, self._operand_width) for _ in range(self._cols)]
+        groups = self._groups
+        pes = [[ProcessingElement(self._k_lanes, self._operand_width,
+                                  packed_pair=len(group) == 2) for group in groups]
                for _ in range(self._rows)]
-        for r in range(self._rows):
-            for c in range(self._cols):
-                pe = pes[r][c]
-                m.submodules[f"pe_{r}_{c}"] = pe
-                if c == 0 or self._row_broadcast:
+        for g, group in enumerate(groups):
+            # The top edge: a single column's operands, or a pair packed for one multiplier.
+            b_top = self.b[group[0]]
+            if len(group) == 2:
+                b_top = Signal(pes[0][g].b_in.shape(), name=f"b_packed_{g}")
+                m.d.comb += [b_top[j].eq((self.b[group[1]][j] << PACK_SHIFT) + self.b[group[0]][j])
+                             for j in range(self._k_lanes)]
+            for r in range(self._rows):
+                pe = pes[r][g]
+                m.submodules[f"pe_{r}_{g}"] = pe
+                if g == 0 or self._row_broadcast:
                     m.d.comb += [pe.a_in.eq(self.a[r]), pe.ctl_in.eq(self.ctl[r])]
                 else:
-                    m.d.comb += [pe.a_in.eq(pes[r][c - 1].a_out),
-                                 pe.ctl_in.eq(pes[r][c - 1].ctl_out)]
-                if r == 0:
-                    m.d.comb += pe.b_in.eq(self.b[c])
-                else:
-                    m.d.comb += pe.b_in.eq(pes[r - 1][c].b_out)
-                m.d.comb += self.result[r][c].eq(pe.result)
-            m.d.comb += self.row_done[r].eq(pes[r][self._cols - 1].done)
+                    m.d.comb += [pe.a_in.eq(pes[r][g - 1].a_out),
+                                 pe.ctl_in.eq(pes[r][g - 1].ctl_out)]
+                m.d.comb += pe.b_in.eq(b_top if r == 0 else pes[r - 1][g].b_out)
+                for n, c in enumerate(group):
+                    m.d.comb += self.result[r][c].eq(pe.result[n])
+        for r in range(self._rows):
+            m.d.comb += self.row_done[r].eq(pes[r][-1].done)
         return m
 
 
@@ -228,12 +283,12 @@ class SystolicArray(wiring.Component):
     products (131071), the int32 bound of the spec ``golden.gemm.int8_matmul``.
 
     Throughput: one beat per cycle, i.e. ``rows * cols * k_lanes`` MACs per cycle,
-    while tiles are at least :attr:`tile_spacing` beats long (max(rows, cols);
-    ``rows`` with ``row_broadcast``) and ``o`` keeps up. Shorter tiles are
+    while tiles are at least :attr:`tile_spacing` beats long (max(rows, PE
+    columns); ``rows`` with ``row_broadcast``) and ``o`` keeps up. Shorter tiles are
     accepted at one per ``tile_spacing`` cycles.
 
     Latency: the first result row of a tile leaves :attr:`latency` cycles after
-    the tile's last beat is accepted (``cols + 3``; 4 with ``row_broadcast``),
+    the tile's last beat is accepted (PE columns + 3; 4 with ``row_broadcast``),
     the others on the following cycles.
 
     Backpressure: the mesh never stalls. Results wait in a FIFO of
@@ -254,6 +309,11 @@ class SystolicArray(wiring.Component):
     row_broadcast : bool
         Feed each row operand to all columns at once instead of passing it
         along the row (see :class:`Mesh`).
+    dsp_packing : bool
+        Compute pairs of columns with one multiplier per lane (see
+        :class:`ProcessingElement`): half the DSP48E2s on UltraScale+. Other
+        families gain nothing (ECP5's 18 x 18 multipliers cannot take the
+        27-bit packed operand).
 
     Members
     -------
@@ -265,11 +325,13 @@ class SystolicArray(wiring.Component):
     output backpressure.
     """
 
-    def __init__(self, rows, cols, *, k_lanes=1, operand_width=8, row_broadcast=False):
+    def __init__(self, rows, cols, *, k_lanes=1, operand_width=8, row_broadcast=False,
+                 dsp_packing=False):
         with validating(self):
             self._rows, self._cols, self._k_lanes, self._operand_width = _check_array(
                 rows, cols, k_lanes, operand_width)
         self._row_broadcast = bool(row_broadcast)
+        self._dsp_packing = bool(dsp_packing)
         super().__init__({
             "i": In(stream.Signature(operand_layout(rows, cols, k_lanes, operand_width))),
             "o": Out(stream.Signature(result_layout(cols))),
@@ -280,11 +342,12 @@ class SystolicArray(wiring.Component):
     k_lanes = property(lambda self: self._k_lanes)
     operand_width = property(lambda self: self._operand_width)
     row_broadcast = property(lambda self: self._row_broadcast)
+    dsp_packing = property(lambda self: self._dsp_packing)
 
     @property
     def tile_spacing(self):
         """Minimum number of cycles between the last beats of two tiles."""
-        return tile_spacing(self._rows, self._cols, self._row_broadcast)
+        return tile_spacing(self._rows, self._cols, self._row_broadcast, self._dsp_packing)
 
     @property
     def fifo_rows(self):
@@ -305,13 +368,14 @@ class SystolicArray(wiring.Component):
         row is latched into the FIFO (1) and the buffered FIFO presents it one
         cycle later (1).
         """
-        return latency(self._cols, self._row_broadcast)
+        return latency(self._cols, self._row_broadcast, self._dsp_packing)
 
     def elaborate(self, platform):
         m = Module()
         rows, cols = self._rows, self._cols
         m.submodules.mesh = mesh = Mesh(rows, cols, self._k_lanes, self._operand_width,
-                                        row_broadcast=self._row_broadcast)
+                                        row_broadcast=self._row_broadcast,
+                                        dsp_packing=self._dsp_packing)
         m.submodules.results = results = fifo.SyncFIFOBuffered(
             width=len(self.o.payload.as_value()), depth=self.fifo_rows)
 
@@ -349,9 +413,11 @@ class SystolicArray(wiring.Component):
                 m.d.sync += [a_d.eq(a_r), ctl_d.eq(ctl_r)]
                 a_r, ctl_r = a_d, ctl_d
             m.d.comb += [mesh.a[r].eq(a_r), mesh.ctl[r].eq(ctl_r)]
+        groups = column_groups(cols, self._dsp_packing)
         for c in range(cols):
             b_c = self.i.payload.b[c]
-            for stage in range(0 if self._row_broadcast else c):
+            group = next(g for g, members in enumerate(groups) if c in members)
+            for stage in range(0 if self._row_broadcast else group):
                 b_d = Signal.like(b_c, name=f"b_skew_{c}_{stage}")
                 m.d.sync += b_d.eq(b_c)
                 b_c = b_d
@@ -374,17 +440,17 @@ class SystolicArray(wiring.Component):
         return m
 
 
-def tile_spacing(rows, cols, row_broadcast=False):
+def tile_spacing(rows, cols, row_broadcast=False, dsp_packing=False):
     """Minimum cycles between the last beats of two tiles (see :class:`SystolicArray`)."""
-    return rows if row_broadcast else max(rows, cols)
+    return rows if row_broadcast else max(rows, len(column_groups(cols, dsp_packing)))
 
 
-def latency(cols, row_broadcast=False):
+def latency(cols, row_broadcast=False, dsp_packing=False):
     """Cycles from a tile's last beat to its first result row (see :class:`SystolicArray`)."""
-    return (0 if row_broadcast else cols - 1) + 4
+    return (0 if row_broadcast else len(column_groups(cols, dsp_packing)) - 1) + 4
 
 
-def exp_cycles(m, k, n, *, rows, cols, k_lanes=1, row_broadcast=False):
+def exp_cycles(m, k, n, *, rows, cols, k_lanes=1, row_broadcast=False, dsp_packing=False):
     """Expected cycles for ``(m x k) @ (k x n)`` on a ``rows x cols`` array (FINN's ``exp_cycles``).
 
     Counts from the cycle the first beat is accepted to the cycle the last
@@ -397,6 +463,6 @@ def exp_cycles(m, k, n, *, rows, cols, k_lanes=1, row_broadcast=False):
     if tiles == 0:
         return 0
     beats = max(1, -(-k // k_lanes))
-    period = max(beats, tile_spacing(rows, cols, row_broadcast))
+    period = max(beats, tile_spacing(rows, cols, row_broadcast, dsp_packing))
     last_beat = (beats - 1) + (tiles - 1) * period
-    return last_beat + latency(cols, row_broadcast) + rows
+    return last_beat + latency(cols, row_broadcast, dsp_packing) + rows

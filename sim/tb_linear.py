@@ -1,7 +1,8 @@
 """cocotb testbench for the emitted Verilog of :class:`rtl.linear.LinearKernel`.
 
 Kernel parameters arrive as ``TB_PI``, ``TB_PO``, ``TB_T``, ``TB_MAX_IN``,
-``TB_MAX_OUT``, ``TB_BUS_WIDTH`` and optionally ``TB_MAX_WEIGHT_WORDS``; ``TB_SEED`` seeds the stimulus. Expected
+``TB_MAX_OUT``, ``TB_BUS_WIDTH`` and optionally ``TB_MAX_WEIGHT_WORDS``,
+``TB_DSP_PACKING``; ``TB_SEED`` seeds the stimulus. Expected
 values come from the golden spec, cycle counts from ``rtl.linear.exp_cycles``.
 """
 
@@ -20,7 +21,8 @@ CONFIG = LinearConfig(pi=int(os.environ["TB_PI"]), po=int(os.environ["TB_PO"]),
                       t=int(os.environ["TB_T"]), max_in=int(os.environ["TB_MAX_IN"]),
                       max_out=int(os.environ["TB_MAX_OUT"]),
                       max_weight_words=int(os.environ.get("TB_MAX_WEIGHT_WORDS", 0)) or None,
-                      bus_width=int(os.environ["TB_BUS_WIDTH"]))
+                      bus_width=int(os.environ["TB_BUS_WIDTH"]),
+                      dsp_packing=os.environ.get("TB_DSP_PACKING", "False") == "True")
 SEED = int(os.environ.get("TB_SEED", "0"))
 N_TOKENS = int(os.environ.get("TB_TOKENS", "129"))
 

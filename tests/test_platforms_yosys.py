@@ -23,3 +23,13 @@ def test_grouping_weights_and_leftovers():
 def test_unknown_target_is_named(tmp_path):
     with pytest.raises(ValueError, match=f"target must be one of {', '.join(TARGETS)}, not 'gw1n'"):
         synthesize(tmp_path / "top.v", "gw1n")
+
+
+def test_dsp_packing_halves_ultrascale_dsps(tmp_path):
+    """Two int8 MACs sharing the row operand fit one DSP48E2 (27 x 18), bit-exact in pysim."""
+    counts = {}
+    for packing in (False, True):
+        array = SystolicArray(2, 4, k_lanes=2, row_broadcast=True, dsp_packing=packing)
+        vfile = emit_verilog(array, tmp_path / f"packing_{packing}.v")
+        counts[packing] = synthesize(vfile, "xcup")["DSP"]
+    assert counts == {False: 16, True: 8}

@@ -35,10 +35,13 @@ def run_jobs(config, shapes, *, seed=0, i_flow=1.0, o_flow=1.0):
     return cycles[-1] + 1
 
 
-@pytest.mark.parametrize("pi, po, t, bus", [(4, 4, 3, 64), (2, 3, 2, 32), (3, 2, 1, 32)])
+@pytest.mark.parametrize("pi, po, t, bus, packing", [
+    (4, 4, 3, 64, False), (2, 3, 2, 32, True), (3, 2, 1, 32, False),
+])
 @pytest.mark.parametrize("i_flow, o_flow", [(1.0, 1.0), (0.5, 0.6), (1.0, 0.2)])
-def test_job_sequence_bit_exact(pi, po, t, bus, i_flow, o_flow):
-    config = LinearConfig(pi=pi, po=po, t=t, max_in=16, max_out=12, bus_width=bus)
+def test_job_sequence_bit_exact(pi, po, t, bus, packing, i_flow, o_flow):
+    config = LinearConfig(pi=pi, po=po, t=t, max_in=16, max_out=12, bus_width=bus,
+                          dsp_packing=packing)
     shapes = [
         (16, 12, list(range(N_TOKENS))),        # largest matrix, every token
         (5, 7, [3]),                            # one token, dims not multiples of PI/PO
@@ -71,6 +74,7 @@ def test_full_rate_cycles_match_model(pi, po, t, shapes):
     (dict(max_in=0), r"max_in must be an integer in \[1, 65535\], not 0"),
     (dict(max_weight_words=17), r"max_weight_words must be an integer in \[1, 16\], not 17"),
     (dict(bus_width=16), r"bus_width must be an integer in \[32, 4096\], not 16"),
+    (dict(dsp_packing=1), r"dsp_packing must be a bool, not 1"),
 ])
 def test_invalid_parameters_are_named(kwargs, message):
     params = dict(pi=4, po=4, t=2, max_in=16, max_out=16, bus_width=64) | kwargs

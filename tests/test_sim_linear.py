@@ -8,9 +8,12 @@ from rtl.linear import LinearConfig, LinearKernel
 from sim.runner import run_cocotb
 
 
-@pytest.mark.parametrize("pi, po, t, bus_width", [(4, 4, 3, 64), (8, 4, 2, 256)])
-def test_linear_verilog(pi, po, t, bus_width):
-    params = dict(pi=pi, po=po, t=t, max_in=48, max_out=40, bus_width=bus_width)
+@pytest.mark.parametrize("pi, po, t, bus_width, dsp_packing", [
+    (4, 4, 3, 64, False), (8, 4, 2, 256, True),
+])
+def test_linear_verilog(pi, po, t, bus_width, dsp_packing):
+    params = dict(pi=pi, po=po, t=t, max_in=48, max_out=40, bus_width=bus_width,
+                  dsp_packing=dsp_packing)
     shapes = [[48, 40, 20], [13, 7, 1], [8, 40, 9]]
     run_cocotb("linear", params, LinearKernel(LinearConfig(**params)), "sim.tb_linear",
                env={"TB_SEED": "3", "TB_TOKENS": "24", "TB_SHAPES": json.dumps(shapes)})
