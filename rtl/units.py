@@ -4,6 +4,7 @@ Each entry maps a configuration name to a constructor, so tools and reports
 share one list instead of repeating parameters.
 """
 
+from .linear import LinearConfig, LinearKernel
 from .systolic import SystolicArray
 
 __all__ = ["UNITS"]
@@ -13,4 +14,12 @@ UNITS = {
     "systolic_4x4": lambda: SystolicArray(4, 4),
     "systolic_8x8": lambda: SystolicArray(8, 8),
     "systolic_8x8_k2": lambda: SystolicArray(8, 8, k_lanes=2),
+    "systolic_8x8_packed": lambda: SystolicArray(8, 8, row_broadcast=True, dsp_packing=True),
+    # Linear kernels sized for M3ViT-tiny: d_in, d_out <= 768, largest matrix 192 x 768.
+    "linear_8x8x2": lambda: LinearKernel(LinearConfig(
+        pi=8, po=8, t=2, max_in=768, max_out=768, max_weight_words=24 * 96)),
+    "linear_16x16x3": lambda: LinearKernel(LinearConfig(
+        pi=16, po=16, t=3, max_in=768, max_out=768, max_weight_words=12 * 48)),
+    "linear_16x16x3_packed": lambda: LinearKernel(LinearConfig(
+        pi=16, po=16, t=3, max_in=768, max_out=768, max_weight_words=12 * 48, dsp_packing=True)),
 }
