@@ -242,6 +242,8 @@ class LinearKernel(wiring.Component):
         gear = Signal(max(bpw, bpc) * bus)
         beat = Signal(range(max(bpw, bpc)))
         word = Signal(range(max(depth_w, depth_c) + 1))
+        load_slice = Signal(DIM_BITS)
+        load_fold = Signal(DIM_BITS)
         header = HEADER(self.w.payload[:HEADER.size])
         shifted_w = Cat(gear[bus:bpw * bus], self.w.payload)      # after this beat
         shifted_c = Cat(gear[bus:bpc * bus], self.w.payload)
@@ -260,7 +262,7 @@ class LinearKernel(wiring.Component):
                         for b in range(2):
                             with m.Case(b):
                                 m.d.sync += [kb[b].eq(header.kb), nb[b].eq(header.nb)]
-                    m.d.sync += [word.eq(0), beat.eq(0)]
+                    m.d.sync += [word.eq(0), beat.eq(0), load_slice.eq(0), load_fold.eq(0)]
                     m.next = "WEIGHTS"
             with m.State("WEIGHTS"):
                 kb_l = Mux(load_bank, kb[1], kb[0])
@@ -270,10 +272,13 @@ class LinearKernel(wiring.Component):
                     m.d.sync += gear[:bpw * bus].eq(shifted_w)
                     with m.If(beat == bpw - 1):
                         m.d.comb += w_wr.en.eq(1)
-                        m.d.sync += [beat.eq(0), word.eq(word + 1)]
-                        with m.If(word + 1 == kb_l * nb_l):
-                            m.d.sync += word.eq(0)
-                            m.next = "CHANNELS"
+                        m.d.sync += [beat.eq(0), word.eq(word + 1), load_slice.eq(load_slice + 1)]
+                        # Count slices and folds rather than compare with KB * NB: no multiplier.
+                        with m.If(load_slice + 1 == kb_l):
+                            m.d.sync += [load_slice.eq(0), load_fold.eq(load_fold + 1)]
+                            with m.If(load_fold + 1 == nb_l):
+                                m.d.sync += word.eq(0)
+                                m.next = "CHANNELS"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
             with m.State("CHANNELS"):
