@@ -1,0 +1,100 @@
+import math
+
+import numpy as np
+import pytest
+
+from golden.softmax import (CODE_ZERO, EXP2_TABLE, LOG2_FRAC, attention_pv, exp2_neg, log2_codes,
+                            normalized_reciprocal, softmax_u8)
+
+STEP = 1 << LOG2_FRAC
+
+
+def test_exp2_exhaustive_over_the_int16_domain():
+    d = np.arange(0, 1 << 16)
+    e = exp2_neg(d)
+    exact = 2.0 ** (15 - d / STEP)
+    assert np.abs(e - exact).max() < 1.0          # below one Q1.15 LSB everywhere
+    assert e[0] == 1 << 15 and not e[16 * STEP:].any()
+    assert (np.diff(e) <= 0).all()                # monotonic
+
+
+def test_exp2_table_is_the_rounded_function():
+    f = np.arange(STEP)
+    assert (np.abs(EXP2_TABLE - 2.0 ** (15 - f / STEP)) <= 0.5).all()
+
+
+def test_normalized_reciprocal_range_and_exactness():
+    den = np.concatenate([np.arange(1, 5000), np.array([2**20 - 1, 2**20, 2**39 + 12345])])
+    rec, k = normalized_reciprocal(den)
+    assert ((rec >= 1 << 15) & (rec <= 1 << 16)).all()
+    assert all(int(r) == (1 << (int(kk) + 15)) // int(dd) and (1 << (int(kk) - 1)) <= dd < (1 << int(kk))
+               for r, kk, dd in zip(rec, k, den))
+    with pytest.raises(ValueError, match=r"den must be in \[1, 2\*\*40\)"):
+        normalized_reciprocal(np.array([0]))
+
+
+def _float_softmax(u):
+    x = u / STEP * math.log(2)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("experts", [1, 2, 16, 64])
+def test_softmax_u8_within_one_lsb_of_float(experts):
+    rng = np.random.default_rng(experts)
+    u = rng.integers(-32768, 32768, (500, experts))
+    u[:50] = rng.integers(-300, 300, (50, experts))        # realistic spreads
+    p = softmax_u8(u)
+    assert p.dtype == np.uint8
+    ref = _float_softmax(u) * 256
+    assert np.abs(p - np.minimum(ref, 255)).max() <= 1.0
+
+
+def test_softmax_u8_all_equal_and_saturation():
+    assert softmax_u8(np.zeros((1, 16), int)).tolist() == [[16] * 16]
+    assert softmax_u8(np.array([[5000, -5000]])).tolist() == [[255, 0]]
+
+
+def test_log2_codes_exhaustive_distances():
+    d = np.arange(0, 40 * STEP)
+    u = np.stack([np.zeros_like(d), -d], axis=1)           # row max is 0, the other score is -d
+    codes = log2_codes(u)
+    assert (codes[:, 0] == 0).all()
+    expected = np.minimum(np.floor(d / STEP + 0.5), CODE_ZERO)
+    assert (codes[:, 1] == expected).all()
+
+
+def test_attention_pv_against_float_definition():
+    rng = np.random.default_rng(5)
+    u = rng.integers(-800, 800, (3, 17, 29))
+    v = rng.integers(-128, 128, (3, 29, 8))
+    codes = log2_codes(u)
+    out = attention_pv(codes, v)
+    w = np.where(codes < CODE_ZERO, 2.0 ** -codes.astype(float), 0.0)
+    ref = (w @ v) / w.sum(-1, keepdims=True)
+    assert out.dtype == np.int8
+    # One normalised reciprocal (relative error < 2**-15) and one rounding.
+    assert np.abs(out - ref).max() <= 0.5 + 127 * 2.0**-15
+    # And against the real softmax: the log2 codes cost at most a factor sqrt(2) per weight.
+    probs = _float_softmax(u)
+    assert np.corrcoef((probs @ v).ravel(), out.ravel())[0, 1] > 0.95
+
+
+def test_attention_pv_edges():
+    # One key: the output is that value exactly, for every int8 value.
+    v = np.arange(-128, 128).reshape(1, 1, 256)
+    assert (attention_pv(np.zeros((1, 1, 1), int), v) == v).all()
+    # Uniform weights average the values (rounding half up).
+    assert attention_pv(np.zeros((1, 2), int), np.array([[1], [2]])).tolist() == [[2]]
+    assert attention_pv(np.zeros((1, 2), int), np.array([[-1], [-2]])).tolist() == [[-1]]
+    with pytest.raises(ValueError, match=r"codes must be in \[0, 15\]"):
+        attention_pv(np.full((1, 1), 16), np.zeros((1, 1), int))
+    with pytest.raises(ValueError, match=r"codes have 2 keys but v has 3 rows"):
+        attention_pv(np.zeros((1, 2), int), np.zeros((3, 1), int))
+
+
+def test_bad_scores_are_named():
+    with pytest.raises(ValueError, match=r"u must hold int16 values"):
+        softmax_u8(np.array([[40000]]))
+    with pytest.raises(ValueError, match=r"u must have at least one score per row"):
+        log2_codes(np.zeros((2, 0), int))
