@@ -8,7 +8,8 @@ experts) runs on this kernel::
     x (token slices) --> token memory (2 groups of T rows) -------+      (T x PO, PI lanes,
                                                                           row broadcast)
                                                                                |
-    y (PO outputs of one token) <-- OutputStage (bias, requantize) <-----------+
+    y (PO outputs of one token) <-- output pipeline <--------------------------+
+                                    (bias, requantize, saturate, GELU table)
 
 Folding (FINN vocabulary): a ``d_in x d_out`` matrix is ``KB = ceil(d_in / PI)``
 input folds by ``NB = ceil(d_out / PO)`` output folds; tokens go through in
@@ -21,13 +22,27 @@ counts ``KB`` and ``NB``, so the kernel needs no division), then the
 ``s`` minor; word ``(j, s)`` holds ``W[j*PO + c, s*PI + i]`` at element
 ``[c][i]``, zero beyond the matrix edge), then ``NB`` channel words
 (:func:`channel_layout`: bias and requantization constants of output channels
-``j*PO .. j*PO+PO-1``). Each word is split into ``ceil(bits / bus_width)``
-beats, least significant bits first. :func:`matrix_image` builds it.
+``j*PO .. j*PO+PO-1``), then, if the header's ``gelu`` flag is set, the GELU
+table (:data:`GELU_ENTRIES` int8 entries, ``entries_per_beat`` per beat, entry
+``q + 128`` for input code ``q``). Each word is split into
+``ceil(bits / bus_width)`` beats, least significant bits first.
+:func:`sim.linear_images.matrix_image` builds it.
+
+Output arithmetic, per output channel ``c`` (exactly ``golden.quant``)::
+
+    y = acc + bias[c]                                       int32 (no overflow: K bound)
+    r = requantize(y, mult[c], shift[c], zero_point, bits)  round half up, saturate
+    out = gelu_table[r + 128] if gelu else r                (gelu needs bits = 8)
+
+``zero_point``, ``bits`` (:class:`OutMode`) and ``gelu`` are per matrix (header);
+``mult`` (15-bit unsigned) and ``shift`` (6 bit) per channel.
 
 Batches (the ``x`` stream): each matrix image is followed, on ``x``, by the
 token rows it applies to, ``KB`` beats per row (slice ``s`` = features
-``s*PI .. s*PI+PI-1``), each beat tagged with its token index; ``last`` marks
-the final beat of the batch. Images and batches pair up in order: the n-th
+``s*PI .. s*PI+PI-1``), each beat tagged with its token index and an 8-bit
+gate score (MoE: the token's Q0.8 probability for this expert; passed through
+to ``y`` for the score-weighted combine); ``last`` marks the final beat of the
+batch. Images and batches pair up in order: the n-th
 batch uses the n-th matrix. The next matrix loads while the current batch
 computes.
 """
@@ -35,44 +50,75 @@ computes.
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .params import check_int, validating
 from .systolic import ACC_WIDTH, SystolicArray, latency
 
-__all__ = ["TOKEN_BITS", "DIM_BITS", "HEADER", "x_layout", "y_layout", "channel_layout",
-           "LinearConfig", "LinearKernel", "exp_cycles"]
+__all__ = ["TOKEN_BITS", "DIM_BITS", "SCORE_BITS", "GELU_ENTRIES", "OUTPUT_STAGES", "OutMode",
+           "HEADER", "x_layout", "y_layout", "channel_layout", "LinearConfig", "LinearKernel",
+           "exp_cycles"]
 
 #: Width of token indices carried with every beat.
 TOKEN_BITS = 16
 #: Width of the matrix dimensions in the header.
 DIM_BITS = 16
 
-HEADER = data.StructLayout({"kb": DIM_BITS, "nb": DIM_BITS})
+#: Width of the gate score carried with every token (Q0.8, ``golden.softmax.softmax_u8``).
+SCORE_BITS = 8
+#: Entries of a GELU table: one per int8 input code.
+GELU_ENTRIES = 256
+#: Register stages between the array output and ``y``: bias, multiply, round/saturate, table.
+OUTPUT_STAGES = 4
+#: Requantization multiplier and shift widths (``golden.quant.MULT_BITS``, ``SHIFT_MAX`` = 47).
+MULT_BITS = 15
+SHIFT_BITS = 6
+
+
+class OutMode(enum.Enum, shape=2):
+    """Output width of a matrix: requantize and saturate to int8, int16 or int32."""
+    INT8 = 0
+    INT16 = 1
+    INT32 = 2
+
+    @property
+    def bits(self):
+        return 8 << self.value
+
+
+HEADER = data.StructLayout({
+    "kb": DIM_BITS, "nb": DIM_BITS, "zero_point": signed(16), "mode": OutMode, "gelu": 1,
+})
 
 
 def x_layout(pi):
-    """One input beat: ``pi`` features of token ``token``; ``last`` ends the batch."""
+    """One input beat: ``pi`` features of token ``token`` with its gate ``score``; ``last`` ends the batch."""
     return data.StructLayout({
         "data": data.ArrayLayout(signed(8), pi),
         "token": TOKEN_BITS,
+        "score": SCORE_BITS,
         "last": 1,
     })
 
 
 def channel_layout(po):
-    """Per-output-channel constants of one output fold: int32 bias."""
-    return data.StructLayout({"bias": data.ArrayLayout(signed(32), po)})
-
-
-def y_layout(po):
-    """One output beat: outputs ``fold*PO .. fold*PO+PO-1`` of token ``token``."""
+    """Per-output-channel constants of one output fold: int32 bias, requantizer mult and shift."""
     return data.StructLayout({
-        "data": data.ArrayLayout(signed(ACC_WIDTH), po),
+        "bias": data.ArrayLayout(signed(32), po),
+        "mult": data.ArrayLayout(unsigned(MULT_BITS), po),
+        "shift": data.ArrayLayout(unsigned(SHIFT_BITS), po),
+    })
+
+
+def y_layout(po, width=ACC_WIDTH):
+    """One output beat: outputs ``fold*PO .. fold*PO+PO-1`` of token ``token`` (``width``-bit lanes)."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(width), po),
         "token": TOKEN_BITS,
         "fold": DIM_BITS,
+        "score": SCORE_BITS,
         "last": 1,
     })
 
@@ -102,10 +148,16 @@ class LinearConfig:
         Weight words per bank; default ``ceil(max_in/pi) * ceil(max_out/po)``.
         Give the model's largest ``KB * NB`` to save memory when the largest
         ``d_in`` and ``d_out`` never occur in one matrix.
-    bus_width : int, 32..4096
+    bus_width : int, 64..4096
         Bits per ``w`` beat (a memory bus: 256 by default; at least the header).
     dsp_packing : bool
         Two int8 MACs per multiplier on DSP48E2 (see :class:`rtl.systolic.SystolicArray`).
+    out_width : int, 8, 16 or 32
+        Width of the ``y`` lanes: the widest :class:`OutMode` a matrix may ask for.
+        16 (default) serves every M3ViT layer (int8 activations, int16 residual
+        branches and log2-domain gate logits); 32 also passes raw ``acc + bias``.
+    gelu : bool
+        Build the GELU table stage (two banks of :data:`GELU_ENTRIES` int8 per lane).
     """
 
     pi: int
@@ -116,6 +168,8 @@ class LinearConfig:
     max_weight_words: int = None
     bus_width: int = 256
     dsp_packing: bool = False
+    out_width: int = 16
+    gelu: bool = True
 
     def __post_init__(self):
         check_int("pi", self.pi, 1, 64)
@@ -123,10 +177,13 @@ class LinearConfig:
         check_int("t", self.t, 1, 16)
         check_int("max_in", self.max_in, 1, (1 << DIM_BITS) - 1)
         check_int("max_out", self.max_out, 1, (1 << DIM_BITS) - 1)
-        check_int("bus_width", self.bus_width, HEADER.size, 4096)
+        check_int("bus_width", self.bus_width, 64, 4096)
         full = self.kb_max * self.nb_max
-        if not isinstance(self.dsp_packing, bool):
-            raise ValueError(f"dsp_packing must be a bool, not {self.dsp_packing!r}")
+        for flag in ("dsp_packing", "gelu"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be a bool, not {getattr(self, flag)!r}")
+        if self.out_width not in (8, 16, 32):
+            raise ValueError(f"out_width must be 8, 16 or 32, not {self.out_width!r}")
         if self.max_weight_words is None:
             object.__setattr__(self, "max_weight_words", full)
         check_int("max_weight_words", self.max_weight_words, 1, full)
@@ -143,6 +200,24 @@ class LinearConfig:
     def weight_layout(self):
         """One weight word: ``[c][i]`` = weight of output channel ``c``, input ``i`` of the fold."""
         return data.ArrayLayout(data.ArrayLayout(signed(8), self.pi), self.po)
+
+    @property
+    def entries_per_beat(self):
+        """GELU table entries per ``w`` beat: the largest power of two that fits the bus, at most 256."""
+        n = 1
+        while n * 2 * 8 <= self.bus_width and n * 2 <= GELU_ENTRIES:
+            n *= 2
+        return n
+
+    @property
+    def table_beats(self):
+        """``w`` beats of one GELU table."""
+        return GELU_ENTRIES // self.entries_per_beat
+
+    @property
+    def table_layout(self):
+        """One GELU table beat (its low bits): ``entries_per_beat`` int8 entries."""
+        return data.ArrayLayout(signed(8), self.entries_per_beat)
 
     @property
     def array_latency(self):
@@ -199,7 +274,7 @@ class LinearKernel(wiring.Component):
         super().__init__({
             "w": In(stream.Signature(unsigned(config.bus_width))),
             "x": In(stream.Signature(x_layout(config.pi))),
-            "y": Out(stream.Signature(y_layout(config.po))),
+            "y": Out(stream.Signature(y_layout(config.po, config.out_width))),
         })
 
     @property
@@ -231,8 +306,13 @@ class LinearKernel(wiring.Component):
         # Per weight bank: fold counts and whether a loaded matrix waits in it.
         kb = [Signal(DIM_BITS, name=f"kb_{b}") for b in range(2)]
         nb = [Signal(DIM_BITS, name=f"nb_{b}") for b in range(2)]
+        head = [Signal(HEADER, name=f"header_{b}") for b in range(2)]
         bank_full = Signal(2)
         bank_release = Signal(2)      # set by the sequencer for one cycle
+        # GELU table bank b is read by the output pipeline until the last output of the
+        # batch that uses it, later than the weights: it has its own busy flag.
+        table_busy = Signal(2)
+        table_release = Signal(2)     # set by the output pipeline for one cycle
 
         # ---- weight loader: w beats -> header, weight words, channel words ---------
         bus = cfg.bus_width
@@ -241,7 +321,7 @@ class LinearKernel(wiring.Component):
         bpc = cfg.beats_per(channel_layout(po))
         gear = Signal(max(bpw, bpc) * bus)
         beat = Signal(range(max(bpw, bpc)))
-        word = Signal(range(max(depth_w, depth_c) + 1))
+        word = Signal(range(max(depth_w, depth_c, cfg.table_beats) + 1))
         load_slice = Signal(DIM_BITS)
         load_fold = Signal(DIM_BITS)
         header = HEADER(self.w.payload[:HEADER.size])
@@ -254,6 +334,18 @@ class LinearKernel(wiring.Component):
             c_wr.data.eq(shifted_c[:c_wr.data.shape().size]),
         ]
         load_done = Signal()
+        head_l = Signal(HEADER)
+        m.d.comb += head_l.eq(Mux(load_bank, head[1], head[0]))
+        table_rd = []
+        if cfg.gelu:
+            # Entries grouped by beat; each lane reads a group and picks its entry.
+            groups = cfg.table_beats
+            m.submodules.gelu_table = table = memory.Memory(
+                shape=cfg.table_layout, depth=2 * groups, init=[])
+            t_wr = table.write_port()
+            table_rd = [table.read_port() for _ in range(po)]
+            m.d.comb += [t_wr.addr.eq(Mux(load_bank, groups, 0) + word),
+                         t_wr.data.eq(self.w.payload[:cfg.table_layout.size])]
         with m.FSM(name="loader"):
             with m.State("HEADER"):
                 m.d.comb += self.w.ready.eq(~bank_full.bit_select(load_bank, 1))
@@ -261,7 +353,8 @@ class LinearKernel(wiring.Component):
                     with m.Switch(load_bank):
                         for b in range(2):
                             with m.Case(b):
-                                m.d.sync += [kb[b].eq(header.kb), nb[b].eq(header.nb)]
+                                m.d.sync += [kb[b].eq(header.kb), nb[b].eq(header.nb),
+                                             head[b].eq(header)]
                     m.d.sync += [word.eq(0), beat.eq(0), load_slice.eq(0), load_fold.eq(0)]
                     m.next = "WEIGHTS"
             with m.State("WEIGHTS"):
@@ -290,12 +383,29 @@ class LinearKernel(wiring.Component):
                         m.d.comb += c_wr.en.eq(1)
                         m.d.sync += [beat.eq(0), word.eq(word + 1)]
                         with m.If(word + 1 == nb_l):
+                            m.d.sync += word.eq(0)
+                            with m.If(head_l.gelu):
+                                m.next = "TABLE"
+                            with m.Else():
+                                m.d.comb += load_done.eq(1)
+                                m.d.sync += load_bank.eq(~load_bank)
+                                m.next = "HEADER"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+            if cfg.gelu:
+                with m.State("TABLE"):
+                    # Wait until the previous batch of this bank has left the output pipeline.
+                    m.d.comb += [self.w.ready.eq(~table_busy.bit_select(load_bank, 1)),
+                                 t_wr.en.eq(self.w.valid & self.w.ready)]
+                    with m.If(self.w.valid & self.w.ready):
+                        m.d.sync += word.eq(word + 1)
+                        with m.If(word + 1 == cfg.table_beats):
                             m.d.comb += load_done.eq(1)
                             m.d.sync += load_bank.eq(~load_bank)
                             m.next = "HEADER"
-                    with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
         m.d.sync += bank_full.eq((bank_full | Mux(load_done, 1 << load_bank, 0)) & ~bank_release)
+        m.d.sync += table_busy.eq(
+            (table_busy | Mux(load_done & head_l.gelu, 1 << load_bank, 0)) & ~table_release)
 
         # ---- token writer: x beats -> token memory (2 groups of t rows) -------------
         x_bank = Signal()           # bank of the matrix the current batch uses
@@ -305,6 +415,8 @@ class LinearKernel(wiring.Component):
         group_ready = Signal(2)
         group_release = Signal(2)
         group_tokens = [Signal(data.ArrayLayout(TOKEN_BITS, t), name=f"group_tokens_{g}")
+                        for g in range(2)]
+        group_scores = [Signal(data.ArrayLayout(SCORE_BITS, t), name=f"group_scores_{g}")
                         for g in range(2)]
         group_rows = [Signal(range(t + 1), name=f"group_rows_{g}") for g in range(2)]
         group_last = Signal(2)
@@ -324,7 +436,8 @@ class LinearKernel(wiring.Component):
                 with m.Switch(x_group):
                     for g in range(2):
                         with m.Case(g):
-                            m.d.sync += group_tokens[g][x_row].eq(self.x.payload.token)
+                            m.d.sync += [group_tokens[g][x_row].eq(self.x.payload.token),
+                                         group_scores[g][x_row].eq(self.x.payload.score)]
                             with m.If((x_row == t - 1) | self.x.payload.last):
                                 m.d.sync += [
                                     group_rows[g].eq(x_row + 1),
@@ -351,11 +464,18 @@ class LinearKernel(wiring.Component):
         s_bank = group_bank.bit_select(s_group, 1)
         kb_s = Mux(s_bank, kb[1], kb[0])
         nb_s = Mux(s_bank, nb[1], nb[0])
+        head_s = Signal(HEADER)
+        m.d.comb += head_s.eq(Mux(s_bank, head[1], head[0]))
         tile_info = data.StructLayout({
             "tokens": data.ArrayLayout(TOKEN_BITS, t),
+            "scores": data.ArrayLayout(SCORE_BITS, t),
             "rows": range(t + 1),
             "fold": DIM_BITS,
             "last": 1,                     # final tile of the batch
+            "bank": 1,                     # the matrix's bank (its GELU table)
+            "zero_point": signed(16),
+            "mode": OutMode,
+            "gelu": 1,
         })
         s1_valid = Signal()
         s1_last = Signal()                 # final beat of a tile
@@ -390,6 +510,11 @@ class LinearKernel(wiring.Component):
             m.d.sync += [
                 s1_last.eq(tile_end),
                 s1_info.tokens.eq(Mux(s_group, group_tokens[1], group_tokens[0])),
+                s1_info.scores.eq(Mux(s_group, group_scores[1], group_scores[0])),
+                s1_info.bank.eq(s_bank),
+                s1_info.zero_point.eq(head_s.zero_point),
+                s1_info.mode.eq(head_s.mode),
+                s1_info.gelu.eq(head_s.gelu),
                 s1_info.rows.eq(Mux(s_group, group_rows[1], group_rows[0])),
                 s1_info.fold.eq(s_fold),
                 s1_info.last.eq(group_end & group_last.bit_select(s_group, 1)),
@@ -407,63 +532,124 @@ class LinearKernel(wiring.Component):
                 with m.If(group_last.bit_select(s_group, 1)):
                     m.d.comb += bank_release.eq(1 << s_bank)
 
-        # ---- output stage: drop padding rows, add bias --------------------------------
+        # ---- output pipeline: drop padding rows, bias, requantize, GELU ------------------
+        # Four register stages that all advance together (``en``) unless y stalls:
+        #   1: y = acc + bias          2: p = y * mult            3: round, shift, zero
+        #   point, saturate to the mode   4: GELU table read (or the value unchanged).
         head_info = Signal(tile_info)
         head_chan = Signal(channel_layout(po))
         m.d.comb += Cat(head_info, head_chan).eq(side.r_data)
         row = Signal(range(t))
         keep = row < head_info.rows
-        o_valid = Signal()
-        o_data = Signal(y_layout(po))
-        take = array.o.valid & side.r_rdy & (~o_valid | self.y.ready | ~keep)
+        beat = data.StructLayout({
+            "token": TOKEN_BITS, "fold": DIM_BITS, "score": SCORE_BITS, "last": 1,
+            "bank": 1, "zero_point": signed(16), "mode": OutMode, "gelu": 1,
+        })
+        valid = Signal(OUTPUT_STAGES)
+        info = [Signal(beat, name=f"info_{n + 1}") for n in range(OUTPUT_STAGES)]
+        en = ~valid[-1] | self.y.ready
+        take = array.o.valid & side.r_rdy & (en | ~keep)
         m.d.comb += [
             array.o.ready.eq(take),
             side.r_en.eq(take & array.o.payload.last),
-            self.y.valid.eq(o_valid),
-            self.y.payload.eq(o_data),
+            self.y.valid.eq(valid[-1]),
+            self.y.payload.token.eq(info[-1].token),
+            self.y.payload.fold.eq(info[-1].fold),
+            self.y.payload.score.eq(info[-1].score),
+            self.y.payload.last.eq(info[-1].last),
+            table_release.eq(Mux(valid[-1] & self.y.ready & info[-1].last, 1 << info[-1].bank, 0)),
         ]
-        with m.If(self.y.ready):
-            m.d.sync += o_valid.eq(0)
         with m.If(take):
             m.d.sync += row.eq(Mux(array.o.payload.last, 0, row + 1))
-            with m.If(keep):
+        with m.If(en):
+            m.d.sync += [
+                valid.eq(Cat(take & keep, valid[:-1])),
+                info[0].token.eq(head_info.tokens[row]),
+                info[0].score.eq(head_info.scores[row]),
+                info[0].fold.eq(head_info.fold),
+                info[0].last.eq(head_info.last & (row + 1 == head_info.rows)),
+                info[0].bank.eq(head_info.bank),
+                info[0].zero_point.eq(head_info.zero_point),
+                info[0].mode.eq(head_info.mode),
+                info[0].gelu.eq(head_info.gelu),
+            ]
+            m.d.sync += [info[n + 1].eq(info[n]) for n in range(OUTPUT_STAGES - 1)]
+        lo = Mux(info[1].mode == OutMode.INT8, -(1 << 7),
+                 Mux(info[1].mode == OutMode.INT16, -(1 << 15), -(1 << 31)))
+        hi = Mux(info[1].mode == OutMode.INT8, (1 << 7) - 1,
+                 Mux(info[1].mode == OutMode.INT16, (1 << 15) - 1, (1 << 31) - 1))
+        for c in range(po):
+            y1 = Signal(signed(ACC_WIDTH), name=f"y_{c}")
+            mult1, shift1, shift2 = (Signal(unsigned(MULT_BITS), name=f"mult_{c}"),
+                                     Signal(unsigned(SHIFT_BITS), name=f"shift1_{c}"),
+                                     Signal(unsigned(SHIFT_BITS), name=f"shift2_{c}"))
+            p2 = Signal(signed(ACC_WIDTH + MULT_BITS + 1), name=f"product_{c}")
+            r3 = Signal(signed(cfg.out_width), name=f"requant_{c}")
+            rounded = Signal(signed(ACC_WIDTH + MULT_BITS + 3), name=f"rounded_{c}")
+            half = (Const(1, ACC_WIDTH + MULT_BITS + 1) << shift2) >> 1
+            m.d.comb += rounded.eq(((p2 + half) >> shift2)
+                                   + info[1].zero_point)
+            with m.If(en):
                 m.d.sync += [
-                    o_valid.eq(1),
-                    o_data.token.eq(head_info.tokens[row]),
-                    o_data.fold.eq(head_info.fold),
-                    o_data.last.eq(head_info.last & (row + 1 == head_info.rows)),
+                    y1.eq(array.o.payload.acc[c] + head_chan.bias[c]),
+                    mult1.eq(head_chan.mult[c]),
+                    shift1.eq(head_chan.shift[c]),
+                    p2.eq(y1 * mult1),
+                    shift2.eq(shift1),
+                    r3.eq(Mux(rounded < lo, lo, Mux(rounded > hi, hi, rounded))),
                 ]
-                for c in range(po):
-                    m.d.sync += o_data.data[c].eq(array.o.payload.acc[c] + head_chan.bias[c])
+            if cfg.gelu:
+                # Stage 4: the table group of this lane's code; the entry is picked after.
+                code = (r3[:8] ^ 0x80).as_unsigned()         # q + 128
+                pick = Signal(range(cfg.entries_per_beat), name=f"pick_{c}")
+                rd = table_rd[c]
+                m.d.comb += [rd.en.eq(en),
+                             rd.addr.eq(Mux(info[2].bank, cfg.table_beats, 0)
+                                        + (code >> ceil_log2(cfg.entries_per_beat)))]
+                r4 = Signal(signed(cfg.out_width), name=f"value_{c}")
+                with m.If(en):
+                    m.d.sync += [pick.eq(code), r4.eq(r3)]
+                m.d.comb += self.y.payload.data[c].eq(
+                    Mux(info[3].gelu, rd.data[pick], r4))
+            else:
+                r4 = Signal(signed(cfg.out_width), name=f"value_{c}")
+                with m.If(en):
+                    m.d.sync += r4.eq(r3)
+                m.d.comb += self.y.payload.data[c].eq(r4)
         return m
 
 
 def exp_cycles(config, jobs):
-    """Expected cycles for a sequence of ``(d_in, d_out, tokens)`` jobs (FINN's ``exp_cycles``).
+    """Expected cycles for a sequence of jobs (FINN's ``exp_cycles``).
 
-    Each job is a matrix image on ``w`` followed by a batch of ``tokens`` rows on
-    ``x``; sources run at full rate from cycle 0 and ``y`` is always ready. The
-    count runs from cycle 0 to the last ``y`` transfer, inclusive.
+    A job is ``(d_in, d_out, tokens)`` or ``(d_in, d_out, tokens, gelu)``: a matrix
+    image on ``w`` (with a GELU table if ``gelu``) followed by a batch of ``tokens``
+    rows on ``x``; sources run at full rate from cycle 0 and ``y`` is always
+    ready. The count runs from cycle 0 to the last ``y`` transfer, inclusive.
 
     The recurrences follow the hardware. Weight bank ``n % 2`` is refilled once
     the batch that used it has issued its last beat; token slot ``g % 2`` once
-    group ``g - 2`` has issued. The array accepts the last beat of a tile
-    ``kb`` beats after the tile starts, and no sooner than ``t`` cycles after the
-    previous tile's last beat (the array's tile spacing); a group starts once
-    its rows are loaded. A group's final beat is issued when the beat before it
-    is accepted, which is when its token slot and, at a batch end, its weight
-    bank are released.
+    group ``g - 2`` has issued; a GELU table once the last gelu batch of its bank
+    has left ``y``. The array accepts the last beat of a tile ``kb`` beats after
+    the tile starts, and no sooner than ``t`` cycles after the previous tile's
+    last beat (the array's tile spacing); a group starts once its rows are
+    loaded. A group's final beat is issued when the beat before it is accepted,
+    which is when its token slot and, at a batch end, its weight bank are
+    released. Outputs leave :data:`OUTPUT_STAGES` cycles after the array's.
     """
     t = config.t
     bpw = config.beats_per(config.weight_layout)
     bpc = config.beats_per(channel_layout(config.po))
     w_end = x_end = -1                          # last w / x beat so far
     accepted = -(1 << 30)                       # last tile's last beat entered the array
-    bank_release, slot_release = [-1, -1], [-1, -1]
+    bank_release, slot_release, table_free = [-1, -1], [-1, -1], [0, 0]
     slot, last_y = 0, -1
-    for n, (d_in, d_out, tokens) in enumerate(jobs):
+    for n, job in enumerate(jobs):
+        d_in, d_out, tokens, gelu = (*job, False)[:4]
         kb, nb = _ceil_div(d_in, config.pi), _ceil_div(d_out, config.po)
         w_end = max(w_end + 1, bank_release[n % 2] + 1) + 1 + nb * kb * bpw + nb * bpc - 1
+        if gelu:
+            w_end = max(w_end + 1, table_free[n % 2]) + config.table_beats - 1
         release = -1
         for g in range(_ceil_div(tokens, t)):
             rows = min(t, tokens - g * t)
@@ -475,6 +661,8 @@ def exp_cycles(config, jobs):
             release = accepted - 1 if kb > 1 else max(previous, x_end + 1)
             slot_release[slot] = release
             slot ^= 1
-            last_y = accepted + config.array_latency + rows
+            last_y = accepted + config.array_latency + rows + OUTPUT_STAGES - 1
         bank_release[n % 2] = release
+        if gelu:
+            table_free[n % 2] = last_y + 1
     return last_y + 1

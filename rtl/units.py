@@ -4,6 +4,7 @@ Each entry maps a configuration name to a constructor, so tools and reports
 share one list instead of repeating parameters.
 """
 
+from .combine import Combiner
 from .linear import LinearConfig, LinearKernel
 from .systolic import SystolicArray
 
@@ -22,4 +23,6 @@ UNITS = {
         pi=16, po=16, t=3, max_in=768, max_out=768, max_weight_words=12 * 48)),
     "linear_16x16x3_packed": lambda: LinearKernel(LinearConfig(
         pi=16, po=16, t=3, max_in=768, max_out=768, max_weight_words=12 * 48, dsp_packing=True)),
+    # MoE combine for M3ViT-tiny: 129 token rows of 192, fed by a PO = 16 kernel.
+    "combine_129x192_po16": lambda: Combiner(129, 192, 16),
 }

@@ -12,10 +12,9 @@ import os
 import cocotb
 import numpy as np
 
-from golden.gemm import int8_matmul
 from rtl.linear import LinearConfig, exp_cycles
 from sim.cocotb_stream import run_streams, start_clock_and_reset
-from sim.linear_images import assemble_outputs, matrix_image, token_beats
+from sim.linear_images import check_outputs, job_streams, random_job
 
 CONFIG = LinearConfig(pi=int(os.environ["TB_PI"]), po=int(os.environ["TB_PO"]),
                       t=int(os.environ["TB_T"]), max_in=int(os.environ["TB_MAX_IN"]),
@@ -28,39 +27,22 @@ N_TOKENS = int(os.environ.get("TB_TOKENS", "129"))
 
 
 def make_jobs(rng, shapes):
-    """Random int8 weights, int32 biases and token lists for ``(d_in, d_out, tokens)`` shapes."""
+    """Random jobs (int8 requantized outputs, GELU on every other one) for ``(d_in, d_out, tokens)``."""
     jobs = []
-    for d_in, d_out, tokens in shapes:
+    for n, (d_in, d_out, tokens) in enumerate(shapes):
         if isinstance(tokens, int):
             tokens = sorted(rng.choice(N_TOKENS, size=tokens, replace=False).tolist())
-        jobs.append({
-            "weight": rng.integers(-128, 128, (d_out, d_in)),
-            "bias": rng.integers(-(1 << 20), 1 << 20, d_out),
-            "tokens": tokens,
-        })
+        jobs.append(random_job(rng, d_in, d_out, tokens, bits=8, gelu=n % 2 == 0))
     return jobs
 
 
 async def run_jobs(dut, x, jobs, i_flow=1.0, o_flow=1.0, seed=SEED):
     """Run ``jobs`` on the DUT, check every output row; return the cycle count."""
-    w_beats, x_beats, y_count = [], [], 0
-    for n, job in enumerate(jobs):
-        d_out, d_in = job["weight"].shape
-        w_beats += matrix_image(CONFIG, f"job {n}", job["weight"], job["bias"])
-        x_beats += token_beats(CONFIG, x[:, :d_in], job["tokens"])
-        y_count += len(job["tokens"]) * -(-d_out // CONFIG.po)
+    w_beats, x_beats, y_count = job_streams(CONFIG, jobs, x)
     res = await run_streams(dut, {"w": w_beats, "x": x_beats}, {"y": y_count},
                             i_flow=i_flow, o_flow=o_flow, seed=seed)
     words, cycles = res["y"]
-    outputs = assemble_outputs(CONFIG, words, [job["weight"].shape[0] for job in jobs])
-    for n, (job, out) in enumerate(zip(jobs, outputs)):
-        d_in = job["weight"].shape[1]
-        expected = int8_matmul(x[job["tokens"], :d_in], job["weight"].T) + job["bias"]
-        assert sorted(out) == sorted(job["tokens"]), f"job {n}: tokens {sorted(out)}"
-        for row, token in enumerate(job["tokens"]):
-            if not np.array_equal(out[token], expected[row]):
-                raise AssertionError(f"job {n} token {token}: got {out[token]}, "
-                                     f"expected {expected[row]}")
+    check_outputs(CONFIG, jobs, x, words)
     return cycles[-1] + 1
 
 
@@ -93,7 +75,8 @@ async def model_shapes_cycles(dut):
         for key, copies in (("cycles", 1), ("cycles_two", 2)):
             jobs = make_jobs(rng, [(shape[0], shape[1], list(range(shape[2])))] * copies)
             row[key] = await run_jobs(dut, x, jobs)
-            row["model_" + key] = exp_cycles(CONFIG, [shape] * copies)
+            row["model_" + key] = exp_cycles(
+                CONFIG, [(*shape, job["gelu_table"] is not None) for job in jobs])
         report.append(row)
         dut._log.info("%s", row)
     if "TB_REPORT" in os.environ:

@@ -3,67 +3,92 @@
 import numpy as np
 import pytest
 
-from golden.gemm import int8_matmul
 from rtl.linear import LinearConfig, LinearKernel, exp_cycles
-from sim.linear_images import assemble_outputs, matrix_image, token_beats
+from sim.linear_images import check_outputs, job_streams, matrix_image, random_job
 from sim.pysim_stream import run_streams
 
 N_TOKENS = 12
 
 
-def run_jobs(config, shapes, *, seed=0, i_flow=1.0, o_flow=1.0):
-    """Run ``(d_in, d_out, tokens)`` jobs; check every row; return the cycle count."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-128, 128, (N_TOKENS, max(s[0] for s in shapes)))
-    w_beats, x_beats, y_count, expected = [], [], 0, []
-    for n, (d_in, d_out, tokens) in enumerate(shapes):
-        weight = rng.integers(-128, 128, (d_out, d_in))
-        bias = rng.integers(-(1 << 24), 1 << 24, d_out)
-        w_beats += matrix_image(config, f"job {n}", weight, bias)
-        x_beats += token_beats(config, x[:, :d_in], tokens)
-        y_count += len(tokens) * -(-d_out // config.po)
-        expected.append(dict(zip(tokens, int8_matmul(x[tokens, :d_in], weight.T) + bias)))
+def run_jobs(config, jobs, x, *, seed=0, i_flow=1.0, o_flow=1.0):
+    """Run jobs on the kernel; check every row and score; return the cycle count."""
+    w_beats, x_beats, y_count = job_streams(config, jobs, x)
     res = run_streams(LinearKernel(config), {"w": w_beats, "x": x_beats}, {"y": y_count},
                       name=f"linear_{config.pi}x{config.po}x{config.t}", seed=seed,
                       i_flow=i_flow, o_flow=o_flow)
     words, cycles = res["y"]
-    outputs = assemble_outputs(config, words, [s[1] for s in shapes])
-    for n, (out, exp) in enumerate(zip(outputs, expected)):
-        assert sorted(out) == sorted(exp), f"job {n}"
-        for token in exp:
-            assert np.array_equal(out[token], exp[token]), f"job {n} token {token}"
+    check_outputs(config, jobs, x, words)
     return cycles[-1] + 1
 
 
 @pytest.mark.parametrize("pi, po, t, bus, packing", [
-    (4, 4, 3, 64, False), (2, 3, 2, 32, True), (3, 2, 1, 32, False),
+    (4, 4, 3, 64, False), (2, 3, 2, 64, True), (3, 2, 1, 128, False),
 ])
 @pytest.mark.parametrize("i_flow, o_flow", [(1.0, 1.0), (0.5, 0.6), (1.0, 0.2)])
 def test_job_sequence_bit_exact(pi, po, t, bus, packing, i_flow, o_flow):
     config = LinearConfig(pi=pi, po=po, t=t, max_in=16, max_out=12, bus_width=bus,
-                          dsp_packing=packing)
-    shapes = [
-        (16, 12, list(range(N_TOKENS))),        # largest matrix, every token
-        (5, 7, [3]),                            # one token, dims not multiples of PI/PO
-        (16, 1, [11, 0, 5, 7]),                 # gather in any order, T not dividing 4
-        (1, 12, [2, 9]),
-        (9, 12, list(range(0, N_TOKENS, 2))),
+                          dsp_packing=packing, out_width=32)
+    rng = np.random.default_rng(pi * 10 + po)
+    x = rng.integers(-128, 128, (N_TOKENS, 16))
+    jobs = [
+        random_job(rng, 16, 12, range(N_TOKENS), bits=8, gelu=True),  # largest, all tokens
+        random_job(rng, 5, 7, [3], bits=16),     # one token, dims not multiples of PI/PO
+        random_job(rng, 16, 1, [11, 0, 5, 7]),   # gather in any order, T not dividing 4
+        random_job(rng, 1, 12, [2, 9], bits=8),
+        random_job(rng, 9, 12, range(0, N_TOKENS, 2), bits=8, gelu=True),
+        random_job(rng, 16, 12, [1, 4, 6], bits=8, gelu=True),  # table reloaded per bank
     ]
-    run_jobs(config, shapes, seed=pi * 10 + po, i_flow=i_flow, o_flow=o_flow)
+    run_jobs(config, jobs, x, seed=pi * 10 + po, i_flow=i_flow, o_flow=o_flow)
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32])
+def test_requantizer_saturates_at_both_ends(bits):
+    config = LinearConfig(pi=4, po=4, t=2, max_in=8, max_out=8, bus_width=64, out_width=32)
+    rng = np.random.default_rng(bits)
+    x = np.array([[127] * 8, [-128] * 8, [0] * 8, [1] * 8])
+    weight = np.array([[127] * 8, [-128] * 8] * 4)
+    jobs = [
+        # A huge gain: every non-zero output saturates (int32 mode saturates a 2**40 product).
+        {"weight": weight, "bias": np.zeros(8, int), "mult": 32767, "shift": 0, "zero_point": 0,
+         "bits": bits, "gelu_table": None, "tokens": [0, 1, 2, 3], "scores": np.arange(4)},
+        # Halves round up on both signs: acc + bias = +-1 with shift 1.
+        {"weight": np.zeros((8, 8), int), "bias": np.array([1, -1, 3, -3, 5, -5, 0, 2]),
+         "mult": 1, "shift": 1, "zero_point": int(rng.integers(-3, 4)), "bits": bits,
+         "gelu_table": None, "tokens": [2], "scores": [255]},
+        # The largest shift and multiplier.
+        {"weight": weight, "bias": np.full(8, 1 << 30), "mult": 32767, "shift": 47,
+         "zero_point": 0, "bits": bits, "gelu_table": None, "tokens": [0, 1], "scores": [7, 9]},
+    ]
+    run_jobs(config, jobs, x, o_flow=0.5)
+
+
+def test_gelu_table_exhaustive_over_int8_codes():
+    # Identity weights and unit requantizer: the 256 codes -128..127 reach the table.
+    config = LinearConfig(pi=4, po=4, t=3, max_in=4, max_out=4, bus_width=256)
+    rng = np.random.default_rng(7)
+    codes = np.arange(-128, 128).reshape(64, 4)
+    jobs = [{"weight": np.eye(4, dtype=int), "bias": np.zeros(4, int), "mult": 1, "shift": 0,
+             "zero_point": 0, "bits": 8, "gelu_table": rng.integers(-128, 128, 256),
+             "tokens": list(range(64)), "scores": rng.integers(0, 256, 64)} for _ in range(3)]
+    run_jobs(config, jobs, codes, i_flow=0.7, o_flow=0.7)
 
 
 @pytest.mark.parametrize("pi, po, t, shapes", [
-    (4, 4, 3, [(16, 8, 10)]),
-    (4, 4, 3, [(8, 12, 1)]),
-    (4, 4, 3, [(16, 12, 9), (16, 12, 9)]),
-    (4, 4, 3, [(4, 12, 9)]),                    # KB < T: tile spacing bound
-    (2, 4, 2, [(16, 12, 7), (6, 12, 5), (16, 4, 9)]),
-    (4, 2, 4, [(16, 2, 12)]),                   # NB = 1: token-load bound
+    (4, 4, 3, [(16, 8, 10, False)]),
+    (4, 4, 3, [(8, 12, 1, True)]),
+    (4, 4, 3, [(16, 12, 9, True), (16, 12, 9, False)]),
+    (4, 4, 3, [(4, 12, 9, False)]),                     # KB < T: tile spacing bound
+    (2, 4, 2, [(16, 12, 7, True), (6, 12, 5, True), (16, 4, 9, True)]),
+    (4, 2, 4, [(16, 2, 12, False)]),                    # NB = 1: token-load bound
+    (4, 4, 1, [(4, 4, 1, True)] * 4),                   # tiny gelu jobs: tables wait for outputs
 ])
 def test_full_rate_cycles_match_model(pi, po, t, shapes):
     config = LinearConfig(pi=pi, po=po, t=t, max_in=16, max_out=12, bus_width=64)
-    jobs = [(d_in, d_out, list(range(n))) for d_in, d_out, n in shapes]
-    assert run_jobs(config, jobs) == exp_cycles(config, shapes)
+    rng = np.random.default_rng(pi + po + t)
+    x = rng.integers(-128, 128, (N_TOKENS, 16))
+    jobs = [random_job(rng, d_in, d_out, range(n), bits=8, gelu=gelu)
+            for d_in, d_out, n, gelu in shapes]
+    assert run_jobs(config, jobs, x) == exp_cycles(config, shapes)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -73,8 +98,10 @@ def test_full_rate_cycles_match_model(pi, po, t, shapes):
     (dict(t=1.5), r"t must be an integer in \[1, 16\], not 1.5"),
     (dict(max_in=0), r"max_in must be an integer in \[1, 65535\], not 0"),
     (dict(max_weight_words=17), r"max_weight_words must be an integer in \[1, 16\], not 17"),
-    (dict(bus_width=16), r"bus_width must be an integer in \[32, 4096\], not 16"),
+    (dict(bus_width=32), r"bus_width must be an integer in \[64, 4096\], not 32"),
     (dict(dsp_packing=1), r"dsp_packing must be a bool, not 1"),
+    (dict(gelu=None), r"gelu must be a bool, not None"),
+    (dict(out_width=12), r"out_width must be 8, 16 or 32, not 12"),
 ])
 def test_invalid_parameters_are_named(kwargs, message):
     params = dict(pi=4, po=4, t=2, max_in=16, max_out=16, bus_width=64) | kwargs
@@ -87,6 +114,20 @@ def test_matrix_that_does_not_fit_is_named():
     with pytest.raises(ValueError, match=r"matrix blocks.1.mlp.fc1 \(16 -> 16\) does not fit "
                                          r"the kernel: .* = 16 weight words at most 8"):
         matrix_image(config, "blocks.1.mlp.fc1", np.zeros((16, 16), int), np.zeros(16, int))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(bits=32), r"bits of fc must be 8, 16 or 32 and at most the kernel's out_width 16, not 32"),
+    (dict(bits=16, mult=1 << 15), r"mult of fc must be in \[0, 32767\], found \[32768, 32768\]"),
+    (dict(bits=16, shift=48), r"shift of fc must be in \[0, 47\]"),
+    (dict(bits=8, zero_point=128), r"zero_point of fc must be in \[-128, 127\]"),
+    (dict(bits=16, gelu_table=np.zeros(256, int)), r"gelu_table of fc needs .* bits=8"),
+    (dict(bits=8, gelu_table=np.zeros(255, int)), r"gelu_table of fc must have 256 entries, not shape \(255,\)"),
+])
+def test_bad_requantizer_parameters_are_named(kwargs, message):
+    config = LinearConfig(pi=4, po=4, t=2, max_in=8, max_out=8, bus_width=64)
+    with pytest.raises(ValueError, match=message):
+        matrix_image(config, "fc", np.zeros((8, 8), int), np.zeros(8, int), **kwargs)
 
 
 def test_kernel_takes_a_config():
