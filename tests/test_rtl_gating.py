@@ -5,37 +5,22 @@ import pytest
 
 from golden.moe import dispatch, topk
 from golden.softmax import softmax_u8
-from rtl.gating import Gating, exp_cycles, in_layout, out_layout
-from sim.packing import pack, unpack
+from rtl.gating import Gating, exp_cycles
+from sim.nonlinear_images import check_gating, gating_streams
 from sim.pysim_stream import run_streams
-
-
-def expected_beats(u, k):
-    routes = dispatch(topk(u, k), softmax_u8(u), u.shape[1])
-    beats = []
-    for e in routes.active:
-        for n, (t, p) in enumerate(zip(routes.tokens[e], routes.scores[e])):
-            beats.append({"expert": e, "token": int(t), "score": int(p),
-                          "count": len(routes.tokens[e]), "first": int(n == 0)})
-    beats[-1]["last"] = 1
-    for b in beats[:-1]:
-        b["last"] = 0
-    return beats, routes
 
 
 def run_frames(frames, k, *, max_tokens, i_flow=1.0, o_flow=1.0, seed=0):
     experts = frames[0].shape[1]
-    words, expected = [], []
-    for u in frames:
-        flat = u.ravel()
-        words += [pack(in_layout, {"u": int(v), "last": int(n == flat.size - 1)})
-                  for n, v in enumerate(flat)]
-        expected += expected_beats(u, k)[0]
+    words, expected = gating_streams(frames, k)
     res = run_streams(Gating(experts, k, max_tokens), {"i": words}, {"o": len(expected)},
                       name=f"gating_{experts}_{k}", i_flow=i_flow, o_flow=o_flow, seed=seed)
-    got = [unpack(out_layout(experts), w) for w in res["o"][0]]
-    assert got == expected
+    check_gating(res["o"][0], expected, experts)
     return res
+
+
+def routes_of(u, k):
+    return dispatch(topk(u, k), softmax_u8(u), u.shape[1])
 
 
 @pytest.mark.parametrize("experts, k", [(4, 1), (16, 2), (16, 4), (64, 4), (5, 3)])
@@ -54,9 +39,8 @@ def test_corner_cases():
     late_ties = np.full((tokens, experts), -100)
     late_ties[:, [3, 7, 12]] = 40                         # ties among later ids: 3 and 7 win
     frames = [same, equal, late_ties]
-    beats, routes = expected_beats(equal, 2)
-    assert routes.active == (0, 1)
-    assert expected_beats(late_ties, 2)[1].active == (3, 7)
+    assert routes_of(equal, 2).active == (0, 1)
+    assert routes_of(late_ties, 2).active == (3, 7)
     run_frames(frames, 2, max_tokens=tokens, o_flow=0.7)
 
 
@@ -64,7 +48,7 @@ def test_m3vit_frame_and_cycles():
     rng = np.random.default_rng(5)
     u = rng.integers(-400, 400, (129, 16))
     res = run_frames([u], 2, max_tokens=129)
-    routes = expected_beats(u, 2)[1]
+    routes = routes_of(u, 2)
     assert res["o"][1][-1] - res["i"][0] + 1 == exp_cycles(16, 2, routes.lengths)
 
 
@@ -84,5 +68,5 @@ def test_cycles_with_empty_experts():
     u[:, 2] = 100
     u[:, 5] = 50                                          # experts 0, 1, 3, 4 empty; 6, 7 after the last
     res = run_frames([u], 2, max_tokens=10)
-    lengths = expected_beats(u, 2)[1].lengths
+    lengths = routes_of(u, 2).lengths
     assert res["o"][1][-1] - res["i"][0] + 1 == exp_cycles(8, 2, lengths)
