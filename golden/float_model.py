@@ -30,7 +30,7 @@ _ERF = np.frompyfunc(math.erf, 1, 1)
 def gelu(x):
     """Exact erf GELU, ``0.5 * x * (1 + erf(x / sqrt(2)))``, float64."""
     x = np.asarray(x, dtype=np.float64)
-    return 0.5 * x * (1.0 + _ERF(x / math.sqrt(2.0)).astype(np.float64))
+    return 0.5 * x * (1.0 + np.asarray(_ERF(x / math.sqrt(2.0)), dtype=np.float64))
 
 
 def layer_norm(x, gamma, beta, eps):

@@ -5,7 +5,10 @@ share one list instead of repeating parameters.
 """
 
 from .combine import Combiner
+from .gating import Gating
+from .layernorm import LayerNormUnit
 from .linear import LinearConfig, LinearKernel
+from .softmax import SoftmaxUnit
 from .systolic import SystolicArray
 
 __all__ = ["UNITS"]
@@ -25,4 +28,9 @@ UNITS = {
         pi=16, po=16, t=3, max_in=768, max_out=768, max_weight_words=12 * 48, dsp_packing=True)),
     # MoE combine for M3ViT-tiny: 129 token rows of 192, fed by a PO = 16 kernel.
     "combine_129x192_po16": lambda: Combiner(129, 192, 16),
+    # Nonlinear units and gating at M3ViT-tiny sizes.
+    "softmax_codes_129x3": lambda: SoftmaxUnit(129, 3, "codes"),
+    "softmax_probs_16x1": lambda: SoftmaxUnit(16, 1, "probs"),
+    "layernorm_192x4": lambda: LayerNormUnit(192, 4),
+    "gating_e16_k2": lambda: Gating(16, 2, 129),
 }
