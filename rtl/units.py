@@ -19,6 +19,8 @@ UNITS = {
     "systolic_8x8": lambda: SystolicArray(8, 8),
     "systolic_8x8_k2": lambda: SystolicArray(8, 8, k_lanes=2),
     "systolic_8x8_packed": lambda: SystolicArray(8, 8, row_broadcast=True, dsp_packing=True),
+    # Larger than an ECP5-85F's 156 multipliers: the over-capacity case of make synth-report.
+    "systolic_16x16": lambda: SystolicArray(16, 16),
     # Linear kernels sized for M3ViT-tiny: d_in, d_out <= 768, largest matrix 192 x 768.
     "linear_8x8x2": lambda: LinearKernel(LinearConfig(
         pi=8, po=8, t=2, max_in=768, max_out=768, max_weight_words=24 * 96)),
