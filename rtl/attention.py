@@ -1,0 +1,360 @@
+"""Streaming attention with log2-code probabilities: QK^T on MACs, P.V by shift-and-add.
+
+Exactly ``golden.softmax`` per head (``docs/arithmetic.md``, attention)::
+
+    s = q @ k.T (int32)  ->  u = requantize(s, mult, shift, bits=16)  ->  c = log2_codes(u)
+    out = attention_pv(c, v): num = sum v << (14 - c), den = sum 2**(14 - c),
+          out = sat8(round_shift(num * rec, k + 15)), (rec, k) = normalized_reciprocal(den)
+
+Dataflow for one group of ``H`` heads (all ``H`` heads run side by side, one lane
+each; every beat carries ``Dp`` dims of each of the ``H`` heads)::
+
+    k, v beats --> K and V buffers (N rows x head_dim, on chip)
+    for each block of R query rows:
+        q beats --> Q block (R rows)
+        pass 1: key j = 0..N-1 broadcast to the R rows: R x Dp MACs per head,
+                s -> u (R requantizers), u -> score buffer, running max per row
+        pass 2: key j again: c = min(round_shift(max - u, 6), 15) per row,
+                num[r] += v_j << (14 - c)  (R x Dp shift-add lanes, no multiplier),
+                den[r] += 2**(14 - c)
+        normalise: R bit-serial reciprocals at once, then out = num * rec (Dp
+                   multipliers per head) --> o, row by row
+    (the key is broadcast to all R rows of a block, so K and V are read once per
+    block at one slice per cycle with no bubbles: the effect of UbiMoE's skewed
+    query blocks, without the skew)
+
+Cycle model: :func:`exp_cycles`.
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.softmax import CODE_ZERO, LOG2_FRAC, RECIP_BITS
+
+from .params import check_int, validating
+from .recip import Reciprocal
+
+__all__ = ["AttentionConfig", "beat_layout", "AttentionKernel", "exp_cycles"]
+
+#: Numerators: N * 127 * 2**14 < 2**31 for N <= 1024.
+NUM_BITS = 32
+DEN_BITS = 25
+SCORE_BITS = 32
+
+
+def beat_layout(h, dp):
+    """One beat: ``dp`` int8 dims of each of ``h`` heads; ``last`` ends a tensor (K, V, Q) or output."""
+    return data.StructLayout({"data": data.ArrayLayout(data.ArrayLayout(signed(8), dp), h),
+                              "last": 1})
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Parameters of an :class:`AttentionKernel`.
+
+    Parameters
+    ----------
+    r : int, 1..32
+        Query rows in flight (a block).
+    dp : int, 1..64
+        Head dims per cycle; divides ``head_dim``.
+    h : int, 1..16
+        Heads side by side.
+    head_dim : int, 1..256
+    max_tokens : int, 1..1024
+        Largest N (the K, V and score buffers).
+    """
+
+    r: int
+    dp: int
+    h: int
+    head_dim: int = 64
+    max_tokens: int = 577
+
+    def __post_init__(self):
+        check_int("r", self.r, 1, 32)
+        check_int("h", self.h, 1, 16)
+        check_int("head_dim", self.head_dim, 1, 256)
+        check_int("dp", self.dp, 1, 64)
+        if self.head_dim % self.dp:
+            raise ValueError(f"dp must divide head_dim ({self.head_dim}), not {self.dp}")
+        check_int("max_tokens", self.max_tokens, 1, 1024)
+
+    @property
+    def slices(self):
+        """Beats per token row: ``head_dim / dp``."""
+        return self.head_dim // self.dp
+
+    @property
+    def macs(self):
+        return self.h * self.r * self.dp
+
+
+class AttentionKernel(wiring.Component):
+    """Attention of ``H`` heads at a time over ``N <= max_tokens`` tokens (see the module docstring).
+
+    Members
+    -------
+    mult, shift : In(15), In(6)
+        The score requantizer of the layer (``golden.quant.dyadic`` of
+        ``s_q * s_k / sqrt(head_dim) * log2(e) * 2**6``); hold them while a group runs.
+    k, v, q : In(stream.Signature(beat_layout(h, dp)))
+        Per head group: K (N rows of ``head_dim / dp`` beats, ``last`` on the final
+        beat: it sets N), then V (same), then Q in blocks of R rows (rows in order).
+    o : Out(stream.Signature(beat_layout(h, dp)))
+        The output rows in order, ``head_dim / dp`` beats each; ``last`` on the group's
+        final beat.
+
+    Backpressure: every stream may stall; the kernel waits. Cycle model:
+    :func:`exp_cycles`.
+    """
+
+    def __init__(self, config):
+        with validating(self):
+            if not isinstance(config, AttentionConfig):
+                raise TypeError(f"config must be an AttentionConfig, not {config!r}")
+        self._config = config
+        layout = beat_layout(config.h, config.dp)
+        super().__init__({
+            "mult": In(15), "shift": In(6),
+            "k": In(stream.Signature(layout)), "v": In(stream.Signature(layout)),
+            "q": In(stream.Signature(layout)), "o": Out(stream.Signature(layout)),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, DP, H, S, NMAX = cfg.r, cfg.dp, cfg.h, cfg.slices, cfg.max_tokens
+        lane = data.ArrayLayout(data.ArrayLayout(signed(8), DP), H)
+        m.submodules.kbuf = kbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
+        m.submodules.vbuf = vbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
+        m.submodules.qbuf = qbuf = memory.Memory(shape=data.ArrayLayout(lane, R), depth=S, init=[])
+        uword = data.ArrayLayout(data.ArrayLayout(signed(16), R), H)
+        m.submodules.ubuf = ubuf = memory.Memory(shape=uword, depth=NMAX, init=[])
+        k_wr, v_wr, u_wr = kbuf.write_port(), vbuf.write_port(), ubuf.write_port()
+        q_wr = qbuf.write_port(granularity=1)
+        k_rd, v_rd, q_rd, u_rd = (kbuf.read_port(), vbuf.read_port(), qbuf.read_port(),
+                                  ubuf.read_port())
+
+        n = Signal(range(NMAX + 1))              # tokens of the group
+        addr = Signal(range(NMAX * S + 1))       # row * S + slice of loads and passes
+        row = Signal(range(NMAX + 1))
+        sl = Signal(range(S))
+        block = Signal(range(NMAX + R + 1))      # first row of the block
+        rows = Signal(range(R + 1))              # rows of this block
+        q_row = Signal(range(R))
+        out_row = Signal(range(R))
+        last_slice = sl == S - 1
+
+        def step():
+            """Advance (row, slice, addr) by one beat."""
+            m.d.sync += [addr.eq(addr + 1), sl.eq(Mux(last_slice, 0, sl + 1)),
+                         row.eq(Mux(last_slice, row + 1, row))]
+
+        def rewind():
+            m.d.sync += [addr.eq(0), sl.eq(0), row.eq(0)]
+
+        # ---- per-row state ---------------------------------------------------------------
+        run_max = [[Signal(signed(16), name=f"max_{hh}_{r}") for r in range(R)] for hh in range(H)]
+        num = [[[Signal(data.ArrayLayout(signed(NUM_BITS), DP), name=f"num_{hh}_{r}_{t}")
+                 for t in range(S)] for r in range(R)] for hh in range(H)]
+        den = [[Signal(DEN_BITS, name=f"den_{hh}_{r}") for r in range(R)] for hh in range(H)]
+        acc = [[Signal(signed(SCORE_BITS), name=f"acc_{hh}_{r}") for r in range(R)] for hh in range(H)]
+        prod = [[Signal(signed(SCORE_BITS + 16), name=f"sp_{hh}_{r}") for r in range(R)]
+                for hh in range(H)]
+        recips = [[Reciprocal(DEN_BITS) for r in range(R)] for hh in range(H)]
+        for hh in range(H):
+            for r in range(R):
+                m.submodules[f"recip_{hh}_{r}"] = recips[hh][r]
+        rec = [[Signal(RECIP_BITS + 2, name=f"rec_{hh}_{r}") for r in range(R)] for hh in range(H)]
+        rk = [[Signal(range(DEN_BITS + 1), name=f"k_{hh}_{r}") for r in range(R)] for hh in range(H)]
+
+        p1_issue, p2_issue, clear, out_issue, recip_start = (Signal(name=x) for x in (
+            "p1_issue", "p2_issue", "clear", "out_issue", "recip_start"))
+        p1_v = Signal(3)                          # stages: [0] read data, [1] sum, [2] u
+        p1_first, p1_last = Signal(), Signal(3)
+        p1_key = [Signal(range(NMAX), name=f"p1_key_{x}") for x in range(3)]
+        p2_v, p2_first = Signal(), Signal()
+        m.d.sync += [p1_v.eq(Cat(p1_issue, p1_v[:2])), p1_first.eq(sl == 0),
+                     p1_last.eq(Cat(p1_issue & last_slice, p1_last[:2])),
+                     p1_key[0].eq(row), p1_key[1].eq(p1_key[0]), p1_key[2].eq(p1_key[1]),
+                     p2_v.eq(p2_issue), p2_first.eq(sl == 0)]
+        m.d.comb += [k_rd.addr.eq(addr), q_rd.addr.eq(sl), v_rd.addr.eq(addr), u_rd.addr.eq(row),
+                     u_wr.addr.eq(p1_key[2]), u_wr.en.eq(p1_v[2] & p1_last[2])]
+
+        half = (Const(1, 47) << self.shift) >> 1
+        for hh in range(H):
+            for r in range(R):
+                # Pass 1, stage 1: the Dp-wide dot product; a key's sum ends with its last slice.
+                dot = sum(k_rd.data[hh][d] * q_rd.data[r][hh][d] for d in range(DP))
+                with m.If(p1_v[0]):
+                    m.d.sync += acc[hh][r].eq(Mux(p1_first, 0, acc[hh][r]) + dot)
+                # Stage 2: multiply by the requantizer; stage 3: round, saturate, keep the max.
+                with m.If(p1_v[1] & p1_last[1]):
+                    m.d.sync += prod[hh][r].eq(acc[hh][r] * self.mult)
+                rounded = (prod[hh][r] + half) >> self.shift
+                u = Signal(signed(16), name=f"u_{hh}_{r}")
+                m.d.comb += [u.eq(Mux(rounded > 32767, 32767, Mux(rounded < -32768, -32768, rounded))),
+                             u_wr.data[hh][r].eq(u)]
+                with m.If(p1_v[2] & p1_last[2] & (u > run_max[hh][r])):
+                    m.d.sync += run_max[hh][r].eq(u)
+
+                # Pass 2: the code of (row r, key j), then v << (14 - c) into the rotating
+                # numerator slices and 2**(14 - c) into the denominator, without multipliers.
+                d_log = Signal(unsigned(17), name=f"dlog_{hh}_{r}")
+                code = Signal(range(CODE_ZERO + 1), name=f"code_{hh}_{r}")
+                m.d.comb += d_log.eq(run_max[hh][r] - u_rd.data[hh][r])
+                code_r = (d_log + (1 << (LOG2_FRAC - 1))) >> LOG2_FRAC
+                m.d.comb += code.eq(Mux(code_r > CODE_ZERO, CODE_ZERO, code_r))
+                weight = Signal(15, name=f"w_{hh}_{r}")
+                lift = Signal(range(CODE_ZERO), name=f"lift_{hh}_{r}")      # 14 - c
+                m.d.comb += lift.eq(CODE_ZERO - 1 - code)
+                m.d.comb += weight.eq(Mux(code == CODE_ZERO, 0, Const(1 << (CODE_ZERO - 1), 15) >> code))
+                head = num[hh][r]
+                with m.If(clear):
+                    m.d.sync += [den[hh][r].eq(0), run_max[hh][r].eq(-32768)]
+                    m.d.sync += [head[t].eq(0) for t in range(S)]
+                with m.Elif(p2_v):
+                    with m.If(p2_first):
+                        m.d.sync += den[hh][r].eq(den[hh][r] + weight)
+                    for d in range(DP):
+                        shifted = Mux(code == CODE_ZERO, 0, v_rd.data[hh][d] << lift)
+                        m.d.sync += head[S - 1][d].eq(head[0][d] + shifted)
+                    m.d.sync += [head[t].eq(head[t + 1]) for t in range(S - 1)]
+                with m.Elif(out_issue & (out_row == r)):
+                    m.d.sync += [head[S - 1].eq(head[0])] + [head[t].eq(head[t + 1]) for t in range(S - 1)]
+
+                # Normalisation: one reciprocal per row, started for all rows at once.
+                unit = recips[hh][r]
+                m.d.comb += [unit.i.valid.eq(recip_start), unit.i.payload.eq(den[hh][r])]
+                with m.If(unit.o.valid & unit.o.ready):
+                    m.d.sync += [rec[hh][r].eq(unit.o.payload.rec), rk[hh][r].eq(unit.o.payload.k)]
+
+        all_recips = Cat(*(recips[hh][r].o.valid for hh in range(H) for r in range(R))).all()
+
+        # ---- output: num * rec of the current row, rounded and saturated ---------------------
+        o_valid = Signal()
+        o_data = Signal(lane)
+        o_last = Signal()
+        en = ~o_valid | self.o.ready
+        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.data.eq(o_data),
+                     self.o.payload.last.eq(o_last)]
+        with m.If(self.o.ready):
+            m.d.sync += o_valid.eq(0)
+        for hh in range(H):
+            sel_rec = Signal(RECIP_BITS + 2, name=f"sel_rec_{hh}")
+            sel_k = Signal(range(DEN_BITS + 1), name=f"sel_k_{hh}")
+            sel_num = Signal(data.ArrayLayout(signed(NUM_BITS), DP), name=f"sel_num_{hh}")
+            with m.Switch(out_row):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.comb += [sel_rec.eq(rec[hh][r]), sel_k.eq(rk[hh][r]),
+                                     sel_num.eq(num[hh][r][0])]
+            osh = sel_k + RECIP_BITS
+            for d in range(DP):
+                value = (sel_num[d] * sel_rec + ((Const(1, 64) << osh) >> 1)) >> osh
+                with m.If(out_issue):
+                    m.d.sync += o_data[hh][d].eq(Mux(value > 127, 127, Mux(value < -128, -128, value)))
+
+        # ---- control -------------------------------------------------------------------------
+        m.d.comb += [
+            k_wr.addr.eq(addr), k_wr.data.eq(self.k.payload.data),
+            v_wr.addr.eq(addr), v_wr.data.eq(self.v.payload.data),
+            q_wr.addr.eq(sl), q_wr.data.eq(Cat(*([self.q.payload.data.as_value()] * R))),
+        ]
+        with m.FSM(name="attention"):
+            with m.State("LOAD_K"):
+                m.d.comb += [self.k.ready.eq(1), k_wr.en.eq(self.k.valid)]
+                with m.If(self.k.valid):
+                    step()
+                    with m.If(self.k.payload.last):
+                        m.d.sync += [n.eq(row + 1), block.eq(0)]
+                        rewind()
+                        m.next = "LOAD_V"
+            with m.State("LOAD_V"):
+                m.d.comb += [self.v.ready.eq(1), v_wr.en.eq(self.v.valid)]
+                with m.If(self.v.valid):
+                    step()
+                    with m.If(self.v.payload.last):
+                        rewind()
+                        m.d.sync += [q_row.eq(0), rows.eq(Mux(n < R, n, R))]
+                        m.next = "LOAD_Q"
+            with m.State("LOAD_Q"):
+                m.d.comb += [self.q.ready.eq(1), q_wr.en.eq(Mux(self.q.valid, 1 << q_row, 0))]
+                with m.If(self.q.valid):
+                    m.d.sync += sl.eq(Mux(last_slice, 0, sl + 1))
+                    with m.If(last_slice):
+                        m.d.sync += q_row.eq(q_row + 1)
+                        with m.If(q_row == rows - 1):
+                            m.d.comb += clear.eq(1)
+                            rewind()
+                            m.next = "PASS1"
+            with m.State("PASS1"):
+                m.d.comb += p1_issue.eq(1)
+                step()
+                with m.If(last_slice & (row == n - 1)):
+                    m.next = "P1_DRAIN"
+            with m.State("P1_DRAIN"):
+                rewind()
+                with m.If(p1_v == 0):
+                    m.next = "PASS2"
+            with m.State("PASS2"):
+                m.d.comb += p2_issue.eq(1)
+                step()
+                with m.If(last_slice & (row == n - 1)):
+                    m.next = "P2_DRAIN"
+            with m.State("P2_DRAIN"):
+                with m.If(~p2_v):
+                    m.next = "RECIP"
+            with m.State("RECIP"):
+                m.d.comb += recip_start.eq(1)
+                m.next = "RECIP_WAIT"
+            with m.State("RECIP_WAIT"):
+                with m.If(all_recips):
+                    for hh in range(H):
+                        for r in range(R):
+                            m.d.comb += recips[hh][r].o.ready.eq(1)
+                    m.d.sync += [out_row.eq(0), sl.eq(0)]
+                    m.next = "OUT"
+            with m.State("OUT"):
+                final_row = out_row == rows - 1
+                group_end = final_row & last_slice & (block + R >= n)
+                with m.If(en):
+                    m.d.comb += out_issue.eq(1)
+                    m.d.sync += [o_valid.eq(1), o_last.eq(group_end),
+                                 sl.eq(Mux(last_slice, 0, sl + 1))]
+                    with m.If(last_slice):
+                        m.d.sync += out_row.eq(out_row + 1)
+                        with m.If(final_row):
+                            rewind()
+                            m.d.sync += [block.eq(block + R), q_row.eq(0),
+                                         rows.eq(Mux(n - (block + R) < R, n - (block + R), R))]
+                            with m.If(block + R >= n):
+                                m.next = "LOAD_K"
+                            with m.Else():
+                                m.next = "LOAD_Q"
+        return m
+
+
+def exp_cycles(config, n, groups=1):
+    """Cycles from the first ``k`` beat to the last ``o`` beat for ``groups`` head groups of ``n`` tokens.
+
+    Inputs at full rate, ``o`` always ready. Per group: K and V loads (``n * S`` beats
+    each, ``S = head_dim / dp``), then per block of ``rows <= R`` query rows: the Q
+    load (``rows * S``), pass 1 (``n * S`` + 4 to drain), pass 2 (``n * S`` + 2),
+    the reciprocals (19) and the output (``rows * S``); the last beat leaves one
+    cycle after it is issued.
+    """
+    s = config.slices
+    per_group = 2 * n * s
+    for first in range(0, n, config.r):
+        rows = min(config.r, n - first)
+        per_group += rows * s + n * s + 4 + n * s + 2 + 1 + Reciprocal.LATENCY + rows * s
+    return groups * per_group + 1
