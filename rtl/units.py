@@ -4,6 +4,7 @@ Each entry maps a configuration name to a constructor, so tools and reports
 share one list instead of repeating parameters.
 """
 
+from .attention import AttentionConfig, AttentionKernel
 from .combine import Combiner
 from .gating import Gating
 from .layernorm import LayerNormUnit
@@ -35,4 +36,7 @@ UNITS = {
     "softmax_probs_16x1": lambda: SoftmaxUnit(16, 1, "probs"),
     "layernorm_192x4": lambda: LayerNormUnit(192, 4),
     "gating_e16_k2": lambda: Gating(16, 2, 129),
+    # Attention for M3ViT-tiny (N <= 129, head dim 64): R query rows x Dp dims x H heads.
+    "attention_4x8x1": lambda: AttentionKernel(AttentionConfig(r=4, dp=8, h=1, max_tokens=129)),
+    "attention_8x16x3": lambda: AttentionKernel(AttentionConfig(r=8, dp=16, h=3, max_tokens=129)),
 }
