@@ -62,9 +62,11 @@ bitstream: $(STAMP)  ## open ECP5 flow to a .bit with Fmax + utilisation (BOARD=
 synth-report: $(STAMP)  ## yosys estimate vs device capacity, fails if it does not fit (BOARD=..., UNIT=...)
 	$(BIN)/python -m platforms.flows synth-report --board $(BOARD) $(if $(UNIT),--unit $(UNIT))
 
-bench: $(STAMP)  ## benchmarks: golden frame, linear kernel, nonlinear units -> build/bench/
+bench: $(STAMP)  ## benchmarks: golden frame, frame cycles, units (linear, attention, nonlinear) -> build/bench/
 	$(BIN)/python -m bench.golden_frame
+	$(BIN)/python -m bench.frame
 	$(BIN)/python -m bench.nonlinear
+	$(BIN)/python -m bench.attention
 	$(BIN)/python -m bench.linear
 
 clean:  ## remove build outputs (keeps .venv)
