@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install the pinned dependencies
 
-demo: $(STAMP)  ## main job: RTL matmul of a 129x192x192 tile, bit-exact vs golden, with cycles
+demo: $(STAMP)  ## main job: M3ViT-tiny qkv projection + attention in RTL, bit-exact vs golden, with cycles
 	$(BIN)/python -m examples.demo
 
 test: $(STAMP)  ## default test suite (golden, Amaranth-simulator and cocotb tests; no slow ones)

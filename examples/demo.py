@@ -1,71 +1,114 @@
-"""``make demo``: a transformer-sized int8 matmul on the systolic array, in RTL simulation.
+"""``make demo``: the first attention half of an M3ViT-tiny block on the accelerator's RTL.
 
-Elaborates :class:`rtl.systolic.SystolicArray` to Verilog, runs ``tokens x d_in``
-times ``d_in x d_out`` (default 129 x 192 x 192, one M3ViT-tiny projection)
-through the emitted Verilog under cocotb, checks every output bit-exactly
-against ``golden.gemm.int8_matmul`` and prints cycles, MACs per cycle and
-utilisation. Writes ``build/demo/report.json``.
+1. The golden integer model (``golden.int_model``, seeded random weights, min/max
+   PTQ) runs one 3x128x256 frame and keeps every intermediate tensor.
+2. Block 0's qkv projection (129 tokens, 192 -> 576, per-channel requantization to
+   int8) runs on the linear kernel's Verilog (PI x PO x T MAC array, 256-bit
+   weight bus) under cocotb + Verilator.
+3. The RTL's q, k, v go through the attention kernel's Verilog (3 heads x 64,
+   log2-code probabilities, shift-and-add P.V).
+Both outputs are compared bit for bit with the golden model's trace, and the
+cycles with the units' cycle models. Writes ``build/demo/report.json``.
 """
 
 import argparse
 import json
 import time
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from rtl.systolic import SystolicArray
+from golden.config import m3vit_tiny
+from golden.float_model import random_image
+from golden.int_model import calibrate_minmax, int_forward, pixels_from_image
+from golden.weights import init_weights
+from rtl.attention import AttentionConfig, AttentionKernel
+from rtl.linear import LinearConfig, LinearKernel
 from sim.runner import run_cocotb
 from sim.waves import BUILD_DIR
 
 
+def _heads(cfg, x):
+    return x.reshape(x.shape[0], cfg.num_heads, cfg.head_dim).transpose(1, 0, 2)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=8)
-    parser.add_argument("--cols", type=int, default=8)
-    parser.add_argument("--k-lanes", type=int, default=1)
-    parser.add_argument("--shape", default="129,192,192", help="M,K,N (tokens, d_in, d_out)")
+    parser.add_argument("--linear", default="16x16x3", help="PIxPOxT of the linear kernel")
+    parser.add_argument("--attention", default="8x16x3", help="RxDpxH of the attention kernel")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     console = Console()
-
-    params = dict(rows=args.rows, cols=args.cols, k_lanes=args.k_lanes, operand_width=8,
-                  row_broadcast=False)
-    array = SystolicArray(args.rows, args.cols, k_lanes=args.k_lanes)
     out_dir = BUILD_DIR / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
-    report_path = out_dir / "report.json"
-    m, k, n = (int(x) for x in args.shape.split(","))
-    console.print(f"[bold]Systolic int8 array {args.rows}x{args.cols} (k_lanes {args.k_lanes})[/]: "
-                  f"{m}x{k} @ {k}x{n} under cocotb, checked against golden.gemm.int8_matmul")
+    cfg = m3vit_tiny()
     start = time.monotonic()
-    with console.status("elaborating, compiling with Verilator (first run ~30 s) and simulating"):
-        run_cocotb("systolic", params, array, "sim.tb_systolic", testcase="gemm_workload",
-                   env={"TB_WORKLOAD": f"{m},{k},{n}", "TB_REPORT": str(report_path),
-                        "TB_SEED": str(args.seed)})
-    wall = time.monotonic() - start
-    report = json.loads(report_path.read_text())
-    lanes = args.rows * args.cols * args.k_lanes
-    ideal = -(-report["macs"] // lanes)
-    report.update(wall_seconds=round(wall, 2), macs_per_cycle=report["macs"] / report["cycles"],
-                  utilization=report["macs"] / (lanes * report["cycles"]), ideal_cycles=ideal)
-    report_path.write_text(json.dumps(report, indent=2))
 
-    table = Table(title="Result (bit-exact against the golden model)")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_row("MACs", f"{report['macs']:,}")
-    table.add_row("cycles (RTL)", f"{report['cycles']:,}")
-    table.add_row("cycles (model, rtl.systolic.exp_cycles)", f"{report['model_cycles']:,}")
-    table.add_row(f"ideal cycles (MACs / {lanes} PEs)", f"{ideal:,}")
-    table.add_row("MACs per cycle", f"{report['macs_per_cycle']:.1f} of {lanes}")
-    table.add_row("utilization", f"{100 * report['utilization']:.1f}%")
-    table.add_row("wall time", f"{wall:.1f} s")
+    with console.status("golden integer model: calibrating and running one frame"):
+        weights = init_weights(cfg, seed=args.seed)
+        images = [random_image(cfg, seed=args.seed + 1 + n) for n in range(3)]
+        qp = calibrate_minmax(cfg, weights, images[:2])
+        _, trace = int_forward(qp, pixels_from_image(cfg, images[2]), trace=True)
+
+    # -- qkv projection on the linear kernel ----------------------------------------------
+    pi, po, t = (int(v) for v in args.linear.split("x"))
+    lin = dict(pi=pi, po=po, t=t, max_in=cfg.embed_dim, max_out=3 * cfg.embed_dim, bus_width=256)
+    job = out_dir / "qkv_job.npz"
+    p = "blocks.0.attn.qkv."
+    np.savez(job, x=trace["blocks.0.norm1"], weight=qp[p + "weight"], bias=qp[p + "bias"],
+             mult=qp[p + "mult"], shift=qp[p + "shift"], zero_point=0, bits=8)
+    console.print(f"[bold]qkv projection[/] on the linear kernel {args.linear} "
+                  f"({pi * po * t} MACs): 129 x 192 -> 576, requantized to int8")
+    with console.status("elaborating, compiling with Verilator (first run takes a few minutes), "
+                        "simulating"):
+        run_cocotb("linear", lin, LinearKernel(LinearConfig(**lin)), "sim.tb_linear",
+                   testcase="job_from_file",
+                   env={"TB_JOB": str(job), "TB_OUT": str(out_dir / "qkv_out.npz"),
+                        "TB_REPORT": str(out_dir / "qkv_report.json")})
+    qkv = np.load(out_dir / "qkv_out.npz")["y"]
+    d = cfg.embed_dim
+    q, k, v = (_heads(cfg, qkv[:, i * d:(i + 1) * d]) for i in range(3))
+    qkv_exact = all(np.array_equal(a, trace[f"blocks.0.attn.{n}"]) for a, n in zip((q, k, v), "qkv"))
+
+    # -- attention on the attention kernel ---------------------------------------------------
+    r, dp, h = (int(x) for x in args.attention.split("x"))
+    att = dict(r=r, dp=dp, h=h, head_dim=cfg.head_dim, max_tokens=cfg.num_tokens)
+    data = out_dir / "attention_in.npz"
+    np.savez(data, q=q, k=k, v=v, mult=qp.scalar("blocks.0.attn.scores.mult"),
+             shift=qp.scalar("blocks.0.attn.scores.shift"))
+    console.print(f"[bold]attention[/] on the attention kernel {args.attention} "
+                  f"({r * dp * h} MACs for QK^T, shift-and-add P.V): 3 heads x 129 x 64")
+    with console.status("compiling and simulating the attention kernel"):
+        run_cocotb("attention", att, AttentionKernel(AttentionConfig(**att)), "sim.tb_attention",
+                   env={"TB_DATA": str(data), "TB_HEADS": str(cfg.num_heads),
+                        "TB_TOKENS": str(cfg.num_tokens), "TB_GAPS": "0",
+                        "TB_OUT": str(out_dir / "attention_out.npz"),
+                        "TB_REPORT": str(out_dir / "attention_report.json")})
+    out = np.load(out_dir / "attention_out.npz")["out"]
+    att_exact = np.array_equal(out.transpose(1, 0, 2).reshape(cfg.num_tokens, d),
+                               trace["blocks.0.attn.out"])
+
+    rows = []
+    for name, report, macs, lanes, exact in (
+            ("qkv projection", "qkv_report.json", 129 * 192 * 576, pi * po * t, qkv_exact),
+            ("attention (QK^T, softmax, P.V)", "attention_report.json", 2 * 3 * 129 * 129 * 64,
+             r * dp * h, att_exact)):
+        rep = json.loads((out_dir / report).read_text())
+        rows.append({"stage": name, "macs": macs, "lanes": lanes, "exact": bool(exact), **rep})
+    table = Table(title="M3ViT-tiny block 0, attention half, in RTL simulation")
+    for col in ("stage", "MACs", "RTL cycles", "model", "MACs/cycle", "bit-exact vs golden"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for row in rows:
+        table.add_row(row["stage"], f"{row['macs']:,}", f"{row['cycles']:,}", f"{row['model']:,}",
+                      f"{row['macs'] / row['cycles']:.0f} of {row['lanes']}",
+                      "yes" if row["exact"] else "[red]NO")
     console.print(table)
-    vdir = BUILD_DIR / "sim" / "systolic"
-    console.print(f"Verilog and simulator build: {vdir}/...; report: {report_path}")
-    if report["cycles"] != report["model_cycles"]:
-        raise SystemExit("RTL cycles differ from the cycle model")
+    console.print(f"wall time {time.monotonic() - start:.0f} s; Verilog and builds in "
+                  f"{BUILD_DIR / 'sim'}; report {out_dir / 'report.json'}")
+    (out_dir / "report.json").write_text(json.dumps(rows, indent=2))
+    if not all(row["exact"] and row["cycles"] == row["model"] for row in rows):
+        raise SystemExit("RTL differs from the golden model or the cycle model")
 
 
 if __name__ == "__main__":

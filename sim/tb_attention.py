@@ -2,7 +2,7 @@
 
 Parameters: ``TB_R``, ``TB_DP``, ``TB_H``, ``TB_HEAD_DIM``, ``TB_MAX_TOKENS``; the
 workload is ``TB_HEADS`` heads of ``TB_TOKENS`` tokens (M3ViT-tiny: 3 x 129 x 64),
-seeded by ``TB_SEED``. Checks every output against ``golden.softmax`` and the
+seeded by ``TB_SEED`` (or read from the ``.npz`` at ``TB_DATA``). Checks every output against ``golden.softmax`` and the
 full-rate cycles against ``rtl.attention.exp_cycles``; with ``TB_REPORT`` set,
 writes the measured cycles there as JSON.
 """
@@ -28,13 +28,20 @@ SEED = int(os.environ.get("TB_SEED", "0"))
 @cocotb.test()
 async def attention_layer(dut):
     await start_clock_and_reset(dut)
-    q, k, v, mult, shift = random_heads(np.random.default_rng(SEED), HEADS, TOKENS, CONFIG.head_dim)
+    if "TB_DATA" in os.environ:          # q, k, v of a real layer (examples/demo.py)
+        f = np.load(os.environ["TB_DATA"])
+        q, k, v, mult, shift = f["q"], f["k"], f["v"], int(f["mult"]), int(f["shift"])
+    else:
+        q, k, v, mult, shift = random_heads(np.random.default_rng(SEED), HEADS, TOKENS,
+                                            CONFIG.head_dim)
     dut.mult.value = mult
     dut.shift.value = shift
     kb, vb, qb, count = attention_streams(CONFIG, q, k, v)
     expected = golden_attention(q, k, v, mult, shift)
     res = await run_streams(dut, {"k": kb, "v": vb, "q": qb}, {"o": count})
     check_attention(CONFIG, res["o"][0], expected)
+    if "TB_OUT" in os.environ:
+        np.savez(os.environ["TB_OUT"], out=expected)
     cycles = res["o"][1][-1] - res["k"][0] + 1
     model = exp_cycles(CONFIG, TOKENS, groups=HEADS // CONFIG.h)
     dut._log.info("cycles %d, model %d", cycles, model)

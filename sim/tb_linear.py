@@ -14,7 +14,7 @@ import numpy as np
 
 from rtl.linear import LinearConfig, exp_cycles
 from sim.cocotb_stream import run_streams, start_clock_and_reset
-from sim.linear_images import check_outputs, job_streams, random_job
+from sim.linear_images import assemble_outputs, check_outputs, job_streams, random_job
 
 CONFIG = LinearConfig(pi=int(os.environ["TB_PI"]), po=int(os.environ["TB_PO"]),
                       t=int(os.environ["TB_T"]), max_in=int(os.environ["TB_MAX_IN"]),
@@ -85,3 +85,28 @@ async def model_shapes_cycles(dut):
     for row in report:
         for key in ("cycles", "cycles_two"):
             assert abs(row[key] - row["model_" + key]) <= 0.02 * row["model_" + key], row
+
+
+@cocotb.test(skip="TB_JOB" not in os.environ)
+async def job_from_file(dut):
+    """One job from the ``.npz`` at ``TB_JOB`` (x, weight, bias, mult, shift, zero_point, bits).
+
+    Runs at full rate, checks every row against the golden op, writes the output rows
+    to ``TB_OUT`` (``.npz``, key ``y``) and ``{"cycles", "model"}`` to ``TB_REPORT``.
+    """
+    await start_clock_and_reset(dut)
+    f = np.load(os.environ["TB_JOB"])
+    x = f["x"]
+    job = {"weight": f["weight"], "bias": f["bias"], "mult": f["mult"], "shift": f["shift"],
+           "zero_point": int(f["zero_point"]), "bits": int(f["bits"]), "gelu_table": None,
+           "tokens": list(range(len(x))), "scores": np.zeros(len(x), int)}
+    w_beats, x_beats, y_count = job_streams(CONFIG, [job], x)
+    res = await run_streams(dut, {"w": w_beats, "x": x_beats}, {"y": y_count})
+    words, cycles = res["y"]
+    check_outputs(CONFIG, [job], x, words)
+    d_out = job["weight"].shape[0]
+    rows = assemble_outputs(CONFIG, words, [d_out])[0]
+    np.savez(os.environ["TB_OUT"], y=np.stack([rows[t] for t in job["tokens"]]))
+    with open(os.environ["TB_REPORT"], "w") as out:
+        json.dump({"cycles": cycles[-1] + 1,
+                   "model": exp_cycles(CONFIG, [(x.shape[1], d_out, len(x))])}, out)
