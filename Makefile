@@ -68,6 +68,7 @@ bench: $(STAMP)  ## benchmarks: golden frame, frame cycles, units (linear, atten
 	$(BIN)/python -m bench.nonlinear
 	$(BIN)/python -m bench.attention
 	$(BIN)/python -m bench.linear
+	$(BIN)/python -m bench.systolic
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build .pytest_cache .hypothesis
