@@ -56,3 +56,9 @@ def test_bad_parameters_are_named(kwargs, message):
 def test_kernel_takes_a_config():
     with pytest.raises(TypeError, match="config must be an AttentionConfig"):
         AttentionKernel({"r": 4})
+
+
+def test_577_tokens():
+    # The largest N the issue asks for (ViT-B at 384 x 384), with small heads to keep it quick.
+    config = AttentionConfig(r=32, dp=2, h=1, head_dim=2, max_tokens=577)
+    assert run(config, 1, 577, seed=5) == exp_cycles(config, 577)
