@@ -38,5 +38,7 @@ UNITS = {
     "gating_e16_k2": lambda: Gating(16, 2, 129),
     # Attention for M3ViT-tiny (N <= 129, head dim 64): R query rows x Dp dims x H heads.
     "attention_4x8x1": lambda: AttentionKernel(AttentionConfig(r=4, dp=8, h=1, max_tokens=129)),
+    "attention_8x8x1": lambda: AttentionKernel(AttentionConfig(r=8, dp=8, h=1, max_tokens=129)),
     "attention_8x16x3": lambda: AttentionKernel(AttentionConfig(r=8, dp=16, h=3, max_tokens=129)),
+    "attention_16x16x3": lambda: AttentionKernel(AttentionConfig(r=16, dp=16, h=3, max_tokens=129)),
 }
