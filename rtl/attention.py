@@ -7,21 +7,25 @@ Exactly ``golden.softmax`` per head (``docs/arithmetic.md``, attention)::
           out = sat8(round_shift(num * rec, k + 15)), (rec, k) = normalized_reciprocal(den)
 
 Dataflow for one group of ``H`` heads (all ``H`` heads run side by side, one lane
-each; every beat carries ``Dp`` dims of each of the ``H`` heads)::
+each; every beat carries ``Dp`` dims of each of the ``H`` heads). Two engines work
+on consecutive blocks of R query rows at once::
 
-    k, v beats --> K and V buffers (N rows x head_dim, on chip)
-    for each block of R query rows:
-        q beats --> Q block (R rows)
-        pass 1: key j = 0..N-1 broadcast to the R rows: R x Dp MACs per head,
-                s -> u (R requantizers), u -> score buffer, running max per row
-        pass 2: key j again: c = min(round_shift(max - u, 6), 15) per row,
-                num[r] += v_j << (14 - c)  (R x Dp shift-add lanes, no multiplier),
-                den[r] += 2**(14 - c)
-        normalise: R bit-serial reciprocals at once, then out = num * rec (Dp
-                   multipliers per head) --> o, row by row
-    (the key is broadcast to all R rows of a block, so K and V are read once per
-    block at one slice per cycle with no bubbles: the effect of UbiMoE's skewed
-    query blocks, without the skew)
+    front:  k, v beats --> K and V buffers (N rows x head_dim, on chip)
+            per block: q beats --> Q block (two, alternating)
+                       pass 1: key j = 0..N-1 broadcast to the R rows: R x Dp MACs per head,
+                               s -> u (R requantizers) -> score buffer (two, alternating),
+                               running max per row
+                       hand the block to the back
+    back:   pass 2: key j again: c = min(round_shift(max - u, 6), 15) per row,
+                    num[r] += v_j << (14 - c)  (R x Dp shift-add lanes, no multiplier),
+                    den[r] += 2**(14 - c)
+            normalise: R bit-serial reciprocals per head at once, then
+                       out = num * rec (Dp multipliers per head) --> o, row by row
+
+Pass 1 of block b+1 runs while pass 2 and the output of block b do. The key is
+broadcast to all R rows of a block, so K and V are each read once per block at
+one slice per cycle with no bubbles: the effect of UbiMoE's skewed query blocks,
+without the skew.
 
 Cycle model: :func:`exp_cycles`.
 """
@@ -135,34 +139,56 @@ class AttentionKernel(wiring.Component):
         lane = data.ArrayLayout(data.ArrayLayout(signed(8), DP), H)
         m.submodules.kbuf = kbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
         m.submodules.vbuf = vbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
-        m.submodules.qbuf = qbuf = memory.Memory(shape=data.ArrayLayout(lane, R), depth=S, init=[])
+        # Two Q blocks and two score buffers: pass 1 of block b+1 runs beside pass 2 of block b.
+        m.submodules.qbuf = qbuf = memory.Memory(shape=data.ArrayLayout(lane, R), depth=2 * S,
+                                                 init=[])
         uword = data.ArrayLayout(data.ArrayLayout(signed(16), R), H)
-        m.submodules.ubuf = ubuf = memory.Memory(shape=uword, depth=NMAX, init=[])
+        m.submodules.ubuf = ubuf = memory.Memory(shape=uword, depth=2 * NMAX, init=[])
         k_wr, v_wr, u_wr = kbuf.write_port(), vbuf.write_port(), ubuf.write_port()
         q_wr = qbuf.write_port(granularity=1)
         k_rd, v_rd, q_rd, u_rd = (kbuf.read_port(), vbuf.read_port(), qbuf.read_port(),
                                   ubuf.read_port())
 
-        n = Signal(range(NMAX + 1))              # tokens of the group
-        addr = Signal(range(NMAX * S + 1))       # row * S + slice of loads and passes
+        # ---- front (loads and pass 1) and back (pass 2, normalisation, output) counters ----
+        n = Signal(range(NMAX + 1))              # tokens of the group (front)
+        addr = Signal(range(NMAX * S + 1))       # front: row * S + slice
         row = Signal(range(NMAX + 1))
         sl = Signal(range(S))
-        block = Signal(range(NMAX + R + 1))      # first row of the block
-        rows = Signal(range(R + 1))              # rows of this block
+        block = Signal(range(NMAX + R + 1))      # first row of the front's block
+        rows = Signal(range(R + 1))              # rows of the front's block
         q_row = Signal(range(R))
-        out_row = Signal(range(R))
+        f_par = Signal()                          # the front's Q / score buffer
         last_slice = sl == S - 1
+        b_addr = Signal(range(NMAX * S + 1))     # back: row * S + slice
+        b_row = Signal(range(NMAX + 1))
+        b_sl = Signal(range(S))
+        b_n = Signal(range(NMAX + 1))
+        b_rows = Signal(range(R + 1))
+        b_par = Signal()
+        b_glast = Signal()                        # the back's block ends the group
+        b_last_slice = b_sl == S - 1
+        out_row = Signal(range(R))
+        # Hand-over of a block from the front to the back, and the score buffers' state.
+        mail_full = Signal()
+        mail = Signal(data.StructLayout({"par": 1, "rows": range(R + 1), "n": range(NMAX + 1),
+                                         "glast": 1}))
+        u_free = Signal(2, init=0b11)
+        u_release = Signal(2)
 
         def step():
-            """Advance (row, slice, addr) by one beat."""
             m.d.sync += [addr.eq(addr + 1), sl.eq(Mux(last_slice, 0, sl + 1)),
                          row.eq(Mux(last_slice, row + 1, row))]
 
         def rewind():
             m.d.sync += [addr.eq(0), sl.eq(0), row.eq(0)]
 
+        def b_step():
+            m.d.sync += [b_addr.eq(b_addr + 1), b_sl.eq(Mux(b_last_slice, 0, b_sl + 1)),
+                         b_row.eq(Mux(b_last_slice, b_row + 1, b_row))]
+
         # ---- per-row state ---------------------------------------------------------------
-        run_max = [[Signal(signed(16), name=f"max_{hh}_{r}") for r in range(R)] for hh in range(H)]
+        run_max = [[[Signal(signed(16), name=f"max{p}_{hh}_{r}") for r in range(R)]
+                    for hh in range(H)] for p in range(2)]
         num = [[[Signal(data.ArrayLayout(signed(NUM_BITS), DP), name=f"num_{hh}_{r}_{t}")
                  for t in range(S)] for r in range(R)] for hh in range(H)]
         den = [[Signal(DEN_BITS, name=f"den_{hh}_{r}") for r in range(R)] for hh in range(H)]
@@ -176,8 +202,8 @@ class AttentionKernel(wiring.Component):
         rec = [[Signal(RECIP_BITS + 2, name=f"rec_{hh}_{r}") for r in range(R)] for hh in range(H)]
         rk = [[Signal(range(DEN_BITS + 1), name=f"k_{hh}_{r}") for r in range(R)] for hh in range(H)]
 
-        p1_issue, p2_issue, clear, out_issue, recip_start = (Signal(name=x) for x in (
-            "p1_issue", "p2_issue", "clear", "out_issue", "recip_start"))
+        p1_issue, p2_issue, f_clear, b_clear, out_issue, recip_start = (Signal(name=x) for x in (
+            "p1_issue", "p2_issue", "f_clear", "b_clear", "out_issue", "recip_start"))
         p1_v = Signal(3)                          # stages: [0] read data, [1] sum, [2] u
         p1_first, p1_last = Signal(), Signal(3)
         p1_key = [Signal(range(NMAX), name=f"p1_key_{x}") for x in range(3)]
@@ -185,32 +211,38 @@ class AttentionKernel(wiring.Component):
         m.d.sync += [p1_v.eq(Cat(p1_issue, p1_v[:2])), p1_first.eq(sl == 0),
                      p1_last.eq(Cat(p1_issue & last_slice, p1_last[:2])),
                      p1_key[0].eq(row), p1_key[1].eq(p1_key[0]), p1_key[2].eq(p1_key[1]),
-                     p2_v.eq(p2_issue), p2_first.eq(sl == 0)]
-        m.d.comb += [k_rd.addr.eq(addr), q_rd.addr.eq(sl), v_rd.addr.eq(addr), u_rd.addr.eq(row),
-                     u_wr.addr.eq(p1_key[2]), u_wr.en.eq(p1_v[2] & p1_last[2])]
+                     p2_v.eq(p2_issue), p2_first.eq(b_sl == 0)]
+        m.d.comb += [k_rd.addr.eq(addr), q_rd.addr.eq(Mux(f_par, S, 0) + sl),
+                     v_rd.addr.eq(b_addr), u_rd.addr.eq(Mux(b_par, NMAX, 0) + b_row),
+                     u_wr.addr.eq(Mux(f_par, NMAX, 0) + p1_key[2]),
+                     u_wr.en.eq(p1_v[2] & p1_last[2])]
 
         half = (Const(1, 47) << self.shift) >> 1
         for hh in range(H):
             for r in range(R):
-                # Pass 1, stage 1: the Dp-wide dot product; a key's sum ends with its last slice.
+                # Pass 1 (front), stage 1: the Dp-wide dot product, a key's sum ends with its last
+                # slice; stage 2: times the requantizer; stage 3: round, saturate, keep the max.
                 dot = sum(k_rd.data[hh][d] * q_rd.data[r][hh][d] for d in range(DP))
                 with m.If(p1_v[0]):
                     m.d.sync += acc[hh][r].eq(Mux(p1_first, 0, acc[hh][r]) + dot)
-                # Stage 2: multiply by the requantizer; stage 3: round, saturate, keep the max.
                 with m.If(p1_v[1] & p1_last[1]):
                     m.d.sync += prod[hh][r].eq(acc[hh][r] * self.mult)
                 rounded = (prod[hh][r] + half) >> self.shift
                 u = Signal(signed(16), name=f"u_{hh}_{r}")
                 m.d.comb += [u.eq(Mux(rounded > 32767, 32767, Mux(rounded < -32768, -32768, rounded))),
                              u_wr.data[hh][r].eq(u)]
-                with m.If(p1_v[2] & p1_last[2] & (u > run_max[hh][r])):
-                    m.d.sync += run_max[hh][r].eq(u)
+                for p in range(2):
+                    with m.If(f_clear & (f_par == p)):
+                        m.d.sync += run_max[p][hh][r].eq(-32768)
+                    with m.Elif(p1_v[2] & p1_last[2] & (f_par == p) & (u > run_max[p][hh][r])):
+                        m.d.sync += run_max[p][hh][r].eq(u)
 
-                # Pass 2: the code of (row r, key j), then v << (14 - c) into the rotating
+                # Pass 2 (back): the code of (row r, key j), then v << (14 - c) into the rotating
                 # numerator slices and 2**(14 - c) into the denominator, without multipliers.
                 d_log = Signal(unsigned(17), name=f"dlog_{hh}_{r}")
                 code = Signal(range(CODE_ZERO + 1), name=f"code_{hh}_{r}")
-                m.d.comb += d_log.eq(run_max[hh][r] - u_rd.data[hh][r])
+                m.d.comb += d_log.eq(Mux(b_par, run_max[1][hh][r], run_max[0][hh][r])
+                                     - u_rd.data[hh][r])
                 code_r = (d_log + (1 << (LOG2_FRAC - 1))) >> LOG2_FRAC
                 m.d.comb += code.eq(Mux(code_r > CODE_ZERO, CODE_ZERO, code_r))
                 weight = Signal(15, name=f"w_{hh}_{r}")
@@ -218,8 +250,8 @@ class AttentionKernel(wiring.Component):
                 m.d.comb += lift.eq(CODE_ZERO - 1 - code)
                 m.d.comb += weight.eq(Mux(code == CODE_ZERO, 0, Const(1 << (CODE_ZERO - 1), 15) >> code))
                 head = num[hh][r]
-                with m.If(clear):
-                    m.d.sync += [den[hh][r].eq(0), run_max[hh][r].eq(-32768)]
+                with m.If(b_clear):
+                    m.d.sync += den[hh][r].eq(0)
                     m.d.sync += [head[t].eq(0) for t in range(S)]
                 with m.Elif(p2_v):
                     with m.If(p2_first):
@@ -263,13 +295,16 @@ class AttentionKernel(wiring.Component):
                 with m.If(out_issue):
                     m.d.sync += o_data[hh][d].eq(Mux(value > 127, 127, Mux(value < -128, -128, value)))
 
-        # ---- control -------------------------------------------------------------------------
+        # ---- front: K, V, then per block Q and pass 1 ------------------------------------------
+        back_in_pass2 = Signal()
         m.d.comb += [
             k_wr.addr.eq(addr), k_wr.data.eq(self.k.payload.data),
             v_wr.addr.eq(addr), v_wr.data.eq(self.v.payload.data),
-            q_wr.addr.eq(sl), q_wr.data.eq(Cat(*([self.q.payload.data.as_value()] * R))),
+            q_wr.addr.eq(Mux(f_par, S, 0) + sl),
+            q_wr.data.eq(Cat(*([self.q.payload.data.as_value()] * R))),
         ]
-        with m.FSM(name="attention"):
+        m.d.sync += u_free.eq((u_free | u_release) & ~Mux(f_clear, Mux(f_par, 0b10, 0b01), 0))
+        with m.FSM(name="front"):
             with m.State("LOAD_K"):
                 m.d.comb += [self.k.ready.eq(1), k_wr.en.eq(self.k.valid)]
                 with m.If(self.k.valid):
@@ -279,8 +314,10 @@ class AttentionKernel(wiring.Component):
                         rewind()
                         m.next = "LOAD_V"
             with m.State("LOAD_V"):
-                m.d.comb += [self.v.ready.eq(1), v_wr.en.eq(self.v.valid)]
-                with m.If(self.v.valid):
+                # V is read by the back's pass 2 until the previous group's last block is done.
+                v_free = ~mail_full & ~back_in_pass2
+                m.d.comb += [self.v.ready.eq(v_free), v_wr.en.eq(self.v.valid & v_free)]
+                with m.If(self.v.valid & v_free):
                     step()
                     with m.If(self.v.payload.last):
                         rewind()
@@ -293,9 +330,12 @@ class AttentionKernel(wiring.Component):
                     with m.If(last_slice):
                         m.d.sync += q_row.eq(q_row + 1)
                         with m.If(q_row == rows - 1):
-                            m.d.comb += clear.eq(1)
                             rewind()
-                            m.next = "PASS1"
+                            m.next = "P1_WAIT"
+            with m.State("P1_WAIT"):
+                with m.If(u_free.bit_select(f_par, 1)):
+                    m.d.comb += f_clear.eq(1)
+                    m.next = "PASS1"
             with m.State("PASS1"):
                 m.d.comb += p1_issue.eq(1)
                 step()
@@ -304,14 +344,37 @@ class AttentionKernel(wiring.Component):
             with m.State("P1_DRAIN"):
                 rewind()
                 with m.If(p1_v == 0):
+                    m.next = "HANDOFF"
+            with m.State("HANDOFF"):
+                with m.If(~mail_full):
+                    glast = block + R >= n
+                    m.d.sync += [mail_full.eq(1), mail.par.eq(f_par), mail.rows.eq(rows),
+                                 mail.n.eq(n), mail.glast.eq(glast),
+                                 f_par.eq(~f_par), block.eq(block + R), q_row.eq(0),
+                                 rows.eq(Mux(n - (block + R) < R, n - (block + R), R))]
+                    with m.If(glast):
+                        m.next = "LOAD_K"
+                    with m.Else():
+                        m.next = "LOAD_Q"
+
+        # ---- back: pass 2, reciprocals, output ---------------------------------------------------
+        with m.FSM(name="back"):
+            with m.State("IDLE"):
+                with m.If(mail_full):
+                    m.d.comb += b_clear.eq(1)
+                    m.d.sync += [mail_full.eq(0), b_par.eq(mail.par), b_rows.eq(mail.rows),
+                                 b_n.eq(mail.n), b_glast.eq(mail.glast),
+                                 b_addr.eq(0), b_sl.eq(0), b_row.eq(0)]
                     m.next = "PASS2"
             with m.State("PASS2"):
-                m.d.comb += p2_issue.eq(1)
-                step()
-                with m.If(last_slice & (row == n - 1)):
+                m.d.comb += [p2_issue.eq(1), back_in_pass2.eq(1)]
+                b_step()
+                with m.If(b_last_slice & (b_row == b_n - 1)):
                     m.next = "P2_DRAIN"
             with m.State("P2_DRAIN"):
+                m.d.comb += back_in_pass2.eq(1)
                 with m.If(~p2_v):
+                    m.d.comb += u_release.eq(Mux(b_par, 0b10, 0b01))
                     m.next = "RECIP"
             with m.State("RECIP"):
                 m.d.comb += recip_start.eq(1)
@@ -321,40 +384,59 @@ class AttentionKernel(wiring.Component):
                     for hh in range(H):
                         for r in range(R):
                             m.d.comb += recips[hh][r].o.ready.eq(1)
-                    m.d.sync += [out_row.eq(0), sl.eq(0)]
+                    m.d.sync += [out_row.eq(0), b_sl.eq(0)]
                     m.next = "OUT"
             with m.State("OUT"):
-                final_row = out_row == rows - 1
-                group_end = final_row & last_slice & (block + R >= n)
+                final_row = out_row == b_rows - 1
                 with m.If(en):
                     m.d.comb += out_issue.eq(1)
-                    m.d.sync += [o_valid.eq(1), o_last.eq(group_end),
-                                 sl.eq(Mux(last_slice, 0, sl + 1))]
-                    with m.If(last_slice):
+                    m.d.sync += [o_valid.eq(1), o_last.eq(final_row & b_last_slice & b_glast),
+                                 b_sl.eq(Mux(b_last_slice, 0, b_sl + 1))]
+                    with m.If(b_last_slice):
                         m.d.sync += out_row.eq(out_row + 1)
                         with m.If(final_row):
-                            rewind()
-                            m.d.sync += [block.eq(block + R), q_row.eq(0),
-                                         rows.eq(Mux(n - (block + R) < R, n - (block + R), R))]
-                            with m.If(block + R >= n):
-                                m.next = "LOAD_K"
-                            with m.Else():
-                                m.next = "LOAD_Q"
+                            m.next = "IDLE"
         return m
 
 
 def exp_cycles(config, n, groups=1):
     """Cycles from the first ``k`` beat to the last ``o`` beat for ``groups`` head groups of ``n`` tokens.
 
-    Inputs at full rate, ``o`` always ready. Per group: K and V loads (``n * S`` beats
-    each, ``S = head_dim / dp``), then per block of ``rows <= R`` query rows: the Q
-    load (``rows * S``), pass 1 (``n * S`` + 4 to drain), pass 2 (``n * S`` + 2),
-    the reciprocals (19) and the output (``rows * S``); the last beat leaves one
-    cycle after it is issued.
+    Inputs at full rate, ``o`` always ready. Two engines share the work of each
+    block of ``rows <= R`` query rows (``S = head_dim / dp`` beats per row):
+
+    * the front loads K and V (``n * S`` beats each; V waits until the back no
+      longer reads the previous group's V), then per block the Q rows
+      (``rows * S``), waits for its score buffer, runs pass 1 (``n * S`` + 4 to
+      drain) and hands the block over (one cycle, once the back took the last one);
+    * the back takes a block the cycle after it is handed over, runs pass 2
+      (``n * S`` + 2), the reciprocals (19) and the output (``rows * S``); the
+      last beat leaves one cycle after it is issued.
     """
     s = config.slices
-    per_group = 2 * n * s
-    for first in range(0, n, config.r):
-        rows = min(config.r, n - first)
-        per_group += rows * s + n * s + 4 + n * s + 2 + 1 + Reciprocal.LATENCY + rows * s
-    return groups * per_group + 1
+    front = 0                  # cycle at which the front enters its next state
+    back_free = 0              # first cycle the back is in IDLE again
+    mail_taken = 0             # the back takes the hand-over mailbox at this cycle (+1 = empty)
+    v_free = 0                 # first cycle LOAD_V may accept (previous group's pass 2 done)
+    u_free = [0, 0]            # first cycle pass 1 may start on each score buffer
+    par, last = 0, -1
+    for _ in range(groups):
+        front += n * s                                    # LOAD_K: n * S beats
+        front = max(front, v_free) + n * s                # LOAD_V
+        for first in range(0, n, config.r):
+            rows = min(config.r, n - first)
+            front += rows * s                             # LOAD_Q, then P1_WAIT
+            p1 = max(front, u_free[par]) + 1              # f_clear in P1_WAIT, PASS1 next cycle
+            handoff = max(p1 + n * s + 4, mail_taken + 1)   # P1_DRAIN, then HANDOFF when empty
+            front = handoff + 1
+            take = max(handoff + 1, back_free)            # back IDLE sees mail_full
+            mail_taken = take
+            p2_end = take + 1 + n * s                     # PASS2 issues
+            release = p2_end + 1                          # P2_DRAIN: u_release
+            u_free[par] = release + 1
+            v_free = release + 1
+            out_start = release + 1 + 1 + Reciprocal.LATENCY
+            last = out_start + rows * s - 1
+            back_free = last + 1
+            par ^= 1
+    return last + 2
