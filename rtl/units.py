@@ -7,6 +7,7 @@ share one list instead of repeating parameters.
 from .attention import AttentionConfig, AttentionKernel
 from .combine import Combiner
 from .gating import Gating
+from .gelu import GeluUnit
 from .layernorm import LayerNormUnit
 from .linear import LinearConfig, LinearKernel
 from .softmax import SoftmaxUnit
@@ -39,6 +40,8 @@ UNITS = {
     "softmax_codes_129x3": lambda: SoftmaxUnit(129, 3, "codes"),
     "softmax_probs_16x1": lambda: SoftmaxUnit(16, 1, "probs"),
     "layernorm_192x4": lambda: LayerNormUnit(192, 4),
+    "gelu_x4": lambda: GeluUnit(4),
+    "gelu_x16": lambda: GeluUnit(16, entries=32),
     "gating_e16_k2": lambda: Gating(16, 2, 129),
     # Attention for M3ViT-tiny (N <= 129, head dim 64): R query rows x Dp dims x H heads.
     "attention_4x8x1": lambda: AttentionKernel(AttentionConfig(r=4, dp=8, h=1, max_tokens=129)),
