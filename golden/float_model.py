@@ -1,18 +1,45 @@
 """Float forward of the M3ViT family in numpy (float64), with a per-layer trace.
 
-This is the reference the integer model is measured against (``golden.metrics``).
-Semantics follow M3ViT / Edge-MoE / UbiMoE (see ``docs/arithmetic.md`` and the
-project's model notes): pre-norm blocks, exact erf GELU, and the MoE gate of task
-``t`` as ``NoisyGate_VMoE`` at eval: ``logits = LN2(x) @ w_gate[t]`` (no bias),
-softmax over all experts, top-k (ties to the lower expert id), the top-k
-probabilities used *without* renormalisation, ``y = sum_k p_k * expert_k(x)``.
+This is the reference the integer model (:mod:`golden.int_model`) is measured
+against with :mod:`golden.metrics`. Semantics follow M3ViT / Edge-MoE / UbiMoE
+(``docs/arithmetic.md`` and the project's model notes):
 
-Trace names (shared with ``golden.int_model``): ``embed``; per block ``l``:
-``blocks.l.norm1``, ``.attn.q`` / ``.k`` / ``.v`` (H, N, hd), ``.attn.scores``
-(H, N, N, scaled, before softmax), ``.attn.probs``, ``.attn.out`` (N, D, before
-proj), ``.attn.proj``, ``.x_attn``, ``.norm2``; dense ``.mlp.fc1`` (before GELU),
-``.mlp.gelu``; MoE ``.mlp.gate_logits``, ``.mlp.gate_probs``, ``.mlp.topk_idx``,
-``.mlp.topk_probs``; both ``.mlp.out`` (the branch) and ``.out`` (after the residual).
+* embedding: row 0 is ``cls_token + pos_embed[0]``; row ``1 + i`` is the 16x16
+  stride-16 convolution of patch ``i`` (row-major) plus its bias and ``pos_embed[1 + i]``;
+* pre-norm blocks: ``x += attn(LN1(x))``, then ``x += ffn(LN2(x))``, where ``ffn`` is
+  the dense MLP or the MoE of the block; no final norm, no head;
+* exact erf GELU; LayerNorm with biased variance;
+* the MoE gate of task ``t`` as ``NoisyGate_VMoE`` at eval: ``logits = LN2(x) @
+  w_gate[t]`` (no bias), softmax over all experts, top-k with ties to the lower expert
+  id, the top-k probabilities used *without* renormalisation,
+  ``y = sum_k p_k * expert_k(x)``.
+
+Trace names (shared with :mod:`golden.int_model`), N tokens, D channels, H heads of
+hd channels, F the dense FFN hidden width, E experts, k experts per token:
+
+=====================================  ============  ====================================
+name                                   shape         meaning
+=====================================  ============  ====================================
+``embed``                              (N, D)        block 0 input
+``blocks.l.norm1``                     (N, D)        LN1 output
+``blocks.l.attn.q`` / ``.k`` / ``.v``  (H, N, hd)    per-head projections
+``blocks.l.attn.scores``               (H, N, N)     ``q k^T / sqrt(hd)``, before softmax
+``blocks.l.attn.probs``                (H, N, N)     softmax over keys
+``blocks.l.attn.out``                  (N, D)        heads concatenated, before proj
+``blocks.l.attn.proj``                 (N, D)        attention branch
+``blocks.l.x_attn``                    (N, D)        after the attention residual add
+``blocks.l.norm2``                     (N, D)        LN2 output
+``blocks.l.mlp.fc1``                   (N, F)        dense only, before GELU
+``blocks.l.mlp.gelu``                  (N, F)        dense only
+``blocks.l.mlp.gate_logits``           (N, E)        MoE only
+``blocks.l.mlp.gate_probs``            (N, E)        MoE only, softmax over all experts
+``blocks.l.mlp.topk_idx``              (N, k) int64  MoE only, descending probability
+``blocks.l.mlp.topk_probs``            (N, k)        MoE only, not renormalised
+``blocks.l.mlp.out``                   (N, D)        FFN / MoE branch
+``blocks.l.out``                       (N, D)        block output
+=====================================  ============  ====================================
+
+Every traced value is float64 except ``topk_idx``.
 """
 
 import math
@@ -28,13 +55,37 @@ _ERF = np.frompyfunc(math.erf, 1, 1)
 
 
 def gelu(x):
-    """Exact erf GELU, ``0.5 * x * (1 + erf(x / sqrt(2)))``, float64."""
+    """Exact erf GELU, ``0.5 * x * (1 + erf(x / sqrt(2)))``.
+
+    ``erf`` is ``math.erf`` element by element (numpy has none, scipy is not a
+    dependency): about 0.15 us per element.
+
+    Parameters
+    ----------
+    x : array_like of float, any shape
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape of ``x``
+    """
     x = np.asarray(x, dtype=np.float64)
     return 0.5 * x * (1.0 + np.asarray(_ERF(x / math.sqrt(2.0)), dtype=np.float64))
 
 
 def layer_norm(x, gamma, beta, eps):
-    """LayerNorm over the last axis (biased variance, as torch)."""
+    """LayerNorm over the last axis with the biased variance, as torch.
+
+    Parameters
+    ----------
+    x : array_like of float, shape (..., D)
+    gamma, beta : array_like of float, shape (D,) or broadcastable
+    eps : float
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape of ``x``
+        ``(x - mean) / sqrt(var + eps) * gamma + beta``.
+    """
     x = np.asarray(x, np.float64)
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
@@ -42,7 +93,17 @@ def layer_norm(x, gamma, beta, eps):
 
 
 def softmax(x, axis=-1):
-    """Max-subtracted softmax."""
+    """Max-subtracted softmax along ``axis``.
+
+    Parameters
+    ----------
+    x : array_like of float
+    axis : int
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape of ``x``
+    """
     x = np.asarray(x, np.float64)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -56,10 +117,31 @@ def _check_image(cfg, image):
     return image
 
 
-def patchify(cfg, image):
-    """``(C, H, W)`` -> ``(num_patches, C*p*p)``: patches row-major, features in (c, ky, kx) order.
+def _check_task(cfg, task):
+    if isinstance(task, bool) or not isinstance(task, (int, np.integer)) or \
+            not 0 <= task < cfg.num_tasks:
+        raise ValueError(f"task must be in [0, num_tasks-1={cfg.num_tasks - 1}], got {task}")
 
-    The feature order matches ``patch_embed.proj.weight.reshape(D, -1)``; the dtype is kept.
+
+def patchify(cfg, image):
+    """Cut an image into flattened patches.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+    image : array_like, shape (C, H, W)
+        Any dtype (kept).
+
+    Returns
+    -------
+    numpy.ndarray, shape (num_patches, C * p * p)
+        Patches row-major over the grid (y, x); features in (c, ky, kx) order, matching
+        ``patch_embed.proj.weight.reshape(D, -1)``.
+
+    Raises
+    ------
+    ValueError
+        ``image must have shape (3, 128, 256), got (...)``.
     """
     image = _check_image(cfg, image)
     c, (gh, gw), p = cfg.in_chans, cfg.grid, cfg.patch_size
@@ -67,7 +149,27 @@ def patchify(cfg, image):
 
 
 def patch_embed(cfg, weights, image):
-    """Class row ``cls_token + pos[0]``, then ``conv16x16(image) + bias + pos[1:]``: (N, D)."""
+    """Token embedding: the class row, then the patch convolution plus position embedding.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+    weights : dict of str to numpy.ndarray
+        As :func:`golden.weights.param_shapes` (only the embedding tensors are read).
+    image : array_like of float, shape (C, H, W)
+        Pixels in [0, 1) (the range is not checked).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (N, D)
+        ``x[0] = cls_token + pos_embed[0]``;
+        ``x[1 + i] = conv(image)[i] + bias + pos_embed[1 + i]``.
+
+    Raises
+    ------
+    ValueError
+        On a wrong image shape, or ``image holds NaN or inf``.
+    """
     image = _check_image(cfg, image)
     if not np.all(np.isfinite(image)):
         raise ValueError("image holds NaN or inf")
@@ -79,7 +181,29 @@ def patch_embed(cfg, weights, image):
 
 
 def attention(cfg, h, w_qkv, b_qkv, w_proj, b_proj, trace=None, prefix=""):
-    """Multi-head self-attention of ``h`` (N, D): qkv rows are Q, K, V; head j = channels j*hd..."""
+    """Multi-head self-attention (the attention branch of a block, before the residual).
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+    h : array_like of float, shape (N, D)
+        LN1 output.
+    w_qkv, b_qkv : array_like of float, shapes (3D, D) and (3D,)
+        Rows 0..D-1 are Q, D..2D-1 K, 2D..3D-1 V; head j owns channels
+        ``j*hd .. (j+1)*hd - 1`` of each.
+    w_proj, b_proj : array_like of float, shapes (D, D) and (D,)
+    trace : dict, optional
+        Receives ``prefix + "attn.q"``, ``.k``, ``.v``, ``.scores``, ``.probs``,
+        ``.out`` and ``.proj`` (see the module docstring).
+    prefix : str
+        E.g. ``"blocks.3."``.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (N, D)
+        ``concat_j(softmax(q_j k_j^T / sqrt(hd)) v_j) @ w_proj^T + b_proj``.
+    """
+    h = np.asarray(h, np.float64)
     n, d, hd = h.shape[0], cfg.embed_dim, cfg.head_dim
     qkv = h @ np.asarray(w_qkv, np.float64).T + b_qkv
     q, k, v = (qkv[:, i * d:(i + 1) * d].reshape(n, cfg.num_heads, hd).transpose(1, 0, 2)
@@ -96,8 +220,23 @@ def attention(cfg, h, w_qkv, b_qkv, w_proj, b_proj, trace=None, prefix=""):
 
 
 def mlp(h, w1, b1, w2, b2, trace=None, prefix=""):
-    """``fc2(gelu(fc1(h)))``."""
-    a = h @ np.asarray(w1, np.float64).T + b1
+    """Two-layer FFN, ``fc2(gelu(fc1(h)))`` (a dense block's FFN, or one expert).
+
+    Parameters
+    ----------
+    h : array_like of float, shape (M, D)
+    w1, b1 : array_like of float, shapes (F, D) and (F,)
+    w2, b2 : array_like of float, shapes (D, F) and (D,)
+    trace : dict, optional
+        Receives ``prefix + "fc1"`` (before GELU) and ``prefix + "gelu"``, both (M, F).
+    prefix : str
+        E.g. ``"blocks.0.mlp."``.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (M, D)
+    """
+    a = np.asarray(h, np.float64) @ np.asarray(w1, np.float64).T + b1
     g = gelu(a)
     if trace is not None:
         trace.update({prefix + "fc1": a, prefix + "gelu": g})
@@ -105,15 +244,72 @@ def mlp(h, w1, b1, w2, b2, trace=None, prefix=""):
 
 
 def topk(values, k):
-    """Indices of the ``k`` largest values per row, largest first; ties go to the lower index."""
+    """Indices of the ``k`` largest values per row, largest first; ties go to the lower index.
+
+    The tie rule is the reference hardware's strict-``>`` insertion sort; here a
+    stable sort on ``-values``.
+
+    Parameters
+    ----------
+    values : array_like of float or int, shape (..., E)
+        Gate probabilities or logits (softmax is monotonic, so both give the same
+        order up to ties).
+    k : int
+        In [1, E].
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (..., k)
+
+    Raises
+    ------
+    ValueError
+        ``k must be in [1, E], got k``.
+    """
     values = np.asarray(values)
     if not 1 <= k <= values.shape[-1]:
         raise ValueError(f"k must be in [1, {values.shape[-1]}], got {k}")
-    return np.argsort(-values, axis=-1, kind="stable")[..., :k]
+    return np.argsort(-values, axis=-1, kind="stable")[..., :k].astype(np.int64)
 
 
 def moe(cfg, h, weights, block, task, trace=None, prefix=""):
-    """The MoE FFN of block ``block`` for task ``task`` (see the module docstring): (N, D)."""
+    """The mixture-of-experts FFN of block ``block`` for task ``task``.
+
+    ``probs = softmax(h @ w_gate[task])`` over all E experts, ``idx = topk(probs, k)``,
+    ``y = sum_k probs[idx_k] * E_{idx_k}(h)`` with the probabilities not renormalised
+    and ``E_e(h) = W2_e gelu(W1_e h + b1_e) + b2_e``. Computed one expert at a time
+    over the tokens routed to it.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+    h : array_like of float, shape (N, D)
+        LN2 output (the gate and the experts see the same tensor).
+    weights : dict of str to numpy.ndarray
+        As :func:`golden.weights.param_shapes` (only this block's MoE tensors are read).
+    block : int
+        A block in ``cfg.moe_blocks``.
+    task : int
+        In [0, num_tasks-1]; selects the gate.
+    trace : dict, optional
+        Receives ``prefix + "gate_logits"``, ``"gate_probs"`` (N, E), ``"topk_idx"``,
+        ``"topk_probs"`` (N, k).
+    prefix : str
+        E.g. ``"blocks.1.mlp."``.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (N, D)
+
+    Raises
+    ------
+    ValueError
+        ``block 0 is not a MoE block`` or ``task must be in [0, num_tasks-1=1], got 2``.
+    """
+    if not cfg.is_moe(block):
+        raise ValueError(f"block {block} is not a MoE block (moe_blocks={cfg.moe_blocks})")
+    _check_task(cfg, task)
+    h = np.asarray(h, np.float64)
     p = f"blocks.{block}.mlp."
     logits = h @ weights[f"{p}gate.{task}.w_gate"].astype(np.float64)
     probs = softmax(logits)
@@ -133,13 +329,34 @@ def moe(cfg, h, weights, block, task, trace=None, prefix=""):
 
 
 def forward(cfg, weights, image, task=0, trace=False):
-    """One frame: ``image`` (C, H, W) in [0, 1) -> the (N, D) token matrix after the last block.
+    """One frame: ``image`` -> the token matrix after the last block.
 
-    Returns ``out`` (float64), or ``(out, trace)`` with every named intermediate tensor.
+    Parameters
+    ----------
+    cfg : ModelConfig
+    weights : mapping of str to array_like
+        A weight set for ``cfg`` (validated with :func:`golden.weights.validate_weights`).
+    image : array_like of float, shape (C, H, W)
+        Pixels in [0, 1), no mean/std normalisation.
+    task : int
+        In [0, num_tasks-1]; selects the gate of every MoE block.
+    trace : bool
+        Also return every named intermediate tensor.
+
+    Returns
+    -------
+    out : numpy.ndarray of float64, shape (N, D)
+    trace : dict of str to numpy.ndarray
+        Only when ``trace`` is true; names and shapes in the module docstring, in
+        execution order.
+
+    Raises
+    ------
+    ValueError
+        ``task must be in [0, num_tasks-1=1], got 2``, a wrong image shape or a
+        non-finite image; :class:`golden.weights.WeightError` for a bad weight set.
     """
-    if isinstance(task, bool) or not isinstance(task, (int, np.integer)) or \
-            not 0 <= task < cfg.num_tasks:
-        raise ValueError(f"task must be in [0, num_tasks-1={cfg.num_tasks - 1}], got {task}")
+    _check_task(cfg, task)
     weights = validate_weights(weights, cfg)
     tr = {}
     x = patch_embed(cfg, weights, image)
@@ -165,7 +382,21 @@ def forward(cfg, weights, image, task=0, trace=False):
 
 
 def random_image(cfg, seed=0):
-    """A seeded test image (C, H, W): smooth gradients plus noise, multiples of 1/256 in [0, 1)."""
+    """A seeded test image with spatial structure, quantized like 8-bit pixels.
+
+    Per channel a random linear gradient plus a diagonal sinusoid, plus N(0, 0.05)
+    noise; clipped and floored to multiples of 1/256.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (C, H, W)
+        Values ``q / 256`` with integer ``q`` in [0, 255].
+    """
     rng = np.random.default_rng(seed)
     h, w = cfg.image_size
     yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
