@@ -76,8 +76,8 @@ class LayerNormUnit(wiring.Component):
         Tokens of ``d // lanes`` beats; ``last`` ends a batch.
     o : Out(stream.Signature(out_layout(lanes)))
 
-    Throughput: a token of ``B = d // lanes`` beats every ``max(B + 1, 28)`` cycles in
-    steady state (the bit-serial square root takes 27 cycles plus a hand-over; the
+    Throughput: a token of ``B = d // lanes`` beats every ``max(B + 1, 27)`` cycles in
+    steady state (the bit-serial square root takes 27 cycles; the
     reciprocal's 18 overlap with the next token's root). Latency at full rate: a
     token's first output leaves ``B + 51`` cycles after its first beat. Backpressure: any stream may stall. Cycle model: :func:`exp_cycles`.
     Tested: d in {4, 6, 192, 384}, lanes 1..4, constant tokens (eps), int16 extremes.
@@ -269,9 +269,9 @@ def exp_cycles(d, lanes, tokens):
         in_end.append(end)
         sqrt_take = max(end + 1, sqrt_idle)
         recip_take = max(sqrt_take + sqrt_latency, recip_idle)
-        sqrt_idle = recip_take + 1
+        sqrt_idle = recip_take
         b_start = max(recip_take + recip_latency, b_idle)
-        recip_idle = b_start + 1
+        recip_idle = b_start
         release.append(b_start + beats)
         b_idle = b_start + beats + 1
         last = b_start + beats + OUT_STAGES

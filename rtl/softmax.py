@@ -266,7 +266,7 @@ def exp_cycles(row, lanes, mode, rows):
             send = max(a_start + beats + 3, recip_idle)
             a_idle = send + 1
             b_start = max(send + Reciprocal.LATENCY, b_idle)
-            recip_idle = b_start + 1
+            recip_idle = b_start
         else:
             b_start = max(in_end[r] + 1, b_idle)
         release.append(b_start + beats)

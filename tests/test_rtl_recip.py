@@ -1,4 +1,4 @@
-"""The bit-serial reciprocal and square root against the golden spec, with their latencies."""
+"""The digit-serial reciprocal and square root against the golden spec, with their latencies."""
 
 import math
 
@@ -11,56 +11,68 @@ from sim.packing import unpack
 from sim.pysim_stream import run_streams
 
 
-def _operands(rng, width, count):
-    edges = [1, 2, 3, (1 << width) - 1, 1 << (width - 1), (1 << (width - 1)) - 1]
-    return [v for v in edges if 1 <= v < 1 << width] + rng.integers(1, 1 << width, count).tolist()
+def _operands(rng, width, count, lo=1):
+    edges = [0, 1, 2, 3, (1 << width) - 1, 1 << (width - 1), (1 << (width - 1)) - 1,
+             (1 << (width - 1)) + 1]
+    return ([v for v in edges if lo <= v < 1 << width]
+            + rng.integers(lo, 1 << width, count, dtype=np.uint64).tolist())
 
 
-@pytest.mark.parametrize("width", [1, 5, 24, 40])
-def test_reciprocal_matches_golden(width):
-    rng = np.random.default_rng(width)
-    dens = _operands(rng, width, 60)
-    res = run_streams(Reciprocal(width), {"i": dens}, {"o": len(dens)}, name=f"recip_{width}",
-                      i_flow=0.6, o_flow=0.5, seed=width)
-    rec, k = normalized_reciprocal(np.array(dens))
+def run_recip(width, dens, digits=1, **flow):
+    unit = Reciprocal(width, digits=digits)
+    res = run_streams(unit, {"i": dens}, {"o": len(dens)}, name=f"recip_{width}_{digits}", **flow)
     got = [unpack(recip_layout(width), w) for w in res["o"][0]]
-    assert [g["rec"] for g in got] == rec.tolist()
-    assert [g["k"] for g in got] == k.tolist()
-
-
-def test_reciprocal_exhaustive_small_width():
-    dens = list(range(1, 1 << 10))
-    res = run_streams(Reciprocal(10), {"i": dens}, {"o": len(dens)}, name="recip_10")
-    rec, k = normalized_reciprocal(np.array(dens))
-    got = [unpack(recip_layout(10), w) for w in res["o"][0]]
+    rec, k = normalized_reciprocal(np.array(dens, dtype=np.int64))
     assert [(g["rec"], g["k"]) for g in got] == list(zip(rec.tolist(), k.tolist()))
-    # Back to back: one division per LATENCY + 1 cycles.
-    assert res["o"][1][1] - res["o"][1][0] == Reciprocal.LATENCY + 1
-    assert res["o"][1][0] - res["i"][0] == Reciprocal.LATENCY
+    return unit, res
 
 
-@pytest.mark.parametrize("width", [2, 16, 52])
-def test_isqrt_matches_math_isqrt(width):
+@pytest.mark.parametrize("width, digits", [(1, 1), (5, 2), (24, 1), (26, 3), (40, 1), (40, 17)])
+def test_reciprocal_matches_golden(width, digits):
     rng = np.random.default_rng(width)
-    values = [0, 1, 3, 4, (1 << width) - 1] + rng.integers(0, 1 << width, 60, dtype=np.uint64).tolist()
-    values = [v for v in values if v < 1 << width]
-    res = run_streams(ISqrt(width), {"i": values}, {"o": len(values)}, name=f"isqrt_{width}",
-                      i_flow=0.7, o_flow=0.6, seed=width)
-    assert res["o"][0] == [math.isqrt(int(v)) for v in values]
+    run_recip(width, _operands(rng, width, 60), digits, i_flow=0.6, o_flow=0.5, seed=width)
 
 
-def test_isqrt_exhaustive_and_latency():
-    values = list(range(1 << 12))
-    unit = ISqrt(12)
-    res = run_streams(unit, {"i": values}, {"o": len(values)}, name="isqrt_12")
-    assert res["o"][0] == [math.isqrt(v) for v in values]
+@pytest.mark.parametrize("width, digits", [(10, 1), (8, 2)])
+def test_reciprocal_exhaustive_small_width_and_latency(width, digits):
+    unit, res = run_recip(width, list(range(1, 1 << width)), digits)
+    # Back to back (o always ready): one division per latency cycles.
+    assert unit.latency == -(-17 // digits) + 1
     assert res["o"][1][0] - res["i"][0] == unit.latency
+    assert np.all(np.diff(res["o"][1]) == unit.latency)
+    assert np.all(np.diff(res["i"]) == unit.latency)
+
+
+def run_isqrt(width, values, digits=1, **flow):
+    unit = ISqrt(width, digits=digits)
+    res = run_streams(unit, {"i": values}, {"o": len(values)}, name=f"isqrt_{width}_{digits}",
+                      **flow)
+    assert res["o"][0] == [math.isqrt(int(v)) for v in values]
+    return unit, res
+
+
+@pytest.mark.parametrize("width, digits", [(2, 1), (16, 1), (52, 1), (52, 2), (52, 3), (64, 5)])
+def test_isqrt_matches_math_isqrt(width, digits):
+    rng = np.random.default_rng(width + digits)
+    values = _operands(rng, width, 60, lo=0) + [math.isqrt((1 << width) - 1) ** 2,
+                                                 math.isqrt((1 << width) - 1) ** 2 - 1]
+    run_isqrt(width, values, digits, i_flow=0.7, o_flow=0.6, seed=width)
+
+
+@pytest.mark.parametrize("width, digits", [(10, 1), (12, 4)])
+def test_isqrt_exhaustive_and_latency(width, digits):
+    unit, res = run_isqrt(width, list(range(1 << width)), digits)
+    assert unit.latency == -(-width // 2 // digits) + 1
+    assert res["o"][1][0] - res["i"][0] == unit.latency
+    assert np.all(np.diff(res["o"][1]) == unit.latency)
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda: Reciprocal(0), r"width must be an integer in \[1, 48\], not 0"),
+    (lambda: Reciprocal(26, digits=18), r"digits must be an integer in \[1, 17\], not 18"),
     (lambda: ISqrt(7), r"width must be even, not 7"),
     (lambda: ISqrt(66), r"width must be an integer in \[2, 64\], not 66"),
+    (lambda: ISqrt(8, digits=5), r"digits must be an integer in \[1, 4\], not 5"),
 ])
 def test_bad_parameters_are_named(make, message):
     with pytest.raises(ValueError, match=message):
