@@ -6,12 +6,15 @@ share one list instead of repeating parameters.
 
 from .attention import AttentionConfig, AttentionKernel
 from .combine import Combiner
+from .dispatch import Dispatcher
 from .gating import Gating
 from .gelu import GeluUnit
 from .layernorm import LayerNormUnit
 from .linear import LinearConfig, LinearKernel
+from .routing import Router
 from .softmax import SoftmaxUnit
 from .systolic import SystolicArray
+from .topk import TopK
 
 __all__ = ["UNITS"]
 
@@ -48,4 +51,12 @@ UNITS = {
     "attention_8x8x1": lambda: AttentionKernel(AttentionConfig(r=8, dp=8, h=1, max_tokens=129)),
     "attention_8x16x3": lambda: AttentionKernel(AttentionConfig(r=8, dp=16, h=3, max_tokens=129)),
     "attention_16x16x3": lambda: AttentionKernel(AttentionConfig(r=16, dp=16, h=3, max_tokens=129)),
+    # Gating selection and dispatch: M3ViT-tiny (E = 16, top-2, 129 tokens) and E = 64, top-4.
+    "gating_topk_e16_k2": lambda: TopK(16, 2),
+    "gating_topk_e16_k2_l16": lambda: TopK(16, 2, lanes=16),
+    "gating_topk_e64_k4": lambda: TopK(64, 4),
+    "gating_topk_e64_k4_l16": lambda: TopK(64, 4, lanes=16),
+    "dispatcher_e16_k2_n129": lambda: Dispatcher(16, 2, 129),
+    "dispatcher_e64_k4_n129": lambda: Dispatcher(64, 4, 129),
+    "router_e16_k2_n129": lambda: Router(16, 2, 129),
 }
