@@ -58,8 +58,9 @@ class Gating(wiring.Component):
     o : Out(stream.Signature(out_layout(experts)))
         The frame's queues (see the module docstring); ``k * tokens`` beats.
 
-    Throughput: a token every ``max(E + 4, 20)`` cycles (the softmax unit's row
-    period), the read-out one entry per cycle plus one cycle per expert scanned.
+    Throughput: a token every ``max(E, 10)`` cycles (14 for E in 10..13: the softmax
+    unit's row period, :func:`rtl.softmax.exp_cycles`), the read-out one entry per
+    cycle plus one cycle per expert scanned.
     Backpressure: ``o`` may stall; ``i`` stalls while the read-out runs.
     Cycle model: :func:`exp_cycles`. Tested: E in {4, 16, 64}, k 1..4, ties, one
     expert taking every token, empty experts, frames back to back.
@@ -96,7 +97,8 @@ class Gating(wiring.Component):
         m.d.comb += [
             self.i.ready.eq(~readout & softmax.i.ready & ~(row_end & (pend_count == 4))),
             softmax.i.valid.eq(self.i.valid & self.i.ready),
-            softmax.i.payload[0].eq(self.i.payload.u),
+            softmax.i.payload.data[0].eq(self.i.payload.u),
+            softmax.i.payload.last.eq(row_end),
         ]
         u = self.i.payload.u
         # Insert (u, expert): it goes below every kept entry that is >= u.
@@ -141,29 +143,38 @@ class Gating(wiring.Component):
         w_slot = Signal(range(k))
         frame_done = Signal()
         pend_out = Signal()
-        m.d.comb += softmax.o.ready.eq(~writing & ~readout & (pend_count > 0))
-        with m.If(softmax.o.valid & softmax.o.ready):
-            for j in range(k):
-                with m.If(head.idx[j] == p_expert):
-                    m.d.sync += p_score[j].eq(softmax.o.payload[0])
-            m.d.sync += p_expert.eq(Mux(p_expert == E - 1, 0, p_expert + 1))
-            with m.If(p_expert == E - 1):
-                m.d.sync += [writing.eq(1), w_slot.eq(0)]
-        w_expert = head.idx[w_slot]
+        # A finished token's choices and scores are copied for its k queue writes, so the
+        # softmax keeps streaming the next token's probabilities meanwhile (not past a frame end).
+        w_idx = Signal(data.ArrayLayout(range(E), k))
+        w_score = Signal(data.ArrayLayout(SCORE_BITS, k))
+        w_last = Signal()
+        m.d.comb += softmax.o.ready.eq(~(writing & w_last) & ~readout & (pend_count > 0))
+        w_expert = w_idx[w_slot]
         m.d.comb += [
             q_wr.addr.eq(w_expert * n_max + count[w_expert]),
             q_wr.data.token.eq(token),
-            q_wr.data.score.eq(p_score[w_slot]),
+            q_wr.data.score.eq(w_score[w_slot]),
             q_wr.en.eq(writing),
         ]
         with m.If(writing):
             m.d.sync += [count[w_expert].eq(count[w_expert] + 1), w_slot.eq(w_slot + 1)]
             with m.If(w_slot == k - 1):
-                m.d.comb += pend_out.eq(1)
-                m.d.sync += [writing.eq(0), pend_r.eq(pend_r + 1),
-                             token.eq(Mux(head.last, 0, token + 1))]
-                with m.If(head.last):
+                m.d.sync += [writing.eq(0), token.eq(Mux(w_last, 0, token + 1))]
+                with m.If(w_last):
                     m.d.comb += frame_done.eq(1)
+        with m.If(softmax.o.valid & softmax.o.ready):
+            p = softmax.o.payload.data[0]
+            for j in range(k):
+                with m.If(head.idx[j] == p_expert):
+                    m.d.sync += p_score[j].eq(p)
+            m.d.sync += p_expert.eq(Mux(p_expert == E - 1, 0, p_expert + 1))
+            with m.If(p_expert == E - 1):
+                # After the writes above: a copy taken in a write's last cycle starts the next.
+                m.d.comb += pend_out.eq(1)
+                m.d.sync += [writing.eq(1), w_slot.eq(0), w_idx.eq(head.idx), w_last.eq(head.last),
+                             pend_r.eq(pend_r + 1)]
+                m.d.sync += [w_score[j].eq(Mux(head.idx[j] == p_expert, p, p_score[j]))
+                             for j in range(k)]
         m.d.sync += pend_count.eq(pend_count + pend_in - pend_out)
 
         # ---- read-out: experts ascending, each queue in order (stall-all pipeline) -------
@@ -220,6 +231,6 @@ def exp_cycles(experts, k, lengths):
     after they are issued.
     """
     tokens = sum(lengths) // k
-    softmax_done = softmax_cycles(experts, 1, "probs", tokens)      # last probability taken
+    softmax_done = softmax_cycles([experts] * tokens, 1, "probs")      # last probability taken
     empty = sum(1 for n in lengths[:max(e for e, n in enumerate(lengths) if n) + 1] if n == 0)
     return softmax_done + k + empty + sum(lengths) + 2

@@ -143,7 +143,7 @@ class GeluLookup(wiring.Component):
 
 
 def table_layout(entries):
-    """One table beat: ``entries`` int8 entries, entry ``j * entries + n`` of the table at ``[n]``."""
+    """One table beat of ``entries`` int8: beat ``j`` holds entries ``j * entries + n``."""
     return data.ArrayLayout(signed(8), entries)
 
 
@@ -220,7 +220,8 @@ class GeluUnit(wiring.Component):
             with m.If(load_beat == beats - 1):
                 m.d.comb += loaded.eq(1)
                 m.d.sync += load_bank.eq(~load_bank)
-        m.d.sync += full.eq((full | Mux(loaded, 1 << load_bank, 0)) & ~Mux(release, 1 << use_bank, 0))
+        m.d.sync += full.eq((full | Mux(loaded, 1 << load_bank, 0))
+                            & ~Mux(release, 1 << use_bank, 0))
 
         # ---- data: one registered read per lane (stall-all) ---------------------------
         en = ~self.o.valid | self.o.ready

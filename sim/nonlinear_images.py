@@ -5,13 +5,11 @@ and check the units the same way; expected values come from ``golden/``.
 """
 
 import numpy as np
-from amaranth.hdl import signed, unsigned
-from amaranth.lib import data
 
 from golden.layernorm import affine_params, int_layernorm
 from golden.moe import dispatch, topk
-from golden.softmax import log2_codes, softmax_u8
-from rtl import gating, layernorm
+from golden.softmax import CODE_ZERO, log2_codes, softmax_u8
+from rtl import gating, layernorm, softmax
 
 from .packing import pack, unpack
 
@@ -21,23 +19,47 @@ __all__ = ["softmax_words", "check_softmax", "layernorm_batch", "layernorm_strea
 _SOFTMAX = {"probs": (softmax_u8, 8), "codes": (log2_codes, 4)}
 
 
-def softmax_words(u, lanes):
-    """Input beats for rows ``u`` (rows x row) of int16 scores, ``lanes`` per beat."""
-    rows, row = u.shape
-    layout = data.ArrayLayout(signed(16), lanes)
-    return [pack(layout, u[r, b * lanes:(b + 1) * lanes]) for r in range(rows)
-            for b in range(row // lanes)]
+def softmax_words(rows, lanes):
+    """Input beats for ``rows`` (a sequence of 1-D int16 score rows, or a 2-D array), ``lanes``
+    scores per beat; ``last`` and ``pad`` on each row's final beat."""
+    layout = softmax.in_layout(lanes)
+    words = []
+    for row in rows:
+        row = np.asarray(row, dtype=np.int64)
+        beats = -(-len(row) // lanes)
+        padded = np.zeros(beats * lanes, np.int64)
+        padded[:len(row)] = row
+        words += [pack(layout, {"data": padded[b * lanes:(b + 1) * lanes],
+                                "last": int(b == beats - 1),
+                                "pad": beats * lanes - len(row) if b == beats - 1 else 0})
+                  for b in range(beats)]
+    return words
 
 
-def check_softmax(words, u, lanes, mode):
-    """Assert the output words are ``golden.softmax`` of ``u`` in ``mode``."""
-    fn, width = _SOFTMAX[mode]
-    got = np.concatenate([unpack(data.ArrayLayout(unsigned(width), lanes), w) for w in words])
-    expected = fn(u)
-    if not np.array_equal(got.reshape(u.shape), expected):
-        bad = np.argwhere(got.reshape(u.shape) != expected)[0]
-        raise AssertionError(f"softmax {mode}: row {bad[0]} score {bad[1]}: "
-                             f"got {got.reshape(u.shape)[tuple(bad)]}, expected {expected[tuple(bad)]}")
+def check_softmax(words, rows, lanes, mode):
+    """Assert the output words are ``golden.softmax`` of each row (``mode``), framed like ``i``."""
+    fn, _ = _SOFTMAX[mode]
+    out = [unpack(softmax.out_layout(lanes, mode), w) for w in words]
+    pos = 0
+    for r, row in enumerate(rows):
+        beats = -(-len(row) // lanes)
+        beat_out = out[pos:pos + beats]
+        if len(beat_out) < beats:
+            raise AssertionError(f"softmax {mode}: {len(out)} beats, row {r} incomplete")
+        got = np.concatenate([o["data"] for o in beat_out])
+        expected = fn(np.asarray(row, dtype=np.int64)[None])[0]
+        zero = CODE_ZERO if mode == "codes" else 0
+        expected = np.concatenate([expected, np.full(beats * lanes - len(row), zero)])
+        if not np.array_equal(got, expected):
+            bad = int(np.argwhere(got != expected)[0][0])
+            raise AssertionError(f"softmax {mode}: row {r} (length {len(row)}) score {bad}: "
+                                 f"got {got[bad]}, expected {expected[bad]}")
+        framing = [(o["last"], o["pad"]) for o in beat_out]
+        if framing != [(0, 0)] * (beats - 1) + [(1, beats * lanes - len(row))]:
+            raise AssertionError(f"softmax {mode}: row {r}: framing (last, pad) {framing}")
+        pos += beats
+    if pos != len(out):
+        raise AssertionError(f"softmax {mode}: {len(out)} beats, expected {pos}")
 
 
 def layernorm_batch(rng, tokens, d, *, extremes=False):

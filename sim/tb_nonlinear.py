@@ -34,12 +34,16 @@ async def softmax_rows(dut):
     rng = np.random.default_rng(SEED)
     u = rng.integers(-2000, 2000, (12, row))
     u[0] = rng.integers(-32768, 32768, row)
+    u[1] = 5                                          # all equal
     words = softmax_words(u, lanes)
     res = await run_streams(dut, {"i": words}, {"o": len(words)})
     check_softmax(res["o"][0], u, lanes, mode)
-    assert res["o"][1][-1] - res["i"][0] + 1 == softmax.exp_cycles(row, lanes, mode, len(u))
+    assert res["o"][1][-1] - res["i"][0] + 1 == softmax.exp_cycles([row] * len(u), lanes, mode)
+    # Mixed row lengths up to row_max, with gaps and backpressure.
+    rows = [rng.integers(-3000, 3000, n) for n in (1, row, lanes + 1, row - 1, 2, row)]
+    words = softmax_words(rows, lanes)
     res = await run_streams(dut, {"i": words}, {"o": len(words)}, i_flow=0.5, o_flow=0.6, seed=SEED)
-    check_softmax(res["o"][0], u, lanes, mode)
+    check_softmax(res["o"][0], rows, lanes, mode)
 
 
 @cocotb.test()

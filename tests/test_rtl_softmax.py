@@ -1,63 +1,100 @@
-"""The streaming softmax unit against golden.softmax, with gaps, backpressure and its cycle model."""
+"""The streaming softmax unit against golden.softmax: gaps, backpressure, its cycle model."""
 
 import numpy as np
 import pytest
 
+from golden.softmax import EXP2_TABLE, LOG2_FRAC
 from rtl.softmax import SoftmaxUnit, exp_cycles
 from sim.nonlinear_images import check_softmax, softmax_words
 from sim.pysim_stream import run_streams
 
-def run_rows(u, lanes, mode, *, i_flow=1.0, o_flow=1.0, seed=0):
-    words = softmax_words(u, lanes)
-    res = run_streams(SoftmaxUnit(u.shape[1], lanes, mode), {"i": words}, {"o": len(words)},
-                      name=f"softmax_{mode}_{u.shape[1]}_{lanes}", i_flow=i_flow, o_flow=o_flow,
+
+def run_rows(rows, row_max, lanes, mode, *, i_flow=1.0, o_flow=1.0, seed=0):
+    """Run ``rows`` through a unit; check against golden; return cycles first in .. last out."""
+    words = softmax_words(rows, lanes)
+    res = run_streams(SoftmaxUnit(row_max, lanes, mode), {"i": words}, {"o": len(words)},
+                      name=f"softmax_{mode}_{row_max}_{lanes}", i_flow=i_flow, o_flow=o_flow,
                       seed=seed)
-    check_softmax(res["o"][0], u, lanes, mode)
+    check_softmax(res["o"][0], rows, lanes, mode)
     return res["o"][1][-1] - res["i"][0] + 1
 
 
-def scores(rng, rows, row):
-    u = rng.integers(-600, 600, (rows, row))
-    u[0] = rng.integers(-32768, 32768, row)         # the whole int16 range
-    if rows > 2:
-        u[1] = 77                                     # all equal
-        u[2, ::3] = -32768
-        u[2, 1::3] = 32767
-    return u
+def scores(rng, lengths):
+    """Rows of the given lengths: moderate spread, the whole int16 range, all equal, extremes."""
+    rows = [rng.integers(-600, 600, n) for n in lengths]
+    rows[0] = rng.integers(-32768, 32768, lengths[0])
+    if len(rows) > 3:
+        rows[1][:] = 77
+        rows[2][::3] = -32768
+        rows[2][1::3] = 32767
+        rows[3][:] = -32768
+    return rows
 
 
 @pytest.mark.parametrize("mode", ["probs", "codes"])
-@pytest.mark.parametrize("row, lanes", [(1, 1), (16, 1), (16, 4), (129, 3), (6, 2)])
-def test_bit_exact_with_gaps_and_backpressure(mode, row, lanes):
-    rng = np.random.default_rng(row * 7 + lanes)
-    run_rows(scores(rng, 5, row), lanes, mode, i_flow=0.6, o_flow=0.5, seed=row)
+@pytest.mark.parametrize("lanes", [1, 3, 4])
+def test_row_lengths_with_gaps_and_backpressure(mode, lanes):
+    # 1, lanes - 1, lanes, lanes + 1, 16, 129 and the maximum, mixed in one stream.
+    lengths = sorted({1, max(1, lanes - 1), lanes, lanes + 1, 16, 129, 140}, reverse=True)
+    lengths += [1, 129, 2, lanes + 1]
+    rng = np.random.default_rng(lanes * 7 + len(mode))
+    run_rows(scores(rng, lengths), 140, lanes, mode, i_flow=0.6, o_flow=0.5, seed=lanes)
 
 
 @pytest.mark.parametrize("mode", ["probs", "codes"])
-def test_row_of_256(mode):
-    run_rows(scores(np.random.default_rng(3), 3, 256), 4, mode, o_flow=0.8)
+def test_rows_of_256(mode):
+    rows = scores(np.random.default_rng(3), [256] * 4)
+    run_rows(rows, 256, 2, mode, i_flow=0.8, o_flow=0.7, seed=3)
 
 
-@pytest.mark.parametrize("mode, row, lanes, rows", [
-    ("probs", 16, 1, 6), ("probs", 129, 1, 4), ("probs", 8, 2, 5), ("probs", 1, 1, 4),
-    ("codes", 16, 1, 6), ("codes", 129, 3, 4), ("codes", 1, 1, 3),
+@pytest.mark.parametrize("mode", ["probs", "codes"])
+def test_every_exponent_offset(mode):
+    # max - u covers 0..1100: every table entry at every shift up to 17 (e = 0 beyond 16 * 64).
+    d = np.arange(1101)
+    rows = [np.concatenate([[0], -d[j:j + 128]]) for j in range(0, len(d), 128)]
+    rows += [np.concatenate([[32767], 32767 - d[j:j + 128]]) for j in range(0, len(d), 128)]
+    assert len(EXP2_TABLE) == 1 << LOG2_FRAC and 1100 >> LOG2_FRAC > 16
+    run_rows(rows, 129, 4, mode, o_flow=0.8, seed=5)
+
+
+def test_over_long_row_is_cut_at_row_max():
+    # No `last` within row_max (rounded up to beats): the unit ends the row there.
+    rng = np.random.default_rng(9)
+    long_row = rng.integers(-300, 300, 12)
+    words = softmax_words([long_row], 4)
+    res = run_streams(SoftmaxUnit(6, 4, "probs"), {"i": words}, {"o": 3}, name="softmax_cut")
+    check_softmax(res["o"][0], [long_row[:8], long_row[8:]], 4, "probs")
+
+
+@pytest.mark.parametrize("mode, lanes, lengths", [
+    ("probs", 1, [16] * 6),
+    ("probs", 1, [129] * 4),
+    ("probs", 2, [8, 8, 1, 30, 30, 30, 2, 40]),
+    ("probs", 4, [129, 1, 1, 1, 64, 129, 129]),
+    ("probs", 1, [1] * 5),
+    ("codes", 1, [16] * 6),
+    ("codes", 3, [129] * 4),
+    ("codes", 4, [1, 5, 129, 4, 4, 1, 1, 60]),
 ])
-def test_full_rate_cycles_match_model(mode, row, lanes, rows):
-    u = np.random.default_rng(row).integers(-500, 500, (rows, row))
-    assert run_rows(u, lanes, mode) == exp_cycles(row, lanes, mode, rows)
+def test_full_rate_cycles_match_model(mode, lanes, lengths):
+    rng = np.random.default_rng(len(lengths))
+    rows = [rng.integers(-500, 500, n) for n in lengths]
+    assert run_rows(rows, max(lengths), lanes, mode) == exp_cycles(lengths, lanes, mode)
 
 
 def test_steady_state_row_period():
-    # Rows longer than the divider's latency: pass A (4 cycles of turnaround) bounds probs,
-    # pass B (1 cycle) bounds codes; shorter rows wait for the divider.
-    assert exp_cycles(160, 4, "probs", 11) - exp_cycles(160, 4, "probs", 10) == 40 + 4
-    assert exp_cycles(160, 4, "codes", 11) - exp_cycles(160, 4, "codes", 10) == 40 + 1
-    assert exp_cycles(16, 1, "probs", 11) - exp_cycles(16, 1, "probs", 10) == 20
+    # One beat per cycle once rows cover the divider; shorter rows go at its pace.
+    for mode in ("probs", "codes"):
+        for beats in (16, 33, 129):
+            period = exp_cycles([beats] * 11, 1, mode) - exp_cycles([beats] * 10, 1, mode)
+            assert period == beats
+    assert exp_cycles([129] * 11, 4, "codes") - exp_cycles([129] * 10, 4, "codes") == 33
+    assert exp_cycles([4] * 11, 1, "probs") - exp_cycles([4] * 10, 1, "probs") == 10
 
 
 @pytest.mark.parametrize("args, message", [
-    ((0, 1, "probs"), r"row must be an integer in \[1, 1024\], not 0"),
-    ((10, 4, "probs"), r"row must be a multiple of lanes \(4\), not 10"),
+    ((0, 1, "probs"), r"row_max must be an integer in \[1, 4096\], not 0"),
+    ((5000, 1, "codes"), r"row_max must be an integer in \[1, 4096\], not 5000"),
     ((16, 17, "codes"), r"lanes must be an integer in \[1, 16\], not 17"),
     ((16, 1, "exp"), r"mode must be one of \('probs', 'codes'\), not 'exp'"),
 ])

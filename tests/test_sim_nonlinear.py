@@ -8,7 +8,7 @@ from rtl.softmax import SoftmaxUnit
 from sim.runner import run_cocotb
 
 
-@pytest.mark.parametrize("row, lanes, mode", [(129, 3, "codes"), (16, 1, "probs")])
+@pytest.mark.parametrize("row, lanes, mode", [(129, 4, "codes"), (16, 1, "probs")])
 def test_softmax_verilog(row, lanes, mode):
     params = dict(row=row, lanes=lanes, mode=mode)
     run_cocotb("softmax", params, SoftmaxUnit(row, lanes, mode), "sim.tb_nonlinear",
