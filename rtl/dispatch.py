@@ -35,9 +35,13 @@ RAMB36) for fixed queues; at E = 64, k = 4 it is 1160 x 26 bits (30 kbit) agains
 
 Double buffering: the frame after next fills the bank being read out, so frame
 ``f + 1`` fills while frame ``f`` drains; a bank is free again when both read-out
-streams have delivered their ``end`` beat. Per bank the unit keeps the queue
-lengths and the active-expert mask in registers; the tails belong to the filling
-bank only.
+streams have delivered their ``end`` beat.
+
+Per-expert state: an active-expert mask per bank (``E`` flip-flops), the queue
+lengths of both banks and the filling bank's tails in asynchronous-read LUT RAM
+(``2E`` and ``E`` words). A memory word counts only while its expert's flag is
+set (active bit, or a tail flag), so starting or releasing a bank clears ``E``
+flip-flops instead of ``E`` words, and the memories need no reset.
 """
 
 from functools import reduce
@@ -185,52 +189,68 @@ class Dispatcher(wiring.Component):
             return Mux(bank, depth, 0)
 
         full = Signal(2)                      # bank holds a complete frame, not yet read out
-        counts = [Signal(data.ArrayLayout(range(N + 1), E), name=f"count_{b}") for b in range(2)]
         active = [Signal(E, name=f"active_{b}") for b in range(2)]
+        # Per-expert state lives in small asynchronous-read memories (LUT RAM), made valid by
+        # a bit per expert, so a frame starts or ends by clearing E flip-flops: queue lengths
+        # (both banks, entry bank * E + e; valid = active) and tails (valid = tail_set).
+        m.submodules.counts = counts = memory.Memory(shape=range(N + 1), depth=2 * E, init=[])
+        m.submodules.tails = tails = memory.Memory(shape=range(depth), depth=E, init=[])
+
+        def count_of(bank, e, name):
+            port = counts.read_port(domain="comb")
+            m.d.comb += port.addr.eq(Mux(bank, E, 0) + e)
+            value = Signal(range(N + 1), name=name)
+            m.d.comb += value.eq(Mux((Mux(bank, active[1], active[0]) >> e)[0], port.data, 0))
+            return value
 
         # ---- fill: k appends per token, one per cycle -----------------------------------
         fill = Signal()                       # the bank being filled
         slot = Signal(range(k))               # which of the token's k experts
-        tail = Signal(data.ArrayLayout(range(depth), E), init=list(range(E)))
+        tail_set = Signal(E)                  # tails[e] is valid; else the tail is slot e
         free = Signal(range(depth + 1), init=E)
         expert = self.i.payload.idx[slot]
         can_fill = ~full.bit_select(fill, 1)
         append = self.i.valid & can_fill
+        tail_rd, tail_wr = tails.read_port(domain="comb"), tails.write_port()
+        count_wr = counts.write_port()
+        tail = Mux((tail_set >> expert)[0], tail_rd.data, expert)
         m.d.comb += [
+            tail_rd.addr.eq(expert), tail_wr.addr.eq(expert), tail_wr.data.eq(free),
+            tail_wr.en.eq(append),
+            count_wr.addr.eq(Mux(fill, E, 0) + expert),
+            count_wr.data.eq(count_of(fill, expert, "fill_count") + 1),
+            count_wr.en.eq(append),
             self.i.ready.eq(can_fill & (slot == k - 1)),
-            wr.addr.eq(base(fill) + tail[expert]),
+            wr.addr.eq(base(fill) + tail),
             wr.data.token.eq(self.i.payload.token),
             wr.data.score.eq(self.i.payload.p[slot]),
             wr.data.next.eq(free),
             wr.en.eq(append),
         ]
         with m.If(append):
-            m.d.sync += [tail[expert].eq(free), free.eq(free + 1),
+            m.d.sync += [tail_set.bit_select(expert, 1).eq(1), free.eq(free + 1),
                          slot.eq(Mux(slot == k - 1, 0, slot + 1))]
             for b in range(2):
                 with m.If(fill == b):
-                    m.d.sync += [counts[b][expert].eq(counts[b][expert] + 1),
-                                 active[b].bit_select(expert, 1).eq(1)]
+                    m.d.sync += active[b].bit_select(expert, 1).eq(1)
             with m.If((slot == k - 1) & self.i.payload.last):
                 # The frame is in: hand the bank to the read-out, start the other one.
                 m.d.sync += [full.bit_select(fill, 1).eq(1), fill.eq(~fill),
-                             tail.eq(tail.shape().const(list(range(E)))), free.eq(E)]
+                             tail_set.eq(0), free.eq(E)]
 
         # ---- read-out of bank `drain` -----------------------------------------------------
         drain = Signal()
         ready = full.bit_select(drain, 1)
         d_active = Mux(drain, active[1], active[0])
-        d_counts = Signal(data.ArrayLayout(range(N + 1), E))
-        m.d.comb += d_counts.eq(Mux(drain, counts[1], counts[0]))
 
-        # o_experts: straight from the registers.
+        # o_experts: straight from the registers and the count memory.
         l_taken = Signal(E)                   # experts already listed
         l_low, l_expert, l_more = _lowest(m, d_active & ~l_taken, E, "list")
         l_done = Signal()
         m.d.comb += [
             self.o_experts.valid.eq(ready & ((d_active & ~l_taken) != 0)),
             self.o_experts.payload.expert.eq(l_expert),
-            self.o_experts.payload.count.eq(d_counts[l_expert]),
+            self.o_experts.payload.count.eq(count_of(drain, l_expert, "list_count")),
             self.o_experts.payload.end.eq(~l_more),
         ]
         l_send = self.o_experts.valid & self.o_experts.ready
@@ -242,7 +262,7 @@ class Dispatcher(wiring.Component):
         t_left = d_active & ~t_taken
         t_low, t_expert, t_more = _lowest(m, t_left, E, "queue")
         pos = Signal(range(N))                # entry of the current queue being issued
-        at_last = pos == d_counts[t_expert] - 1
+        at_last = pos == count_of(drain, t_expert, "queue_count") - 1
         o_valid = Signal()
         meta = Signal(data.StructLayout({"expert": range(E), "first": 1, "last": 1, "end": 1}))
         en = ~o_valid | self.o_tokens.ready
@@ -281,7 +301,7 @@ class Dispatcher(wiring.Component):
                          t_taken.eq(0), l_taken.eq(0), t_done.eq(0), l_done.eq(0)]
             for b in range(2):
                 with m.If(drain == b):
-                    m.d.sync += [counts[b].eq(0), active[b].eq(0)]
+                    m.d.sync += active[b].eq(0)
         with m.Else():
             m.d.sync += [t_done.eq(t_fin), l_done.eq(l_fin)]
         return m
