@@ -1,41 +1,50 @@
-"""Streaming integer LayerNorm: int16 tokens in, int8 out, exactly ``golden.layernorm.int_layernorm``.
+"""Streaming integer LayerNorm: int16 tokens in, int8 out, as ``golden.layernorm.int_layernorm``.
 
 ::
 
-    p (parameter images) --> 2 banks of {gain, bias} per channel, shift, eps
-    i (token beats) --> token ring (3 rows) + sum, sum of squares
+    p (parameter images) --> 2 banks of {gain, bias} per channel; shift, eps per bank
+    i (token beats) --> token ring (lib.memory) + S1 = sum(x), S2 = sum(x*x) (one pass)
                          | token end: var + eps = D*S2 - S1*S1 + eps
-                         +--> ISqrt --> Reciprocal --> output pass --> o
-                                                       c = D*x - S1
-                                                       z = sat16(round_shift(c*rec, k+5))
-                                                       y = sat8(round_shift(z*gain + bias, shift))
+                         +--> FIFO --> ISqrt --> Reciprocal --> output pass --> o
+                                       (once per token)         c = D*x - S1
+                                                  z = sat16(round_shift(c*rec, k+5))
+                                                  y = sat8(round_shift(z*gain + bias, shift))
 
 A *batch* is the tokens of one layer: the n-th parameter image on ``p`` applies
 to the n-th batch on ``i`` (``last`` on its final beat); the next image loads
-into the other bank while a batch runs. The square root and the reciprocal are
-bit-serial (:mod:`rtl.recip`): the token ring lets them work on one token while
-the next streams in and the previous one streams out.
+into the other bank while a batch runs. The exact square root and the reciprocal
+are digit-serial (:mod:`rtl.recip`), once per token; the token ring lets them work
+on one token while the next streams in and an earlier one streams out, and the
+output pass goes from one token straight on to the next. Sized by :func:`plan`:
+digits per cycle so that each of them takes at most a token's beats, ring slots
+so that, at steady state, the unit takes one beat per cycle.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from dataclasses import dataclass
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.layernorm import NORM_FRAC
+from golden.layernorm import D_MAX, NORM_FRAC
 from golden.softmax import RECIP_BITS
 
 from .params import check_int, validating
-from .recip import ISqrt, Reciprocal
+from .recip import QUOTIENT_BITS, ISqrt, Reciprocal
 
-__all__ = ["param_layout", "in_layout", "out_layout", "LayerNormUnit", "exp_cycles"]
+__all__ = ["param_layout", "in_layout", "out_layout", "Plan", "plan", "LayerNormUnit",
+           "exp_cycles"]
 
-#: Token buffers in the ring: input, square root / reciprocal, output pass.
-SLOTS = 3
-#: Register stages from a buffer read to ``o``: read, product, z, output.
-OUT_STAGES = 4
 #: ``eps`` is at most 2**40 (``golden.layernorm.int_layernorm``).
 EPS_BITS = 41
-VAR_BITS = 52
+#: Cycles from a token's last beat taken to its ``var + eps`` readable in the square root's FIFO.
+STATS_LATENCY = 4
+#: Cycles from an output-pass read to ``o`` valid: read, c, c*rec, z, z*gain + bias, y.
+OUT_LATENCY = 6
+#: Most digits per cycle of the square root and the reciprocal (compare-subtract chain length).
+MAX_DIGITS = 4
+#: Ring slots are chosen in this range (:func:`plan`).
+SLOTS_RANGE = (3, 8)
 
 
 def param_layout(lanes):
@@ -59,6 +68,57 @@ def out_layout(lanes):
     return data.StructLayout({"data": data.ArrayLayout(signed(8), lanes), "last": 1})
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The derived sizes of a :class:`LayerNormUnit` (see :func:`plan`)."""
+    #: Beats per token, ``d // lanes``.
+    beats: int
+    #: Bits of ``var + eps`` (even): ``D**2 * 2**30 + 2**40`` fits.
+    var_bits: int
+    #: Root bits per cycle of the square root, and quotient bits per cycle of the reciprocal.
+    sqrt_digits: int
+    recip_digits: int
+    #: Token buffers in the ring.
+    slots: int
+
+    @property
+    def sqrt_latency(self):
+        return -(-self.var_bits // 2 // self.sqrt_digits) + 1
+
+    @property
+    def recip_latency(self):
+        return -(-QUOTIENT_BITS // self.recip_digits) + 1
+
+
+def _digits(bits, beats):
+    """Fewest digits per cycle (at most MAX_DIGITS) for which ``bits`` take at most ``beats``."""
+    for digits in range(1, MAX_DIGITS + 1):
+        if -(-bits // digits) + 1 <= beats:
+            return digits
+    return MAX_DIGITS
+
+
+def plan(d, lanes):
+    """Sizes for tokens of ``d`` elements, ``lanes`` per beat.
+
+    The square root and the reciprocal get the fewest digits per cycle that keep
+    each within a token's beats (at most :data:`MAX_DIGITS`); the ring gets the
+    fewest slots (3..8) that reach the steady-state token period of 8 slots.
+    """
+    beats = d // lanes
+    var_bits = (d * d * (1 << 30) + (1 << 40)).bit_length()
+    var_bits += var_bits % 2
+    sqrt_digits, recip_digits = _digits(var_bits // 2, beats), _digits(QUOTIENT_BITS, beats)
+
+    def period(slots):
+        p = Plan(beats, var_bits, sqrt_digits, recip_digits, slots)
+        return _cycles(p, 17) - _cycles(p, 16)
+
+    best = period(SLOTS_RANGE[1])
+    slots = next(s for s in range(SLOTS_RANGE[0], SLOTS_RANGE[1] + 1) if period(s) == best)
+    return Plan(beats, var_bits, sqrt_digits, recip_digits, slots)
+
+
 class LayerNormUnit(wiring.Component):
     """LayerNorm over tokens of ``d`` int16 elements, ``lanes`` per beat.
 
@@ -71,37 +131,53 @@ class LayerNormUnit(wiring.Component):
     Members
     -------
     p : In(stream.Signature(param_layout(lanes)))
-        Parameter images of ``d // lanes`` beats (channels in order).
+        Parameter images of ``d // lanes`` beats (channels in order). An image goes
+        into the free bank; ``p`` stalls while both banks are in use.
     i : In(stream.Signature(in_layout(lanes)))
-        Tokens of ``d // lanes`` beats; ``last`` ends a batch.
+        Tokens of ``d // lanes`` beats; ``last`` ends a batch. ``i`` stalls until the
+        batch's parameters are loaded, and while every ring slot is in use.
     o : Out(stream.Signature(out_layout(lanes)))
 
-    Throughput: a token of ``B = d // lanes`` beats every ``max(B + 1, 27)`` cycles in
-    steady state (the bit-serial square root takes 27 cycles; the
-    reciprocal's 18 overlap with the next token's root). Latency at full rate: a
-    token's first output leaves ``B + 51`` cycles after its first beat. Backpressure: any stream may stall. Cycle model: :func:`exp_cycles`.
-    Tested: d in {4, 6, 192, 384}, lanes 1..4, constant tokens (eps), int16 extremes.
+    Throughput: one beat per cycle at steady state (a token every ``B = d // lanes``
+    cycles) when ``B`` covers the square root and the reciprocal (:func:`plan`; all
+    of d = 192 and 384 with up to 16 lanes). Latency: on an idle unit a token's
+    first output leaves ``B + sqrt_latency + recip_latency + 10`` cycles after its
+    first beat (d = 192, 4 lanes: 48 + 24 + 18 + 10 = 100). A parameter bank is free again once the
+    batch's final beat has read its gain and bias (3 cycles after its token read).
+    Backpressure: any stream may stall;
+    ``o`` stalls the output pass and its pipeline. Cycle model: :func:`exp_cycles`.
+    Tested: d in {4, 6, 8, 192, 384}, lanes 1..16, constant tokens (eps), int16
+    extremes (largest variance, saturating z), random gaps and backpressure.
     """
 
     def __init__(self, d, lanes):
         with validating(self):
             check_int("lanes", lanes, 1, 16)
-            check_int("d", d, 2, 1024)
+            check_int("d", d, 2, D_MAX)
             if d % lanes:
                 raise ValueError(f"d must be a multiple of lanes ({lanes}), not {d}")
         self._d, self._lanes = d, lanes
+        self._plan = plan(d, lanes)
         super().__init__({
             "p": In(stream.Signature(param_layout(lanes))),
             "i": In(stream.Signature(in_layout(lanes))),
             "o": Out(stream.Signature(out_layout(lanes))),
         })
 
+    d = property(lambda self: self._d)
+    lanes = property(lambda self: self._lanes)
+    plan = property(lambda self: self._plan)
+
     def elaborate(self, platform):
         m = Module()
-        d, lanes = self._d, self._lanes
-        beats = d // lanes
-        sum_bits = 16 + (d - 1).bit_length() + 1
-        sq_bits = 31 + (d - 1).bit_length() + 1
+        d, lanes, pl = self._d, self._lanes, self._plan
+        beats, slots = pl.beats, pl.slots
+        sum_bits = 16 + (d - 1).bit_length() + 1           # |S1| <= d * 2**15
+        sq_bits = 30 + d.bit_length() + 1                  # S2 <= d * 2**30
+        root_bits = pl.var_bits // 2
+
+        def advance(slot):
+            return Mux(slot == slots - 1, 0, slot + 1)
 
         # ---- parameters: two banks ------------------------------------------------------
         chan = data.StructLayout({"gain": data.ArrayLayout(signed(16), lanes),
@@ -131,148 +207,175 @@ class LayerNormUnit(wiring.Component):
                              eps[load_bank].eq(self.p.payload.eps)]
         m.d.sync += bank_full.eq((bank_full | Mux(load_done, 1 << load_bank, 0)) & ~bank_release)
 
-        # ---- token ring and statistics -------------------------------------------------
+        # ---- input: token ring, one-pass statistics ------------------------------------------
         m.submodules.tokens = tokens = memory.Memory(
-            shape=data.ArrayLayout(signed(16), lanes), depth=SLOTS * beats, init=[])
+            shape=data.ArrayLayout(signed(16), lanes), depth=slots * beats, init=[])
         x_wr = tokens.write_port()
         x_rd = tokens.read_port()
-        m.submodules.isqrt = isqrt = ISqrt(VAR_BITS)
-        m.submodules.recip = recip = Reciprocal(VAR_BITS // 2)
-        wiring.connect(m, isqrt.o, recip.i)
-        slot_s1 = Signal(data.ArrayLayout(signed(sum_bits), SLOTS))
-        slot_bank = Signal(SLOTS)
-        slot_last = Signal(SLOTS)
-        held = Signal(range(SLOTS + 1))
-        row_in = Signal()
+        slot_info = data.StructLayout({"s1": signed(sum_bits), "bank": 1, "last": 1})
+        info = Signal(data.ArrayLayout(slot_info, slots))
+        held = Signal(range(slots + 1))           # written tokens not yet released by the output
         release = Signal()
-        in_slot = Signal(range(SLOTS))
+        row_in = Signal()
+        in_slot = Signal(range(slots))
         in_beat = Signal(range(beats))
         in_bank = Signal()
-        s1 = Signal(signed(sum_bits))
-        s2 = Signal(unsigned(sq_bits))
-        pending = Signal()                        # var + eps waits for the square root
-        pending_var = Signal(VAR_BITS)
-        beat_s1 = sum(self.i.payload.data[n] for n in range(lanes))
-        beat_s2 = sum(self.i.payload.data[n] * self.i.payload.data[n] for n in range(lanes))
-        new_s1 = Mux(in_beat == 0, 0, s1) + beat_s1
-        new_s2 = Mux(in_beat == 0, 0, s2) + beat_s2
+        take = self.i.valid & self.i.ready
         token_end = in_beat == beats - 1
         m.d.comb += [
-            self.i.ready.eq(bank_full.bit_select(in_bank, 1) & (held < SLOTS) &
-                            ~(token_end & pending)),
+            # A slot released this cycle takes the next token's first beat at once.
+            self.i.ready.eq(bank_full.bit_select(in_bank, 1) & ((held < slots) | release)),
             x_wr.addr.eq(in_slot * beats + in_beat),
             x_wr.data.eq(self.i.payload.data),
-            x_wr.en.eq(self.i.valid & self.i.ready),
-            isqrt.i.valid.eq(pending),
-            isqrt.i.payload.eq(pending_var),
+            x_wr.en.eq(take),
         ]
-        with m.If(isqrt.i.valid & isqrt.i.ready):
-            m.d.sync += pending.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [s1.eq(new_s1), s2.eq(new_s2),
-                         in_beat.eq(Mux(token_end, 0, in_beat + 1))]
+        with m.If(take):
+            m.d.sync += in_beat.eq(Mux(token_end, 0, in_beat + 1))
             with m.If(token_end):
                 m.d.comb += row_in.eq(1)
-                m.d.sync += [
-                    pending.eq(1),
-                    pending_var.eq(d * new_s2 - new_s1 * new_s1 + eps[in_bank]),
-                    slot_s1[in_slot].eq(new_s1),
-                    slot_bank.bit_select(in_slot, 1).eq(in_bank),
-                    slot_last.bit_select(in_slot, 1).eq(self.i.payload.last),
-                    in_slot.eq(Mux(in_slot == SLOTS - 1, 0, in_slot + 1)),
-                ]
+                m.d.sync += in_slot.eq(advance(in_slot))
                 with m.If(self.i.payload.last):
                     m.d.sync += in_bank.eq(~in_bank)
         m.d.sync += held.eq(held + row_in - release)
 
-        # ---- output pass (stall-all pipeline) -------------------------------------------
-        en = ~self.o.valid | self.o.ready
-        b_busy = Signal()
-        b_slot = Signal(range(SLOTS))
-        b_beat = Signal(range(beats))
-        b_rec = Signal(RECIP_BITS + 2)
-        b_k = Signal(range(VAR_BITS // 2 + 1))
-        valid = Signal(OUT_STAGES)
-        b_start = ~b_busy & recip.o.valid
-        issue = b_busy & en
-        b_bank = slot_bank.bit_select(b_slot, 1)
-        m.d.comb += [
-            recip.o.ready.eq(b_start),
-            x_rd.addr.eq(b_slot * beats + b_beat), x_rd.en.eq(en),
-            p_rd.addr.eq(Mux(b_bank, beats, 0) + b_beat), p_rd.en.eq(en),
+        # Cycle 1: the beat's sums; cycle 2: the token's S1, S2; cycle 3: D*S2 and S1*S1;
+        # cycle 4: var + eps into the FIFO (one entry per ring slot: it cannot overflow).
+        stat = data.StructLayout({"valid": 1, "first": 1, "end": 1, "slot": range(slots),
+                                  "bank": 1, "last": 1})
+        st1, st2, st3 = (Signal(stat, name=f"stat_{n}") for n in (1, 2, 3))
+        beat_s1 = Signal(signed(16 + lanes.bit_length()))
+        beat_s2 = Signal(unsigned(30 + lanes.bit_length()))
+        acc1, tok1 = Signal(signed(sum_bits)), Signal(signed(sum_bits))
+        acc2, tok2 = Signal(unsigned(sq_bits)), Signal(unsigned(sq_bits))
+        s1sq = Signal(unsigned(2 * sum_bits))
+        ds2 = Signal(unsigned(sq_bits + d.bit_length()))
+        m.d.sync += [
+            st1.valid.eq(take), st1.first.eq(in_beat == 0), st1.end.eq(token_end),
+            st1.slot.eq(in_slot), st1.bank.eq(in_bank), st1.last.eq(self.i.payload.last),
+            beat_s1.eq(sum(self.i.payload.data[n] for n in range(lanes))),
+            beat_s2.eq(sum(self.i.payload.data[n] * self.i.payload.data[n] for n in range(lanes))),
+            st2.eq(st1), st2.valid.eq(st1.valid & st1.end), st3.eq(st2),
         ]
-        with m.If(b_start):
-            m.d.sync += [b_busy.eq(1), b_beat.eq(0), b_rec.eq(recip.o.payload.rec),
-                         b_k.eq(recip.o.payload.k)]
-        batch_end = Signal()
-        m.d.comb += batch_end.eq(slot_last.bit_select(b_slot, 1) & (b_beat == beats - 1))
+        new1 = Mux(st1.first, 0, acc1) + beat_s1
+        new2 = Mux(st1.first, 0, acc2) + beat_s2
+        with m.If(st1.valid):
+            m.d.sync += [acc1.eq(new1), acc2.eq(new2), tok1.eq(new1), tok2.eq(new2)]
+        m.d.sync += [s1sq.eq(tok1 * tok1), ds2.eq(d * tok2)]
+        with m.If(st2.valid):
+            with m.Switch(st2.slot):
+                for s in range(slots):
+                    with m.Case(s):
+                        m.d.sync += [info[s].s1.eq(tok1), info[s].bank.eq(st2.bank),
+                                     info[s].last.eq(st2.last)]
+        m.submodules.vars = var_fifo = fifo.SyncFIFO(width=pl.var_bits, depth=slots)
+        m.submodules.isqrt = isqrt = ISqrt(pl.var_bits, digits=pl.sqrt_digits)
+        m.submodules.recip = recip = Reciprocal(root_bits, digits=pl.recip_digits)
+        m.d.comb += [var_fifo.w_data.eq(ds2 - s1sq + eps[st3.bank]), var_fifo.w_en.eq(st3.valid)]
+        wiring.connect(m, var_fifo.r_stream, isqrt.i)
+        wiring.connect(m, isqrt.o, recip.i)
+
+        # ---- output pass: token by token, straight on (stall-all pipeline) ----------------------
+        en = ~self.o.valid | self.o.ready
+        busy = Signal()
+        slot = Signal(range(slots))
+        beat = Signal(range(beats))
+        row_last = Signal()
+        load = Signal()
+        issue = Signal()
+        cur = Signal(slot_info)
+        rec = Signal(RECIP_BITS + 2)
+        k = Signal(range(root_bits + 1))
+        m.d.comb += [
+            row_last.eq(busy & (beat == beats - 1)),
+            issue.eq(en & busy),
+            load.eq(en & (~busy | row_last) & recip.o.valid),
+            recip.o.ready.eq(load),
+            release.eq(issue & row_last),
+            x_rd.addr.eq(slot * beats + beat), x_rd.en.eq(en),
+        ]
         with m.If(issue):
-            m.d.sync += b_beat.eq(b_beat + 1)
-            with m.If(b_beat == beats - 1):
-                m.d.comb += release.eq(1)
-                m.d.sync += [b_busy.eq(0), b_slot.eq(Mux(b_slot == SLOTS - 1, 0, b_slot + 1))]
-                with m.If(batch_end):
-                    m.d.comb += bank_release.eq(1 << b_bank)
-        # Per-token constants travel with the data.
-        stage = data.StructLayout({"s1": signed(sum_bits), "rec": RECIP_BITS + 2,
-                                   "k": range(VAR_BITS // 2 + 1), "shift": 6, "last": 1})
-        st = [Signal(stage, name=f"stage_{n + 1}") for n in range(OUT_STAGES)]
-        gain2, gain3 = (Signal(data.ArrayLayout(signed(16), lanes), name=n) for n in ("gain2", "gain3"))
-        bias2, bias3 = (Signal(data.ArrayLayout(signed(32), lanes), name=n) for n in ("bias2", "bias3"))
+            m.d.sync += beat.eq(Mux(row_last, 0, beat + 1))
+            with m.If(row_last):
+                m.d.sync += [busy.eq(0), slot.eq(advance(slot))]
+        with m.If(load):
+            m.d.sync += [busy.eq(1), cur.eq(info[Mux(busy, advance(slot), slot)]),
+                         rec.eq(recip.o.payload.rec), k.eq(recip.o.payload.k)]
+        # Per-token constants travel with the data; stage n holds a beat n + 1 cycles after
+        # its read.
+        stage = data.StructLayout({"valid": 1, "s1": signed(sum_bits), "rec": RECIP_BITS + 2,
+                                   "k": range(root_bits + 1), "shift": 6, "bank": 1,
+                                   "beat": range(beats), "last": 1})
+        st = [Signal(stage, name=f"out_{n + 1}") for n in range(OUT_LATENCY)]
         with m.If(en):
             m.d.sync += [
-                valid.eq(Cat(issue, valid[:-1])),
-                st[0].s1.eq(slot_s1[b_slot]), st[0].rec.eq(b_rec), st[0].k.eq(b_k),
-                st[0].shift.eq(shift[b_bank]), st[0].last.eq(batch_end),
-                gain2.eq(p_rd.data.gain), bias2.eq(p_rd.data.bias),
-                gain3.eq(gain2), bias3.eq(bias2),
+                st[0].valid.eq(issue), st[0].s1.eq(cur.s1), st[0].rec.eq(rec), st[0].k.eq(k),
+                st[0].shift.eq(shift[cur.bank]), st[0].bank.eq(cur.bank), st[0].beat.eq(beat),
+                st[0].last.eq(row_last & cur.last),
             ]
-            m.d.sync += [st[n + 1].eq(st[n]) for n in range(OUT_STAGES - 1)]
-        m.d.comb += [self.o.valid.eq(valid[-1]), self.o.payload.last.eq(st[-1].last)]
+            m.d.sync += [st[n + 1].eq(st[n]) for n in range(OUT_LATENCY - 1)]
+        # The parameters are read for stage 3, so they arrive with z.
+        m.d.comb += [p_rd.addr.eq(Mux(st[2].bank, beats, 0) + st[2].beat), p_rd.en.eq(en)]
+        # A bank is free once the batch's final beat has read its parameters.
+        with m.If(en & st[2].valid & st[2].last):
+            m.d.comb += bank_release.eq(1 << st[2].bank)
+        m.d.comb += [self.o.valid.eq(st[-1].valid), self.o.payload.last.eq(st[-1].last)]
         for lane in range(lanes):
             c = Signal(signed(sum_bits + 11), name=f"c_{lane}")
             prod = Signal(signed(sum_bits + 11 + RECIP_BITS + 3), name=f"prod_{lane}")
             z = Signal(signed(16), name=f"z_{lane}")
+            affine = Signal(signed(33), name=f"affine_{lane}")
             y = Signal(signed(8), name=f"y_{lane}")
-            m.d.comb += c.eq(d * x_rd.data[lane] - st[0].s1)
-            zsh = st[1].k + (RECIP_BITS - NORM_FRAC)
+            zsh = st[2].k + (RECIP_BITS - NORM_FRAC)
             zr = (prod + ((1 << zsh) >> 1)) >> zsh
-            affine = z * gain3[lane] + bias3[lane]
-            yr = (affine + ((1 << st[2].shift) >> 1)) >> st[2].shift
+            yr = (affine + ((1 << st[4].shift) >> 1)) >> st[4].shift
             with m.If(en):
                 m.d.sync += [
-                    prod.eq(c * st[0].rec),
-                    z.eq(Mux(zr > 32767, 32767, Mux(zr < -32768, -32768, zr))),
-                    y.eq(Mux(yr > 127, 127, Mux(yr < -128, -128, yr))),
+                    c.eq(d * x_rd.data[lane] - st[0].s1),                       # stage 2
+                    prod.eq(c * st[1].rec),                                     # stage 3
+                    z.eq(Mux(zr > 32767, 32767, Mux(zr < -32768, -32768, zr))),  # stage 4
+                    affine.eq(z * p_rd.data.gain[lane] + p_rd.data.bias[lane]),  # stage 5
+                    y.eq(Mux(yr > 127, 127, Mux(yr < -128, -128, yr))),           # stage 6
                 ]
             m.d.comb += self.o.payload.data[lane].eq(y)
         return m
+
+
+def _next_start(last, ready):
+    """First read of the output pass's next token: chained after ``last`` or from idle."""
+    if ready <= last:
+        return last + 1
+    return max(last + 1, ready) + 1
+
+
+def _cycles(pl, tokens):
+    in_end, release = [], []
+    sqrt_take = recip_take = -1
+    out_load = out_last = -1
+    for t in range(tokens):
+        start = max(in_end[-1] + 1 if in_end else 0, release[t - pl.slots] if t >= pl.slots else 0)
+        in_end.append(start + pl.beats - 1)
+        # The square root takes an operand when its result is taken by the reciprocal, which
+        # takes one when the output pass takes its result (the cycle of the pass's load).
+        sqrt_take = max(in_end[t] + STATS_LATENCY, recip_take if t else 0)
+        recip_take = max(sqrt_take + pl.sqrt_latency, out_load if t else 0)
+        first = _next_start(out_last, recip_take + pl.recip_latency)
+        out_load, out_last = first - 1, first + pl.beats - 1
+        release.append(out_last)
+    return out_last + OUT_LATENCY + 1
 
 
 def exp_cycles(d, lanes, tokens):
     """Cycles from the first ``i`` beat to the last ``o`` beat for one batch at full rate.
 
     Parameters already loaded, ``i`` offers a beat every cycle, ``o`` always ready.
-    Recurrences of the hardware: a token enters when a ring slot is free; its last
-    beat waits until the previous token's ``var + eps`` went to the square root; the
-    square root (``VAR_BITS/2 + 1`` cycles) and the reciprocal (18) each take the
-    next operand the cycle after their result is taken; the output pass starts when
-    the reciprocal is ready, issues ``B`` reads, and results leave 4 cycles later.
+    Recurrences of the hardware (:func:`plan` sizes): a token enters once the
+    previous one is in and the ring slot of the token ``slots`` before it is
+    released (in the release cycle itself); its ``var + eps`` is ready
+    :data:`STATS_LATENCY` cycles after its last beat; the square root takes it once
+    its previous result went to the reciprocal, the reciprocal once the output pass
+    took its previous result; the output pass goes on from a token's last read to
+    the next token if its reciprocal was ready by then, else loads it the cycle it
+    is ready and reads from the next; outputs leave :data:`OUT_LATENCY` cycles after
+    their reads.
     """
-    beats = d // lanes
-    sqrt_latency, recip_latency = VAR_BITS // 2 + 1, Reciprocal.LATENCY
-    in_end, release = [], []
-    sqrt_take, sqrt_idle, recip_idle, b_idle, last = -1, 0, 0, 0, -1
-    for t in range(tokens):
-        start = max(in_end[-1] + 1 if in_end else 0, release[t - SLOTS] + 1 if t >= SLOTS else 0)
-        end = max(start + beats - 1, sqrt_take + 1)
-        in_end.append(end)
-        sqrt_take = max(end + 1, sqrt_idle)
-        recip_take = max(sqrt_take + sqrt_latency, recip_idle)
-        sqrt_idle = recip_take
-        b_start = max(recip_take + recip_latency, b_idle)
-        recip_idle = b_start
-        release.append(b_start + beats)
-        b_idle = b_start + beats + 1
-        last = b_start + beats + OUT_STAGES
-    return last + 1
+    return _cycles(plan(d, lanes), tokens)
