@@ -41,8 +41,11 @@ UNITS = {
     "combine_129x192_po16": lambda: Combiner(129, 192, 16),
     # Nonlinear units and gating at M3ViT-tiny sizes.
     "softmax_codes_129x3": lambda: SoftmaxUnit(129, 3, "codes"),
+    "softmax_codes_129x4": lambda: SoftmaxUnit(129, 4, "codes"),
     "softmax_probs_16x1": lambda: SoftmaxUnit(16, 1, "probs"),
+    "softmax_probs_129x2": lambda: SoftmaxUnit(129, 2, "probs"),
     "layernorm_192x4": lambda: LayerNormUnit(192, 4),
+    "layernorm_384x8": lambda: LayerNormUnit(384, 8),
     "gelu_x4": lambda: GeluUnit(4),
     "gelu_x16": lambda: GeluUnit(16, entries=32),
     "gating_e16_k2": lambda: Gating(16, 2, 129),
