@@ -9,13 +9,15 @@ array of gate logits ``u`` (tokens x experts); its probabilities are
 import numpy as np
 
 from golden.moe import dispatch, topk
+from golden.quant import dyadic
 from golden.softmax import softmax_u8
 from rtl import topk as topk_rtl
 
+from .linear_images import expected_rows, job_image, token_beats
 from .packing import pack, unpack
 
 __all__ = ["routes", "topk_words", "topk_beats", "dispatch_words", "dispatch_beats",
-           "check_beats"]
+           "check_beats", "gate_tasks", "gating_streams"]
 
 
 def routes(u, k):
@@ -93,3 +95,31 @@ def check_beats(name, layout, words, expected):
     if len(got) != len(expected):
         raise AssertionError(f"{name}: {len(got)} beats, expected {len(expected)}")
 
+
+
+def gate_tasks(rng, experts, d_in, tasks=2, spread=400):
+    """Random int8 gate matrices, one per task, requantized to int16 log2-domain logits.
+
+    The requantizer maps a typical accumulator to about ``spread`` (1/64 of an octave
+    each), so routings are neither one-hot nor flat.
+    """
+    mult, shift = dyadic(np.full(experts, spread / (128 * 128 * np.sqrt(d_in))))
+    return [{"weight": rng.integers(-128, 128, (experts, d_in)), "bias": np.zeros(experts, int),
+             "mult": mult, "shift": shift, "zero_point": 0, "bits": 16, "gelu_table": None}
+            for _ in range(tasks)]
+
+
+def gating_streams(config, gates, x, schedule):
+    """``(w words, x words, frames of logits)`` for a :class:`rtl.gating_path.GatingPath`.
+
+    ``schedule`` lists ``(task, tokens)`` per frame: the gate image of ``gates[task]``,
+    then rows ``0 .. tokens-1`` of ``x`` (the LN2 output). The frames' logits are the
+    golden linear op (``golden.quant`` through :func:`sim.linear_images.expected_rows`).
+    """
+    w_words, x_words, frames = [], [], []
+    for n, (task, tokens) in enumerate(schedule):
+        job = gates[task] | {"tokens": list(range(tokens)), "scores": np.zeros(tokens, int)}
+        w_words += job_image(config, f"gate of task {task} (frame {n})", job)
+        x_words += token_beats(config, x, job["tokens"])
+        frames.append(expected_rows(job, x))
+    return w_words, x_words, frames
