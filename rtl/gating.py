@@ -58,9 +58,9 @@ class Gating(wiring.Component):
     o : Out(stream.Signature(out_layout(experts)))
         The frame's queues (see the module docstring); ``k * tokens`` beats.
 
-    Throughput: a token every ``max(E, 10)`` cycles (14 for E in 10..13: the softmax
-    unit's row period, :func:`rtl.softmax.exp_cycles`), the read-out one entry per
-    cycle plus one cycle per expert scanned.
+    Throughput: the softmax unit's row pace (:func:`rtl.softmax.exp_cycles`): a token
+    every ``E`` cycles for ``E >= 14``, else 4 tokens every ``max(40, 3E + 14)``; the
+    read-out one entry per cycle plus one cycle per expert scanned.
     Backpressure: ``o`` may stall; ``i`` stalls while the read-out runs.
     Cycle model: :func:`exp_cycles`. Tested: E in {4, 16, 64}, k 1..4, ties, one
     expert taking every token, empty experts, frames back to back.

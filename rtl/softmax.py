@@ -22,9 +22,10 @@ the divider and pass B on earlier rows (ring of :attr:`SoftmaxUnit.slots` buffer
 4 for probs, 2 for codes). Each pass goes from one row straight on to the next
 (no turnaround cycle), and a buffer released by pass B's last read takes the next
 row's first beat in the same cycle, so at steady state the unit takes one beat per
-cycle: rows of ``B`` beats every ``B`` cycles, as long as ``B`` covers the
-divider (probs: about ``B >= Reciprocal.latency + 6``, i.e. 16 beats; shorter
-rows go at the divider's pace). :func:`exp_cycles` is the exact cycle model.
+cycle: rows of ``B`` beats every ``B`` cycles. Codes: any ``B``. Probs: ``B >= 14``;
+shorter rows are bound by the divider (one reciprocal per 10 cycles) and the ring
+(a row's buffer is busy for about ``2B + 19`` cycles): 4 rows every
+``max(40, 3B + 14)`` cycles. :func:`exp_cycles` is the exact cycle model.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
@@ -86,9 +87,9 @@ class SoftmaxUnit(wiring.Component):
     o : Out(stream.Signature(out_layout(lanes, mode)))
         The row's probabilities or codes, in input order, with the same framing.
 
-    Latency: a row's first output leaves ``B + 2`` (codes) or about ``2B + 23``
-    (probs) cycles after its first beat (``B`` beats). Throughput: one beat per
-    cycle at steady state for rows of at least 16 beats (probs; any row for codes).
+    Latency: on an idle unit, a row's first output leaves ``B + 3`` (codes) or
+    ``2B + 19`` (probs) cycles after its first beat (``B`` beats). Throughput: one
+    beat per cycle at steady state (probs: rows of at least 14 beats; see the module).
     Backpressure: ``o`` may stall at any time (pass B and its pipeline stall with
     it); ``i`` stalls while every row buffer is in use.
     Cycle model: :func:`exp_cycles`. Tested: rows of 1..256 scores and mixed

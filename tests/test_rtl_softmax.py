@@ -89,7 +89,12 @@ def test_steady_state_row_period():
             period = exp_cycles([beats] * 11, 1, mode) - exp_cycles([beats] * 10, 1, mode)
             assert period == beats
     assert exp_cycles([129] * 11, 4, "codes") - exp_cycles([129] * 10, 4, "codes") == 33
-    assert exp_cycles([4] * 11, 1, "probs") - exp_cycles([4] * 10, 1, "probs") == 10
+    for beats in range(1, 20):                        # 4 rows (the ring) per period
+        period = exp_cycles([beats] * 14, 1, "probs") - exp_cycles([beats] * 10, 1, "probs")
+        assert period == max(40, 3 * beats + 14, 4 * beats)
+    # One row on an idle unit: the last output is B - 1 cycles after the first.
+    assert exp_cycles([40], 1, "codes") == 40 + 3 + 40
+    assert exp_cycles([40], 1, "probs") == 2 * 40 + 19 + 40
 
 
 @pytest.mark.parametrize("args, message", [
