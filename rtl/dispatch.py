@@ -136,8 +136,9 @@ class Dispatcher(wiring.Component):
     ready on the token's ``k``-th write) and one per cycle out, overlapped across
     frames by the two banks. The read-out of a frame starts the cycle after its
     last write; its first ``o_tokens`` beat comes a cycle later (BRAM read).
-    Upstream, the softmax unit needs at least 20 cycles per token and TopK
-    ``E / lanes``, so ``k <= 4`` cycles per token keeps up unless ``lanes > E / k``.
+    Upstream, the softmax unit needs about 10 cycles per row at least (its divider)
+    and TopK ``E / lanes``, so ``k <= 4`` cycles per token keep up unless TopK runs
+    with ``lanes > E / k`` behind a faster source.
 
     Backpressure: either output may stall at any time; ``i`` stalls while both banks
     hold frames. Cycle model: :func:`exp_cycles`.

@@ -206,10 +206,13 @@ class TopK(wiring.Component):
             rank = Signal(range(k + cands), name=f"cand_rank_{i}")
             m.d.comb += rank.eq(i + sum(kept[j] & ~larger[i][j] for j in range(k)))
             ranks.append((1, rank))
-        items = [top[j] for j in range(k)] + [s1.c[i] for i in range(cands)]
         merged, merged_valid = [], []
         for r in range(k):
-            best, valid = _select(m, items, ranks, r, entry, f"merged_{r}")
+            # Only register j <= r or candidate i <= r can land in position r (rank >= index).
+            regs, news = range(min(r + 1, k)), range(min(r + 1, cands))
+            items = [top[j] for j in regs] + [s1.c[i] for i in news]
+            options = [ranks[j] for j in regs] + [ranks[k + i] for i in news]
+            best, valid = _select(m, items, options, r, entry, f"merged_{r}")
             merged.append(best)
             merged_valid.append(valid)
 

@@ -58,6 +58,7 @@ UNITS = {
     "gating_topk_e16_k2": lambda: TopK(16, 2),
     "gating_topk_e16_k2_l16": lambda: TopK(16, 2, lanes=16),
     "gating_topk_e64_k4": lambda: TopK(64, 4),
+    "gating_topk_e64_k4_l4": lambda: TopK(64, 4, lanes=4),
     "gating_topk_e64_k4_l16": lambda: TopK(64, 4, lanes=16),
     "dispatcher_e16_k2_n129": lambda: Dispatcher(16, 2, 129),
     "dispatcher_e64_k4_n129": lambda: Dispatcher(64, 4, 129),
