@@ -8,8 +8,8 @@ complement bits with the top bit flipped.
 
 Two components:
 
-* :class:`GeluLookup`: the building block. One table memory (``banks`` tables of
-  256 entries), a write port (``entries`` entries per write) and ``lanes`` read
+* :class:`GeluLookup`: the building block. ``banks`` tables of 256 entries (a copy
+  per lane), one write port (``entries`` entries per write) and ``lanes`` read
   ports, combinational (``latency=0``, distributed RAM) or registered
   (``latency=1``, block or distributed RAM). No flow control of its own: a
   pipeline stage of whatever instantiates it (e.g. the output stage of
@@ -75,9 +75,8 @@ class GeluLookup(wiring.Component):
         ``en`` (latency 1 only), ``bank``, ``code`` (int8 x lanes) in; ``value``
         (int8 x lanes) out.
 
-    Resources: one ``banks * 256 x 8`` memory per read port (Yosys and the vendor
-    tools replicate a memory per read port): 1 BRAM18 or about 64 LUTs of LUTRAM
-    per lane at 2 banks.
+    Resources: one ``banks * 256 x 8`` memory per lane, all written together: 1 BRAM18
+    (or LUTRAM) per lane.
     """
 
     @staticmethod
@@ -121,12 +120,16 @@ class GeluLookup(wiring.Component):
         m = Module()
         groups = GELU_ENTRIES // self._entries
         pick_bits = exact_log2(self._entries)
-        m.submodules.table = table = memory.Memory(
-            shape=data.ArrayLayout(signed(8), self._entries), depth=self._banks * groups, init=[])
-        wr = table.write_port()
-        m.d.comb += [wr.addr.eq(self.write.bank * groups + self.write.addr),
-                     wr.data.eq(self.write.data), wr.en.eq(self.write.en)]
         for lane in range(self._lanes):
+            # One copy of the tables per lane (1 write + 1 read port each): what a
+            # multi-read-port memory becomes on an FPGA anyway, and Yosys' memory
+            # mapper aborts on one memory with 16 read ports.
+            m.submodules[f"table_{lane}"] = table = memory.Memory(
+                shape=data.ArrayLayout(signed(8), self._entries), depth=self._banks * groups,
+                init=[])
+            wr = table.write_port()
+            m.d.comb += [wr.addr.eq(self.write.bank * groups + self.write.addr),
+                         wr.data.eq(self.write.data), wr.en.eq(self.write.en)]
             index = code_address(self.read.code[lane])
             if self._latency:
                 rd = table.read_port()
