@@ -29,13 +29,14 @@ Why a pool and not ``E x N`` fixed queues: a frame holds exactly ``k * N`` entri
 so a bank is ``E + k*N`` entries of ``bits(N) + 8 + bits(E + k*N)`` bits; fixed
 regions need ``E * N`` entries because any expert may receive every token. For
 M3ViT-tiny (E = 16, k = 2, N = 129) both banks are 548 x 25 bits = 13.7 kbit
-(one RAMB36, or less with the 18k half) against 2 x 2064 x 16 = 66 kbit (two
-RAMB36) for fixed queues; at E = 64, k = 4 it is 1160 x 26 bits (30 kbit) against 264 kbit
-(eight RAMB36). The pool grows with ``k``, fixed queues with ``E``.
+against 2 x 2064 x 16 = 66 kbit for fixed queues; at E = 64, k = 4, 1160 x 26 bits
+= 30 kbit against 264 kbit. Yosys maps the pool to 1 (E = 16) and 1.5 (E = 64)
+RAMB36 on UltraScale+, 2 and 3 DP16KD on ECP5; fixed queues would take 2 and 8
+RAMB36. The pool grows with ``k``, fixed queues with ``E``.
 
-Double buffering: the frame after next fills the bank being read out, so frame
-``f + 1`` fills while frame ``f`` drains; a bank is free again when both read-out
-streams have delivered their ``end`` beat.
+Double buffering: frame ``f + 1`` fills one bank while frame ``f`` is read out of
+the other; frame ``f + 2`` waits for ``f``'s bank, which is free again once both
+read-out streams have delivered their ``end`` beat.
 
 Per-expert state: an active-expert mask per bank (``E`` flip-flops), the queue
 lengths of both banks and the filling bank's tails in asynchronous-read LUT RAM

@@ -1,4 +1,4 @@
-"""Integration test: cocotb on the emitted Verilog of the TopK -> Dispatcher router (sim/tb_gating.py)."""
+"""Integration test: cocotb on the emitted Verilog of the TopK -> Dispatcher router (tb_gating)."""
 
 from rtl.routing import Router
 from sim.runner import run_cocotb
