@@ -76,7 +76,9 @@ class GeluLookup(wiring.Component):
         (int8 x lanes) out.
 
     Resources: one ``banks * 256 x 8`` memory per lane, all written together: 1 BRAM18
-    (or LUTRAM) per lane.
+    (or LUTRAM) per lane. A read fetches a whole word of ``entries`` entries and then
+    picks one (registered read: ``8 * entries`` flip-flops per lane), so keep
+    ``entries`` small (4: 32-bit words) and split a wider load bus into several writes.
     """
 
     @staticmethod

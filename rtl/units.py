@@ -47,7 +47,7 @@ UNITS = {
     "layernorm_192x4": lambda: LayerNormUnit(192, 4),
     "layernorm_384x8": lambda: LayerNormUnit(384, 8),
     "gelu_x4": lambda: GeluUnit(4),
-    "gelu_x16": lambda: GeluUnit(16, entries=32),
+    "gelu_x16": lambda: GeluUnit(16),
     "gating_e16_k2": lambda: Gating(16, 2, 129),
     # Attention for M3ViT-tiny (N <= 129, head dim 64): R query rows x Dp dims x H heads.
     "attention_4x8x1": lambda: AttentionKernel(AttentionConfig(r=4, dp=8, h=1, max_tokens=129)),
