@@ -384,7 +384,9 @@ class LinearKernel(wiring.Component):
                         m.d.sync += [beat.eq(0), word.eq(word + 1)]
                         with m.If(word + 1 == nb_l):
                             m.d.sync += word.eq(0)
-                            with m.If(head_l.gelu):
+                            # Without a table stage the header's gelu flag is ignored (the host
+                            # refuses tables for such a kernel: sim.linear_images.matrix_image).
+                            with m.If(head_l.gelu if cfg.gelu else 0):
                                 m.next = "TABLE"
                             with m.Else():
                                 m.d.comb += load_done.eq(1)

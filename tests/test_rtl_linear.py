@@ -130,6 +130,18 @@ def test_bad_requantizer_parameters_are_named(kwargs, message):
         matrix_image(config, "fc", np.zeros((8, 8), int), np.zeros(8, int), **kwargs)
 
 
+def test_kernel_without_gelu_stage():
+    # A kernel built without the table stage (gelu=False) still requantizes bit-exactly.
+    config = LinearConfig(pi=4, po=4, t=2, max_in=8, max_out=8, bus_width=64, gelu=False)
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, (N_TOKENS, 8))
+    jobs = [random_job(rng, 8, 8, range(5), bits=8), random_job(rng, 5, 3, [7, 2], bits=16)]
+    assert run_jobs(config, jobs, x, o_flow=0.6) > 0
+    with pytest.raises(ValueError, match=r"gelu_table of fc needs a kernel built with gelu=True"):
+        matrix_image(config, "fc", np.zeros((8, 8), int), np.zeros(8, int), bits=8,
+                     gelu_table=np.zeros(256, int))
+
+
 def test_kernel_takes_a_config():
     with pytest.raises(TypeError, match="config must be a LinearConfig"):
         LinearKernel(dict(pi=4))
