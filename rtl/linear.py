@@ -386,8 +386,9 @@ class LinearKernel(wiring.Component):
                             m.d.sync += word.eq(0)
                             # Without a table stage the header's gelu flag is ignored (the host
                             # refuses tables for such a kernel: sim.linear_images.matrix_image).
-                            with m.If(head_l.gelu if cfg.gelu else 0):
-                                m.next = "TABLE"
+                            with m.If(head_l.gelu & cfg.gelu):
+                                if cfg.gelu:
+                                    m.next = "TABLE"
                             with m.Else():
                                 m.d.comb += load_done.eq(1)
                                 m.d.sync += load_bank.eq(~load_bank)
