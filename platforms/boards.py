@@ -1,13 +1,14 @@
 """Board platforms: ZCU102 and Alveo U280 (Vivado), ULX3S 85F and OrangeCrab 85F (open ECP5 flow).
 
 amaranth-boards has neither the ZCU102 nor the U280; the classes below subclass
-Amaranth's ``XilinxPlatform`` with the clock, reset, LED, button and UART pins
-of the boards' constraint files. Pins taken from third-party copies of the
-constraint files (named per resource) are marked; none has been checked on a
-board by this project.
+Amaranth's ``XilinxPlatform`` with the clock, reset and user I/O of the boards'
+constraint files. AMD's master XDC files are not in this repository; each pin
+below was checked against the copies named in the class docstring, and the
+pins those copies disagree on are marked. No pin has been tried on a board by
+this project.
 """
 
-from amaranth.build import Attrs, Clock, DiffPairs, Pins, Resource, Subsignal
+from amaranth.build import Attrs, Clock, DiffPairs, Pins, PinsN, Resource, Subsignal
 from amaranth.vendor import XilinxPlatform
 from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_85FPlatform
 from amaranth_boards.resources import ButtonResources, LEDResources
@@ -19,41 +20,62 @@ __all__ = ["ZCU102Platform", "U280Platform", "BOARDS", "board"]
 
 
 class ZCU102Platform(XilinxPlatform):
-    """Xilinx ZCU102 (xczu9eg-ffvb1156-2-e), programmable logic only.
+    """AMD ZCU102 evaluation board (xczu9eg-ffvb1156-2-e), programmable logic only.
 
-    Pins follow the ZCU102 board XDC as reproduced in a GRLIB ZCU102 constraint
-    file (LEDs, CPU_RESET, pushbuttons, the 300 MHz USER_SI570 clock and the PL
-    USB-UART): GPIO_LED_0..7 AG14 AF13 AE13 AJ14 AJ15 AH13 AH14 AL12 (LVCMOS33),
-    CPU_RESET AM13, GPIO_SW_W/N/C/E/S AG13 AE14 AG15 AE15 AF15. The UART direction
-    (F13 FPGA->host, E13 host->FPGA) is not verified on hardware.
+    Pins and I/O standards are those of the ZCU102 board XDC (net names in
+    brackets), as reproduced with AMD's net names and bank comments in
+    third-party constraint files and in alexforencich/verilog-ethernet
+    ``example/ZCU102/fpga/fpga.xdc``:
+
+    - ``clk125``: the fixed 125 MHz oscillator [CLK_125_P/N] G21/F21, LVDS_25 (bank 47);
+    - ``rst``: the CPU RESET push button SW20 [CPU_RESET] AM13, active high;
+    - ``led`` 0..7: [GPIO_LED_0..7] AG14 AF13 AE13 AJ14 AJ15 AH13 AH14 AL12;
+    - ``button`` 0..4: [GPIO_SW_C, _N, _E, _S, _W] AG13 AG15 AE14 AE15 AF15.
+
+    **Not verified:** the direction of the PL USB-UART (CP2108 channel 2). The
+    XDC names the nets [UART2_TXD_O_FPGA_RXD] F13 and [UART2_RXD_I_FPGA_TXD] E13,
+    and litex-boards uses E13 as the FPGA's transmitter, which is what ``uart``
+    does here; verilog-ethernet's example uses F13 instead. The bank voltage
+    (LVCMOS33 here, LVCMOS18 in litex-boards) is not confirmed either.
     """
 
     device = "xczu9eg"
     package = "ffvb1156"
     speed = "2-e"
-    default_clk = "clk300"
+    default_clk = "clk125"
     default_rst = "rst"
     resources = [
-        Resource("clk300", 0, DiffPairs("AL8", "AL7", dir="i"), Clock(300e6),
-                 Attrs(IOSTANDARD="DIFF_SSTL12")),
+        Resource("clk125", 0, DiffPairs("G21", "F21", dir="i"), Clock(125e6),
+                 Attrs(IOSTANDARD="LVDS_25")),
         Resource("rst", 0, Pins("AM13", dir="i"), Attrs(IOSTANDARD="LVCMOS33")),
         *LEDResources(pins="AG14 AF13 AE13 AJ14 AJ15 AH13 AH14 AL12",
                       attrs=Attrs(IOSTANDARD="LVCMOS33")),
-        *ButtonResources(pins="AG15 AE14 AG13 AE15 AF15", attrs=Attrs(IOSTANDARD="LVCMOS33")),
-        Resource("uart", 0, Subsignal("tx", Pins("F13", dir="o")), Subsignal("rx", Pins("E13", dir="i")),
-                 Attrs(IOSTANDARD="LVCMOS33")),
+        *ButtonResources(pins="AG13 AG15 AE14 AE15 AF15", attrs=Attrs(IOSTANDARD="LVCMOS33")),
+        Resource("uart", 0, Subsignal("tx", Pins("E13", dir="o")),
+                 Subsignal("rx", Pins("F13", dir="i")), Attrs(IOSTANDARD="LVCMOS33")),
     ]
     connectors = []
 
 
 class U280Platform(XilinxPlatform):
-    """Xilinx Alveo U280 (xcu280-fsvh2892-2L-e), programmable logic only.
+    """AMD Alveo U280 card (xcu280-fsvh2892-2L-e), programmable logic only, loaded over JTAG.
 
-    The card has no user LEDs or buttons: status goes out on the USB-UART. Pins
-    from the U280 XDC as reproduced in alexforencich/verilog-ethernet
-    (example/AU280): SYSCLK0 100 MHz BJ43/BJ44 (LVDS), the reset input L30, the
-    UART A28 (FPGA->host) / B33, and HBM_CATTRIP D32, which a design must drive
-    low or the card's controller powers it down.
+    Pins from the U280 master XDC as posted by AMD on its forum (and matching
+    alexforencich/verilog-ethernet ``example/AU280``):
+
+    - ``sysclk0``: the 100 MHz [SYSCLK0_P/N] BJ43/BJ44, LVDS (bank 65);
+    - ``rst``: [CPU_RESET_FPGA] L30, the SW1 push button and the satellite
+      controller, active low;
+    - ``hbm_cattrip``: [HBM_CATTRIP] D32. The card's satellite controller cuts
+      power when this pin goes high (UG1314), so a design without HBM must drive
+      it low; it also carries a pull-down.
+
+    The card has no user LEDs, no user buttons and, in that XDC, no FPGA UART
+    (verilog-ethernet lists a USB UART on A28/B33 but leaves it commented out,
+    so it is not used here). A self-test on this card therefore reports only
+    through its status registers, which carry ``MARK_DEBUG`` for Vivado's ILA.
+    The configuration settings of the XDC (SPI x4 flash, 1.8 V) are added to the
+    generated constraints.
     """
 
     device = "xcu280"
@@ -64,12 +86,30 @@ class U280Platform(XilinxPlatform):
     resources = [
         Resource("sysclk0", 0, DiffPairs("BJ43", "BJ44", dir="i"), Clock(100e6),
                  Attrs(IOSTANDARD="LVDS")),
-        Resource("rst", 0, Pins("L30", dir="i"), Attrs(IOSTANDARD="LVCMOS18")),
-        Resource("uart", 0, Subsignal("tx", Pins("A28", dir="o")), Subsignal("rx", Pins("B33", dir="i")),
-                 Attrs(IOSTANDARD="LVCMOS18")),
-        Resource("hbm_cattrip", 0, Pins("D32", dir="o"), Attrs(IOSTANDARD="LVCMOS18")),
+        Resource("rst", 0, PinsN("L30", dir="i"), Attrs(IOSTANDARD="LVCMOS18")),
+        Resource("hbm_cattrip", 0, Pins("D32", dir="o"),
+                 Attrs(IOSTANDARD="LVCMOS18", PULLTYPE="PULLDOWN")),
     ]
     connectors = []
+
+    #: Bitstream settings from the U280 master XDC.
+    CONFIG_CONSTRAINTS = "\n".join(
+        f"set_property {name} {value} [current_design]" for name, value in (
+            ("CONFIG_VOLTAGE", "1.8"),
+            ("BITSTREAM.CONFIG.CONFIGFALLBACK", "Enable"),
+            ("BITSTREAM.GENERAL.COMPRESS", "TRUE"),
+            ("CONFIG_MODE", "SPIx4"),
+            ("BITSTREAM.CONFIG.SPI_BUSWIDTH", "4"),
+            ("BITSTREAM.CONFIG.CONFIGRATE", "85.0"),
+            ("BITSTREAM.CONFIG.EXTMASTERCCLK_EN", "disable"),
+            ("BITSTREAM.CONFIG.SPI_FALL_EDGE", "YES"),
+            ("BITSTREAM.CONFIG.UNUSEDPIN", "Pullup"),
+            ("BITSTREAM.CONFIG.SPI_32BIT_ADDR", "Yes"),
+        ))
+
+    def toolchain_prepare(self, fragment, name, **kwargs):
+        overrides = {"add_constraints": self.CONFIG_CONSTRAINTS}
+        return super().toolchain_prepare(fragment, name, **overrides, **kwargs)
 
 
 #: board name -> (platform class, part key in devices.DEVICES, flow)

@@ -3,33 +3,37 @@
 ::
 
     operand ROM --> SystolicArray --> compare with expected ROM --> done, passed, cycles
-                                                                     |
+                                                                       |
     BoardTop: start at power-up and on a button; LEDs show pass / fail / busy and the
-              high bits of the cycle count; the UART prints "PASS <cycles>" or "FAIL <cycles>"
+              high bits of the cycle count; StatusLine + UartTx print "PASS 0000006a\\r\\n"
 
 The vectors are ``golden.gemm.int8_matmul`` of seeded random int8 matrices, tiled
-as the host would (``sim.gemm_tiles``); a test can corrupt one expected word to
-see the FAIL path.
+as the host would (``sim.gemm_tiles``) and packed through the array's payload
+layouts; they are a constructor parameter, so a test can corrupt one expected word
+and see the FAIL path.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import io, memory, wiring
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import io, memory, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from golden.gemm import int8_matmul
-from rtl.systolic import SystolicArray, exp_cycles, operand_layout, result_layout
-from sim.gemm_tiles import gemm_beats
-from sim.packing import pack
+from rtl.systolic import SystolicArray, exp_cycles, result_layout
+from sim.gemm_tiles import gemm_words
+from sim.packing import pack, unpack
 
 from .uart import UartTx
 
-__all__ = ["Vectors", "make_vectors", "SelfTest", "BoardTop"]
+__all__ = ["Vectors", "make_vectors", "SelfTest", "StatusLine", "BoardTop"]
 
 CYCLE_BITS = 32
+BAUD = 115200
+#: Button sampling period: longer than contact bounce, shorter than a press.
+DEBOUNCE_S = 5e-3
 
 
 @dataclass(frozen=True)
@@ -46,48 +50,65 @@ class Vectors:
 
     @property
     def cycles(self):
-        """Cycles of the run at full rate (``rtl.systolic.exp_cycles``)."""
+        """Cycles of a run: ``rtl.systolic.exp_cycles`` (first operand beat to last result word)."""
         return exp_cycles(self.m, self.k, self.n, rows=self.rows, cols=self.cols)
 
     def corrupted(self, index):
-        """The same vectors with expected word ``index`` flipped in its lowest bit."""
+        """The same vectors with element 0 of expected result word ``index`` off by one."""
+        layout = result_layout(self.cols)
+        row = unpack(layout, self.expected[index])
+        row["acc"][0] += 1
         expected = list(self.expected)
-        expected[index] ^= 1 << 1          # bit 0 is `last`; bit 1 is acc[0] bit 0
+        expected[index] = pack(layout, row)
         return Vectors(self.rows, self.cols, self.m, self.k, self.n, self.operands, tuple(expected))
 
 
 def make_vectors(rows=4, cols=4, m=8, k=24, n=8, seed=0):
-    """Seeded ``a (m x k) @ b (k x n)`` tiled for a ``rows x cols`` array, with golden results."""
+    """Seeded ``a (m x k) @ b (k x n)`` tiled for a ``rows x cols`` array, with golden results.
+
+    Row 0 of ``a`` and column 0 of ``b`` are all -128, so the largest product
+    (2**14 per term) is among the checked results.
+    """
     rng = np.random.default_rng(seed)
     a = rng.integers(-128, 128, (m, k))
     b = rng.integers(-128, 128, (k, n))
-    a[0, :] = -128                       # the extreme product, 2**14 per term
+    a[0, :] = -128
     b[:, 0] = -128
     c = int8_matmul(a, b).astype(np.int64)
-    operands = tuple(pack(operand_layout(rows, cols), beat) for beat in gemm_beats(a, b, rows, cols))
+    operands, _ = gemm_words(a, b, rows, cols)
     pm, pn = -(-m // rows) * rows, -(-n // cols) * cols
     padded = np.zeros((pm, pn), np.int64)
     padded[:m, :n] = c
     layout = result_layout(cols)
-    expected = tuple(pack(layout, {"acc": padded[i + r, j:j + cols], "last": int(r == rows - 1)})
-                     for i in range(0, pm, rows) for j in range(0, pn, cols) for r in range(rows))
-    return Vectors(rows, cols, m, k, n, operands, expected)
+    expected = [pack(layout, {"acc": padded[i + r, j:j + cols], "last": int(r == rows - 1)})
+                for i in range(0, pm, rows) for j in range(0, pn, cols) for r in range(rows)]
+    return Vectors(rows, cols, m, k, n, tuple(operands), tuple(expected))
 
 
 class SelfTest(wiring.Component):
     """Run the vectors through a ``SystolicArray`` and compare every result word.
 
+    Parameters
+    ----------
+    vectors : Vectors
+        ROM contents (operand and expected words, array shape).
+
     Members
     -------
     start : In(1)
         A one-cycle pulse starts a run (ignored while busy).
-    busy, done, passed : Out(1)
-        ``done`` and ``passed`` hold from the end of a run until the next start.
+    busy : Out(1)
+        High during a run.
+    done, passed : Out(1)
+        Set at the end of a run, held until the next start.
     cycles : Out(32)
-        Cycles from the first operand beat to the last result word of the last run.
+        Cycles of the last run, from the first operand beat to the last result
+        word inclusive: :attr:`Vectors.cycles` (``rtl.systolic.exp_cycles``) when
+        the array runs at full rate, which it does here (the source never pauses,
+        the sink is always ready). The start pulse adds one idle cycle before.
 
-    A run takes :attr:`Vectors.cycles` cycles plus one; a run that has not finished
-    after ``4 * cycles + 64`` cycles fails (a hung datapath never shows PASS).
+    A run that has not finished after ``4 * cycles + 64`` cycles fails, so a
+    hung datapath never shows PASS.
     """
 
     start: In(1)
@@ -100,14 +121,18 @@ class SelfTest(wiring.Component):
         self._vectors = vectors
         super().__init__()
 
+    @property
+    def vectors(self):
+        return self._vectors
+
     def elaborate(self, platform):
         m = Module()
         v = self._vectors
         m.submodules.array = array = SystolicArray(v.rows, v.cols)
         m.submodules.operands = ops = memory.Memory(
-            shape=operand_layout(v.rows, v.cols).size, depth=len(v.operands), init=v.operands)
+            shape=len(array.i.payload.as_value()), depth=len(v.operands), init=v.operands)
         m.submodules.expected = exp = memory.Memory(
-            shape=result_layout(v.cols).size, depth=len(v.expected), init=v.expected)
+            shape=len(array.o.payload.as_value()), depth=len(v.expected), init=v.expected)
         op_rd = ops.read_port(domain="comb")
         exp_rd = exp.read_port(domain="comb")
         n_in, n_out = len(v.operands), len(v.expected)
@@ -128,25 +153,94 @@ class SelfTest(wiring.Component):
                 m.d.sync += self.cycles.eq(self.cycles + 1)
                 with m.If(array.i.valid & array.i.ready):
                     m.d.sync += in_idx.eq(in_idx + 1)
+                word_ok = array.o.payload.as_value() == exp_rd.data
                 with m.If(array.o.valid):
                     m.d.sync += out_idx.eq(out_idx + 1)
-                    with m.If(array.o.payload.as_value() != exp_rd.data):
+                    with m.If(~word_ok):
                         m.d.sync += mismatch.eq(1)
                 finished = array.o.valid & (out_idx == n_out - 1)
                 with m.If(finished | (self.cycles == limit)):
-                    m.d.sync += [self.done.eq(1),
-                                 self.passed.eq(finished & ~mismatch &
-                                                (array.o.payload.as_value() == exp_rd.data))]
+                    m.d.sync += [self.done.eq(1), self.passed.eq(finished & ~mismatch & word_ok)]
                     m.next = "IDLE"
+        return m
+
+
+class StatusLine(wiring.Component):
+    """Format each finished run as a text line for a UART: ``PASS 0000006a\\r\\n`` / ``FAIL ...``.
+
+    Members
+    -------
+    done, passed : In(1)
+        The self-test's status; a line starts on each rising edge of ``done``.
+    cycles : In(32)
+        Printed as 8 lower-case hex digits.
+    o : Out(stream.Signature(8))
+        The 15 bytes of the line. ``passed`` and ``cycles`` are captured at the
+        edge; an edge that comes while a line is being sent is ignored.
+    """
+
+    done: In(1)
+    passed: In(1)
+    cycles: In(CYCLE_BITS)
+    o: Out(stream.Signature(8))
+
+    LENGTH = 15
+
+    def elaborate(self, platform):
+        m = Module()
+        was_done = Signal()
+        sending = Signal()
+        passed = Signal()
+        cycles = Signal(CYCLE_BITS)
+        index = Signal(range(self.LENGTH))
+        m.d.sync += was_done.eq(self.done)
+        with m.If(self.done & ~was_done & ~sending):
+            m.d.sync += [sending.eq(1), index.eq(0), passed.eq(self.passed),
+                         cycles.eq(self.cycles)]
+
+        word = Mux(passed, Const(int.from_bytes(b"PASS", "little"), 32),
+                   Const(int.from_bytes(b"FAIL", "little"), 32))
+        with m.Switch(index):
+            for i in range(4):
+                with m.Case(i):
+                    m.d.comb += self.o.payload.eq(word.word_select(i, 8))
+            with m.Case(4):
+                m.d.comb += self.o.payload.eq(ord(" "))
+            for i in range(8):
+                with m.Case(5 + i):
+                    nibble = cycles.word_select(7 - i, 4)
+                    m.d.comb += self.o.payload.eq(
+                        Mux(nibble < 10, ord("0") + nibble, ord("a") - 10 + nibble))
+            with m.Case(13):
+                m.d.comb += self.o.payload.eq(ord("\r"))
+            with m.Case(14):
+                m.d.comb += self.o.payload.eq(ord("\n"))
+        m.d.comb += self.o.valid.eq(sending)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += index.eq(index + 1)
+            with m.If(index == self.LENGTH - 1):
+                m.d.sync += sending.eq(0)
         return m
 
 
 class BoardTop(wiring.Component):
     """The self-test on a board: start at power-up and on a button, report on LEDs and UART.
 
-    Uses whatever the platform has: ``led`` 0..n (0 pass, 1 fail, 2 busy, the rest
-    the high bits of the cycle count), ``button`` 0 (restart), ``uart`` 0 (one line
-    per run, 115200 baud), and drives ``hbm_cattrip`` low where it exists (U280).
+    Uses whatever the platform has:
+
+    - ``led`` 0..n: 0 pass, 1 fail, 2 busy, the rest the most significant bits
+      of the cycle count (``rgb_led`` 0: green pass, red fail, blue busy);
+    - ``button`` 0: restart, synchronized and sampled every ~5 ms (debounced);
+    - ``uart`` 0: one :class:`StatusLine` per run at 115200 baud, 8N1;
+    - ``hbm_cattrip`` 0 (U280): driven low.
+
+    The self-test's status nets carry ``MARK_DEBUG`` so Vivado keeps them for an
+    ILA; on a board without LEDs or UART (U280) that is how the result is read.
+
+    Parameters
+    ----------
+    vectors : Vectors, optional
+        ROM contents; :func:`make_vectors` () by default.
     """
 
     def __init__(self, vectors=None):
@@ -156,32 +250,40 @@ class BoardTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.selftest = st = SelfTest(self._vectors)
-        names = {name for name, _ in platform.resources} if platform else set()
+        names = {name for name, _ in platform.resources}
+        clk_frequency = platform.default_clk_frequency
 
-        # Start once after reset, then on every rising edge of button 0.
-        started = Signal()
-        press = Signal()
         def buffer(direction, port, name):
             m.submodules[name] = buf = io.Buffer(direction, port)
             return buf
 
+        for name in ("busy", "done", "passed", "cycles"):
+            probe = Signal.like(getattr(st, name), name=f"selftest_{name}",
+                                attrs={"MARK_DEBUG": "TRUE"})
+            m.d.comb += probe.eq(getattr(st, name))
+
+        # Start once after reset, then on every debounced press of button 0.
+        started = Signal()
+        press = Signal()
         if "button" in names:
             button = buffer("i", platform.request("button", 0, dir="-"), "button_buffer")
-            sync = Signal()
-            last = Signal()
-            m.submodules.button_sync = FFSynchronizer(button.i, sync)
-            m.d.sync += last.eq(sync)
-            m.d.comb += press.eq(sync & ~last)
+            synced = Signal()
+            m.submodules.button_sync = FFSynchronizer(button.i, synced)
+            timer = Signal(max(1, int(clk_frequency * DEBOUNCE_S).bit_length()))
+            sample, last = Signal(), Signal()
+            m.d.sync += timer.eq(timer + 1)
+            with m.If(timer == 0):
+                m.d.sync += [sample.eq(synced), last.eq(sample)]
+            m.d.comb += press.eq((timer == 0) & sample & ~last)
         m.d.sync += started.eq(1)
         m.d.comb += st.start.eq(~started | press)
 
         passed, failed = st.done & st.passed, st.done & ~st.passed
         if "led" in names:
             count = sum(1 for name, _ in platform.resources if name == "led")
-            # The most significant cycle-count bits of a run fill the LEDs after the status.
             shown = max(0, count - 3)
             low = max(0, self._vectors.cycles.bit_length() - shown)
-            bits = Cat(passed, failed, st.busy, st.cycles[low:low + shown])
+            bits = [passed, failed, st.busy, *st.cycles[low:low + shown]]
             for n in range(count):
                 led = buffer("o", platform.request("led", n, dir="-"), f"led_buffer_{n}")
                 m.d.comb += led.o.eq(bits[n])
@@ -190,39 +292,13 @@ class BoardTop(wiring.Component):
             for color, value in (("g", passed), ("r", failed), ("b", st.busy)):
                 m.d.comb += buffer("o", getattr(rgb, color), f"rgb_{color}_buffer").o.eq(value)
         if "hbm_cattrip" in names:
-            m.d.comb += buffer("o", platform.request("hbm_cattrip", 0, dir="-"), "cattrip_buffer").o.eq(0)
+            cattrip = platform.request("hbm_cattrip", 0, dir="-")
+            m.d.comb += buffer("o", cattrip, "cattrip_buffer").o.eq(0)
         if "uart" in names:
             uart_tx = buffer("o", platform.request("uart", 0, dir="-").tx, "uart_tx_buffer")
-            clk = platform.default_clk_frequency
-            m.submodules.uart_tx = tx = UartTx(max(1, int(clk // 115200)))
-            m.d.comb += uart_tx.o.eq(tx.tx)
-            # "PASS xxxxxxxx\r\n": the word, then 8 hex digits of the cycle count.
-            text = Signal(range(16))
-            sending = Signal()
-            was_done = Signal()
-            m.d.sync += was_done.eq(st.done)
-            with m.If(st.done & ~was_done):
-                m.d.sync += [sending.eq(1), text.eq(0)]
-            word = Mux(st.passed, Const(int.from_bytes(b"PASS", "little"), 32),
-                       Const(int.from_bytes(b"FAIL", "little"), 32))
-            char = Signal(8)
-            with m.Switch(text):
-                for i in range(4):
-                    with m.Case(i):
-                        m.d.comb += char.eq(word.word_select(i, 8))
-                with m.Case(4):
-                    m.d.comb += char.eq(ord(" "))
-                for i in range(8):
-                    with m.Case(5 + i):
-                        nibble = st.cycles.word_select(7 - i, 4)
-                        m.d.comb += char.eq(Mux(nibble < 10, ord("0") + nibble, ord("a") - 10 + nibble))
-                with m.Case(13):
-                    m.d.comb += char.eq(ord("\r"))
-                with m.Case(14):
-                    m.d.comb += char.eq(ord("\n"))
-            m.d.comb += [tx.i.valid.eq(sending), tx.i.payload.eq(char)]
-            with m.If(tx.i.valid & tx.i.ready):
-                m.d.sync += text.eq(text + 1)
-                with m.If(text == 14):
-                    m.d.sync += sending.eq(0)
+            m.submodules.status_line = line = StatusLine()
+            m.submodules.uart_tx = tx = UartTx(max(1, round(clk_frequency / BAUD)))
+            m.d.comb += [line.done.eq(st.done), line.passed.eq(st.passed),
+                         line.cycles.eq(st.cycles), uart_tx.o.eq(tx.tx)]
+            wiring.connect(m, line.o, tx.i)
         return m

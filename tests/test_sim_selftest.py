@@ -1,4 +1,7 @@
-"""Integration test: the board self-test core's Verilog reaches PASS with the golden ROM, FAIL with one bad word."""
+"""Integration test: the self-test core's Verilog passes with the golden ROM, fails with one bad word.
+
+The cycle count checked by the testbench is ``rtl.systolic.exp_cycles`` of the vectors' shape.
+"""
 
 import pytest
 
