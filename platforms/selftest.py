@@ -234,8 +234,10 @@ class BoardTop(wiring.Component):
     - ``uart`` 0: one :class:`StatusLine` per run at 115200 baud, 8N1;
     - ``hbm_cattrip`` 0 (U280): driven low.
 
-    The self-test's status nets carry ``MARK_DEBUG`` so Vivado keeps them for an
-    ILA; on a board without LEDs or UART (U280) that is how the result is read.
+    The self-test's status nets ``selftest_busy``, ``_done``, ``_passed`` and
+    ``_cycles`` carry ``keep`` and ``MARK_DEBUG``, so synthesis keeps them (and
+    the self-test behind them) and Vivado can attach an ILA; on a board without
+    LEDs or UART (U280) that is how the result is read.
 
     Parameters
     ----------
@@ -257,9 +259,11 @@ class BoardTop(wiring.Component):
             m.submodules[name] = buf = io.Buffer(direction, port)
             return buf
 
+        # Kept and marked for an ILA: on a board with no LED or UART (U280) nothing else
+        # observes the self-test, and synthesis would remove it.
         for name in ("busy", "done", "passed", "cycles"):
             probe = Signal.like(getattr(st, name), name=f"selftest_{name}",
-                                attrs={"MARK_DEBUG": "TRUE"})
+                                attrs={"keep": "TRUE", "MARK_DEBUG": "TRUE"})
             m.d.comb += probe.eq(getattr(st, name))
 
         # Start once after reset, then on every debounced press of button 0.

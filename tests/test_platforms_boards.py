@@ -1,5 +1,6 @@
 """Board platforms, build trees, the self-test core, its report line and the capacity check."""
 
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from amaranth.sim import Simulator
 from platforms import flows
 from platforms.boards import BOARDS, board
 from platforms.devices import DEVICES, RESOURCES
+from platforms.dfu import with_dfu_suffix
 from platforms.flows import check_fit, synth_report, vivado_project
 from platforms.selftest import BoardTop, SelfTest, StatusLine, make_vectors
 from platforms.uart import UartTx
@@ -54,7 +56,25 @@ def test_u280_tree_has_the_card_settings(tmp_path):
     assert "set_property CONFIG_VOLTAGE 1.8 [current_design]" in xdc
     assert "set_property CONFIG_MODE SPIx4 [current_design]" in xdc
     verilog = (tmp_path / "selftest.v").read_text()
-    assert '(* MARK_DEBUG = "TRUE" *)\n  wire selftest_passed;' in verilog
+    for name in ("busy", "done", "passed", "cycles"):   # the only way to observe the test
+        assert re.search(r'\(\* MARK_DEBUG = "TRUE" \*\)\s*\(\* keep = "TRUE" \*\)\s*'
+                         rf"wire (\[31:0\] )?selftest_{name};", verilog)
+    assert "src =" not in verilog                          # reproducible text
+
+
+def test_orangecrab_flow_needs_only_pypi_tools():
+    platform, _, _ = board("orangecrab")
+    script = platform.build(BoardTop(), name="selftest", do_build=False).files["build_selftest.sh"]
+    assert "dfu-suffix" not in script and '"$ECPPACK" --compress --freq 38.8' in script
+    assert "dfu-suffix" not in platform.required_tools
+
+
+def test_dfu_suffix_matches_dfu_util():
+    # Reference: dfu-util 0.11, `dfu-suffix -v 1209 -p 5af0 -a` on the same 768 bytes.
+    image = bytes(range(256)) * 3
+    out = with_dfu_suffix(image, vendor=0x1209, product=0x5AF0)
+    assert out[:-16] == image
+    assert out[-16:].hex() == "fffff05a09120001554644100d564ad2"
 
 
 def test_unknown_board_and_wrong_flow_are_named():
@@ -98,12 +118,14 @@ def test_synth_report_cli_fails_over_capacity(monkeypatch, capsys, tmp_path):
     assert (tmp_path / "synth-report" / "orangecrab_systolic_4x4.json").exists()
 
 
-def test_synth_report_of_the_ecp5_selftest_top(tmp_path):
-    """The board top as it goes on the part (I/O buffers included) fits an ECP5-85F."""
-    report, errors = synth_report("orangecrab", out_dir=tmp_path)
+@pytest.mark.parametrize("name", ["orangecrab", "u280"])
+def test_synth_report_of_the_selftest_top(name, tmp_path):
+    """The board top as it goes on the part (I/O buffers included) fits; on the U280, with
+    no LED or UART, the kept status nets still hold the whole self-test in place."""
+    report, errors = synth_report(name, out_dir=tmp_path)
     used = {row["resource"]: row["used"] for row in report["resources"]}
     assert errors == [] and report["fits"]
-    assert used["DSP"] == 16 and 0 < used["LUT"] < 4000
+    assert used["DSP"] == 16 and 500 < used["LUT"] < 4000 and used["FF"] > 1000
 
 
 def _run(dut, bench, cycles):
