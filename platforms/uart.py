@@ -33,6 +33,10 @@ class UartTx(wiring.Component):
         self._divisor = divisor
         super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
 
+    @property
+    def divisor(self):
+        return self._divisor
+
     def elaborate(self, platform):
         m = Module()
         shift = Signal(10, init=0x3FF)      # stop, 8 data, start: shifted out LSB first
