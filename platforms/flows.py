@@ -107,9 +107,10 @@ def bitstream(board_name, out_dir=None):
     """Run the open ECP5 flow for the self-test top; return the report (also ``report.json``).
 
     Writes ``selftest.bit``, and ``selftest.dfu`` for a platform with a DFU
-    bootloader (``DFU_IDS``). The report holds the wall time of the whole flow, the achieved Fmax against
-    the constraint per clock (named after the platform's clock resource when
-    the design has a single clock, else after nextpnr's net) and nextpnr's
+    bootloader (``DFU_IDS``). The report holds the wall time of the whole flow,
+    the achieved Fmax against the constraint per clock (named after the
+    platform's clock resource when the design has a single clock, else after
+    nextpnr's net) and nextpnr's
     utilisation of every cell type used.
     """
     platform, device, flow = board(board_name)

@@ -1,4 +1,4 @@
-"""Integration test: the self-test core's Verilog passes with the golden ROM, fails with one bad word.
+"""Integration test: the self-test core's Verilog passes with the golden ROM, fails with a bad word.
 
 The cycle count checked by the testbench is ``rtl.systolic.exp_cycles`` of the vectors' shape.
 """
