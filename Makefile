@@ -62,6 +62,13 @@ bitstream: $(STAMP)  ## open ECP5 flow to a .bit with Fmax + utilisation (BOARD=
 synth-report: $(STAMP)  ## yosys estimate vs device capacity, fails if it does not fit (BOARD=..., UNIT=...)
 	$(BIN)/python -m platforms.flows synth-report --board $(BOARD) $(if $(UNIT),--unit $(UNIT))
 
+quant-report: $(STAMP)  ## PTQ accuracy study: float vs min/max vs dual-stage on the trained digits MoE-ViT -> build/quant/
+	$(BIN)/python -m bench.quant_report
+
+train-digits: $(STAMP)  ## retrain the digits MoE-ViT (installs the optional torch extra) -> golden/models/
+	$(BIN)/python -m pip install -q -e ".[train]"
+	$(BIN)/python -m examples.train_digits
+
 bench: $(STAMP)  ## benchmarks: golden frame, frame cycles, units (linear, attention, nonlinear) -> build/bench/
 	$(BIN)/python -m bench.golden_frame
 	$(BIN)/python -m bench.frame
@@ -76,5 +83,5 @@ clean:  ## remove build outputs (keeps .venv)
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report bench \
+.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-digits bench \
         clean distclean

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from golden.config import PRESETS, preset
 from golden.float_model import forward, random_image
-from golden.int_model import calibrate_minmax, int_forward, pixels_from_image
+from golden.int_model import int_forward, pixels_from_image
+from golden.ptq import calibrate_minmax
 from golden.metrics import compare_traces, cosine_similarity, sqnr_db
 from golden.weights import init_weights
 from sim.waves import BUILD_DIR

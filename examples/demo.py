@@ -21,7 +21,8 @@ from rich.table import Table
 
 from golden.config import m3vit_tiny
 from golden.float_model import random_image
-from golden.int_model import calibrate_minmax, int_forward, pixels_from_image
+from golden.int_model import int_forward, pixels_from_image
+from golden.ptq import calibrate_minmax
 from golden.weights import init_weights
 from rtl.attention import AttentionConfig, AttentionKernel
 from rtl.linear import LinearConfig, LinearKernel

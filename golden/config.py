@@ -69,6 +69,10 @@ class ModelConfig:
         Tasks, in [1, 16]; every MoE block has one gate per task.
     ln_eps : float
         LayerNorm epsilon, in (0, 1).
+    num_classes : int
+        Classes of the classification head, in [0, 4096]. 0 (M3ViT, a backbone): no
+        head, the model ends at the last block. Otherwise a final LayerNorm ``norm``
+        and a linear ``head`` read the class token (row 0) and give the logits.
     """
 
     name: str = "m3vit_tiny"
@@ -85,6 +89,7 @@ class ModelConfig:
     expert_hidden: int = 384
     num_tasks: int = 2
     ln_eps: float = 1e-6
+    num_classes: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "image_size", _as_tuple("image_size", self.image_size, "(H, W)"))
@@ -124,6 +129,7 @@ class ModelConfig:
         if isinstance(self.ln_eps, bool) or not isinstance(self.ln_eps, (int, float)) \
                 or not 0 < self.ln_eps < 1:
             raise ValueError(f"ln_eps must be in (0, 1), got {self.ln_eps!r}")
+        _check("num_classes", self.num_classes, 0, 4096)
 
     @property
     def grid(self):

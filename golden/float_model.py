@@ -7,7 +7,9 @@ against with :mod:`golden.metrics`. Semantics follow M3ViT / Edge-MoE / UbiMoE
 * embedding: row 0 is ``cls_token + pos_embed[0]``; row ``1 + i`` is the 16x16
   stride-16 convolution of patch ``i`` (row-major) plus its bias and ``pos_embed[1 + i]``;
 * pre-norm blocks: ``x += attn(LN1(x))``, then ``x += ffn(LN2(x))``, where ``ffn`` is
-  the dense MLP or the MoE of the block; no final norm, no head;
+  the dense MLP or the MoE of the block; M3ViT (``num_classes`` 0) has no final norm
+  and no head; a classifier (``num_classes`` > 0) adds both on the class token
+  (:func:`classify`);
 * exact erf GELU; LayerNorm with biased variance;
 * the MoE gate of task ``t`` as ``NoisyGate_VMoE`` at eval: ``logits = LN2(x) @
   w_gate[t]`` (no bias), softmax over all experts, top-k with ties to the lower expert
@@ -37,6 +39,8 @@ name                                   shape         meaning
 ``blocks.l.mlp.topk_probs``            (N, k)        MoE only, not renormalised
 ``blocks.l.mlp.out``                   (N, D)        FFN / MoE branch
 ``blocks.l.out``                       (N, D)        block output
+``norm``                               (1, D)        classifier only: final LN of row 0
+``logits``                             (1, C)        classifier only: head output
 =====================================  ============  ====================================
 
 Every traced value is float64 except ``topk_idx``.
@@ -49,7 +53,7 @@ import numpy as np
 from .weights import validate_weights
 
 __all__ = ["gelu", "layer_norm", "softmax", "patchify", "patch_embed", "attention", "mlp",
-           "topk", "moe", "forward", "random_image"]
+           "topk", "moe", "forward", "classify", "random_image"]
 
 _ERF = np.frompyfunc(math.erf, 1, 1)
 
@@ -379,6 +383,37 @@ def forward(cfg, weights, image, task=0, trace=False):
         tr[p + "mlp.out"] = y
         tr[p + "out"] = x
     return (x, tr) if trace else x
+
+
+def classify(cfg, weights, image, task=0, trace=False):
+    """Class logits of one image: :func:`forward`, then the final LayerNorm and the head
+    on the class token (row 0).
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        With ``num_classes`` > 0.
+    weights, image, task, trace
+        As :func:`forward`; the trace adds ``norm`` (1, D) and ``logits`` (1, C).
+
+    Returns
+    -------
+    logits : numpy.ndarray of float64, shape (C,)
+    trace : dict, only when ``trace`` is true
+
+    Raises
+    ------
+    ValueError
+        ``classify needs a config with num_classes > 0`` for a backbone config.
+    """
+    if not cfg.num_classes:
+        raise ValueError("classify needs a config with num_classes > 0")
+    weights = validate_weights(weights, cfg)
+    x, tr = forward(cfg, weights, image, task, trace=True)
+    h = layer_norm(x[:1], weights["norm.weight"], weights["norm.bias"], cfg.ln_eps)
+    logits = h @ weights["head.weight"].T.astype(np.float64) + weights["head.bias"]
+    tr["norm"], tr["logits"] = h, logits
+    return (logits[0], tr) if trace else logits[0]
 
 
 def random_image(cfg, seed=0):

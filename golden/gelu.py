@@ -15,13 +15,16 @@ saturates; the input's own quantization error (``scale_in / 2``) adds at most
 import numpy as np
 
 from .float_model import gelu
-from .quant import dequantize, quantize
+from .quant import check_bits, dequantize, quantize
 
 __all__ = ["gelu_table", "gelu_int"]
 
 
-def gelu_table(scale_in, zero_point_in, scale_out, zero_point_out):
+def gelu_table(scale_in, zero_point_in, scale_out, zero_point_out, bits=8):
     """The 256-entry table: ``table[q + 128] = quantize(gelu(dequantize(q)))`` for q in -128..127.
+
+    ``bits`` (in [2, 8]) is the output width: entries saturate to its signed range
+    (below 8 emulates narrower activations; the inputs then use a part of the table).
 
     Returns
     -------
@@ -34,7 +37,9 @@ def gelu_table(scale_in, zero_point_in, scale_out, zero_point_out):
         if not -128 <= value <= 127:
             raise ValueError(f"{name} must be in [-128, 127], got {value}")
     codes = np.arange(-128, 128)
-    return quantize(gelu(dequantize(codes, scale_in, zero_point_in)), scale_out, zero_point_out)
+    check_bits("bits", bits, 2, 8)
+    return quantize(gelu(dequantize(codes, scale_in, zero_point_in)), scale_out, zero_point_out,
+                    bits).astype(np.int8)
 
 
 def gelu_int(x, table):

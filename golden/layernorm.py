@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .quant import round_half_up, round_shift
+from .quant import check_bits, int_range, round_half_up, round_shift
 from .softmax import RECIP_BITS, normalized_reciprocal
 
 __all__ = ["NORM_FRAC", "GAIN_BITS", "D_MAX", "int_layernorm", "affine_params", "eps_int"]
@@ -45,7 +45,7 @@ def _isqrt(v):
     return r
 
 
-def int_layernorm(x, gain, bias, shift, eps):
+def int_layernorm(x, gain, bias, shift, eps, bits=8):
     """LayerNorm of int16 rows to int8, exactly as in the module docstring.
 
     Parameters
@@ -60,6 +60,8 @@ def int_layernorm(x, gain, bias, shift, eps):
         Right shift of the affine result, in ``[0, 46]``.
     eps : int
         Epsilon in integer variance units, in ``[1, 2**40]``.
+    bits : int
+        Output width in [2, 8] (the last clamp); below 8 emulates narrower activations.
 
     Returns
     -------
@@ -86,13 +88,15 @@ def int_layernorm(x, gain, bias, shift, eps):
         raise ValueError(f"shift must be in [0, 46], got {shift}")
     if not 1 <= eps <= 1 << 40:
         raise ValueError(f"eps must be in [1, 2**40], got {eps}")
+    check_bits("bits", bits, 2, 8)
     s1 = x.sum(axis=1, keepdims=True)
     s2 = (x * x).sum(axis=1, keepdims=True)
     var = d * s2 - s1 * s1
     c = d * x - s1
     rec, k = normalized_reciprocal(_isqrt(var + eps))
     z = np.clip(round_shift(c * rec, k + RECIP_BITS - NORM_FRAC), -32768, 32767)
-    return np.clip(round_shift(z * gain + bias, shift), -128, 127).astype(np.int8)
+    lo, hi = int_range(bits)
+    return np.clip(round_shift(z * gain + bias, shift), lo, hi).astype(np.int8)
 
 
 def eps_int(eps, d, scale_in):

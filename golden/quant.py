@@ -21,7 +21,7 @@ import numpy as np
 from .gemm import ACC_MAX, ACC_MIN, int8_matmul
 
 __all__ = [
-    "MULT_BITS", "MULT_MAX", "SHIFT_MAX", "BIAS_MAX", "K_MAX_BIASED",
+    "check_bits", "int_dtype", "MULT_BITS", "MULT_MAX", "SHIFT_MAX", "BIAS_MAX", "K_MAX_BIASED",
     "int_range", "round_shift", "saturate", "round_half_up",
     "dyadic", "requantize", "quantize", "dequantize",
     "quantize_weight_per_channel", "quantize_bias", "fold_zero_point", "linear", "residual_add",
@@ -36,6 +36,17 @@ SHIFT_MAX = 47
 BIAS_MAX = 1 << 30
 #: Longest reduction for a biased int8 linear layer: K * 2**14 + 2**30 <= 2**31 - 1.
 K_MAX_BIASED = (ACC_MAX - BIAS_MAX) // (1 << 14)
+
+
+def check_bits(name, bits, lo, hi):
+    """Raise ``ValueError`` naming ``name`` unless ``bits`` is an integer in ``[lo, hi]``."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not lo <= bits <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {bits!r}")
+
+
+def int_dtype(bits):
+    """The narrowest numpy signed container of ``bits`` (<= 32) bits."""
+    return np.int8 if bits <= 8 else np.int16 if bits <= 16 else np.int32
 
 
 def int_range(bits, signed=True):
@@ -136,11 +147,14 @@ def requantize(acc, mult, shift, zero_point=0, bits=8):
     zero_point : int or int array
         Added after rounding; must lie in the output range.
     bits : int
-        Output width, signed: 8 (activations) or 16 (residual stream, log2-domain scores).
+        Output width, signed, in [2, 32]: 8 (activations), 16 (residual stream,
+        log2-domain scores), 32; widths below 8 emulate narrower activations (the
+        quantization study's A6 / A4) in int8 containers. The hardware's output stage
+        implements 8, 16 and 32.
 
     Returns
     -------
-    numpy.ndarray of int8 or int16 (int32 for wider ``bits``)
+    numpy.ndarray of int8 (``bits`` <= 8), int16 (<= 16) or int32
     """
     acc = _as_int("acc", acc)
     mult = _as_int("mult", mult)
@@ -148,20 +162,21 @@ def requantize(acc, mult, shift, zero_point=0, bits=8):
     _check_range("acc", acc, ACC_MIN, ACC_MAX)
     _check_range("mult", mult, 0, MULT_MAX)
     _check_range("shift", shift, 0, SHIFT_MAX)
-    if bits not in (8, 16, 32):
-        raise ValueError(f"bits must be 8, 16 or 32, got {bits}")
+    check_bits("bits", bits, 2, 32)
     lo, hi = int_range(bits)
     zp = _as_int("zero_point", zero_point)
     _check_range("zero_point", zp, lo, hi)
     out = np.clip(round_shift(acc * mult, shift) + zp, lo, hi)
-    return out.astype({8: np.int8, 16: np.int16, 32: np.int32}[bits])
+    return out.astype(int_dtype(bits))
 
 
 def quantize(x, scale, zero_point=0, bits=8):
-    """Real ``x`` to integers: ``clamp(round_half_up(x / scale) + zero_point)`` in ``bits`` signed."""
+    """Real ``x`` to integers: ``clamp(round_half_up(x / scale) + zero_point)`` in ``bits`` signed
+    (``bits`` in [2, 32], the container as :func:`requantize`)."""
+    check_bits("bits", bits, 2, 32)
     lo, hi = int_range(bits)
     q = round_half_up(np.asarray(x, dtype=np.float64) / scale) + np.asarray(zero_point, np.int64)
-    return np.clip(q, lo, hi).astype({8: np.int8, 16: np.int16, 32: np.int32}[bits])
+    return np.clip(q, lo, hi).astype(int_dtype(bits))
 
 
 def dequantize(q, scale, zero_point=0):
@@ -169,21 +184,24 @@ def dequantize(q, scale, zero_point=0):
     return (np.asarray(q, np.float64) - zero_point) * scale
 
 
-def quantize_weight_per_channel(w):
-    """Symmetric int8 weights, one scale per output channel (row of a ``[out, in]`` matrix).
+def quantize_weight_per_channel(w, bits=8):
+    """Symmetric weights, one scale per output channel (row of a ``[out, in]`` matrix).
 
-    ``scale[n] = max|w[n, :]| / 127`` (a zero row gets scale 1) and
-    ``q = clamp(round_half_up(w / scale), -127, 127)``: the code -128 is never used,
-    so the weight range is symmetric.
+    With ``m = 2**(bits-1) - 1`` (127 for int8): ``scale[n] = max|w[n, :]| / m`` (a zero
+    row gets scale 1) and ``q = clamp(round_half_up(w / scale), -m, m)``: the code
+    ``-m - 1`` is never used, so the weight range is symmetric. ``bits`` in [2, 8]
+    (narrower weights live in int8 containers).
 
     Returns
     -------
     (q, scale) : int8 array shaped like ``w``, float64 array of shape ``w.shape[:-1]``
     """
+    check_bits("bits", bits, 2, 8)
+    m = (1 << (bits - 1)) - 1
     w = np.asarray(w, dtype=np.float64)
     amax = np.abs(w).max(axis=-1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0)
-    q = np.clip(round_half_up(w / scale[..., None]), -127, 127).astype(np.int8)
+    scale = np.where(amax > 0, amax / m, 1.0)
+    q = np.clip(round_half_up(w / scale[..., None]), -m, m).astype(np.int8)
     return q, scale
 
 

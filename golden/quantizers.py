@@ -17,18 +17,20 @@ Rounding is the spec's round half up (``golden.quant.round_half_up``) throughout
 
 import numpy as np
 
-from .quant import round_half_up
+from .quant import check_bits, round_half_up
 
-__all__ = ["PERCENTILES", "uniform_params", "uniform_fake_quant", "search_uniform",
+__all__ = ["PERCENTILES", "usable_percentiles", "uniform_params", "uniform_fake_quant", "search_uniform", "search_symmetric",
            "log_sqrt2_codes", "log_sqrt2_dequant", "sqrt2_to_shift"]
 
 #: Clipping candidates of the percentile search (CoQMoE / RepQ-ViT), plus no clipping.
 PERCENTILES = (0.999, 0.9999, 0.99999, 1.0)
 
 
-def _check_bits(bits):
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise ValueError(f"bits must be an integer in [2, 16], not {bits!r}")
+def usable_percentiles(samples):
+    """The :data:`PERCENTILES` that clip at least one of ``samples`` values per side
+    (``(1 - p) * samples >= 1``), and 1.0: a finer percentile only interpolates
+    between the two largest samples, which is no clipping decision at all."""
+    return tuple(p for p in PERCENTILES if p == 1.0 or (1 - p) * samples >= 1 - 1e-9)
 
 
 def uniform_params(lo, hi, bits):
@@ -37,7 +39,7 @@ def uniform_params(lo, hi, bits):
     ``scale = (hi - lo) / (2**bits - 1)``, ``zero_point = round_half_up(-lo / scale)``;
     codes are unsigned in ``[0, 2**bits - 1]``. A degenerate range gets scale 1.
     """
-    _check_bits(bits)
+    check_bits("bits", bits, 2, 16)
     lo, hi = np.minimum(np.asarray(lo, np.float64), 0.0), np.maximum(np.asarray(hi, np.float64), 0.0)
     scale = np.where(hi > lo, (hi - lo) / ((1 << bits) - 1), 1.0)
     return scale, round_half_up(-lo / scale)
@@ -45,7 +47,7 @@ def uniform_params(lo, hi, bits):
 
 def uniform_fake_quant(x, scale, zero_point, bits):
     """``(clamp(round(x / scale) + z, 0, 2**bits - 1) - z) * scale`` (float64)."""
-    _check_bits(bits)
+    check_bits("bits", bits, 2, 16)
     q = np.clip(round_half_up(np.asarray(x, np.float64) / scale) + zero_point, 0, (1 << bits) - 1)
     return (q - zero_point) * scale
 
@@ -64,7 +66,7 @@ def search_uniform(x, bits, axis=None):
     else:
         flat = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
     best = None
-    for p in PERCENTILES:
+    for p in usable_percentiles(flat.shape[1]):
         lo = np.quantile(flat, 1 - p, axis=1) if p < 1 else flat.min(axis=1)
         hi = np.quantile(flat, p, axis=1) if p < 1 else flat.max(axis=1)
         scale, zp = uniform_params(lo, hi, bits)
@@ -81,6 +83,29 @@ def search_uniform(x, bits, axis=None):
     return scale, zp.astype(np.int64), pct
 
 
+def search_symmetric(x, bits):
+    """Per tensor, symmetric: the clipping percentile of ``|x|`` with the least squared
+    reconstruction error for codes in ``[-m, m]``, ``m = 2**(bits-1) - 1``.
+
+    Returns
+    -------
+    (scale, percentile) : float, float
+        ``scale = clip / m`` (1 for an all-zero tensor).
+    """
+    check_bits("bits", bits, 2, 16)
+    x = np.asarray(x, np.float64).ravel()
+    a = np.abs(x)
+    m = (1 << (bits - 1)) - 1
+    best = None
+    for p in usable_percentiles(a.size):
+        clip = float(np.quantile(a, p)) if p < 1 else float(a.max(initial=0.0))
+        scale = clip / m if clip > 0 else 1.0
+        err = float(((np.clip(round_half_up(x / scale), -m, m) * scale - x) ** 2).sum())
+        if best is None or err < best[2]:
+            best = (scale, p, err)
+    return best[0], best[1]
+
+
 def log_sqrt2_codes(x, delta, bits):
     """log-sqrt2 codes of ``x`` in ``(0, delta]``: ``q = clamp(round_half_up(-2 log2(x / delta)), 0, 2**bits - 1)``.
 
@@ -88,7 +113,7 @@ def log_sqrt2_codes(x, delta, bits):
     they get the code ``2**bits`` (one past the range) so :func:`log_sqrt2_dequant`
     knows them.
     """
-    _check_bits(bits)
+    check_bits("bits", bits, 2, 16)
     x = np.asarray(x, np.float64)
     with np.errstate(divide="ignore"):
         raw = round_half_up(np.where(x > 0, -2 * np.log2(np.maximum(x, 1e-300) / delta), np.inf)

@@ -37,7 +37,9 @@ def param_shapes(cfg):
         ``.weight``/``.bias`` (D,), ``attn.qkv`` (3D, D)/(3D,), ``attn.proj`` (D, D)/(D,),
         ``norm2`` (D,); dense blocks ``mlp.fc1`` (H, D)/(H,), ``mlp.fc2`` (D, H)/(D,);
         MoE blocks ``mlp.gate.t.w_gate`` (D, E) for each task t,
-        ``mlp.experts.htoh4`` (E, He, D)/(E, He), ``mlp.experts.h4toh`` (E, D, He)/(E, D).
+        ``mlp.experts.htoh4`` (E, He, D)/(E, He), ``mlp.experts.h4toh`` (E, D, He)/(E, D);
+        with a classification head (``num_classes`` C > 0) ``norm.weight``/``.bias`` (D,)
+        and ``head.weight`` (C, D)/``head.bias`` (C,) last.
     """
     d, n, p = cfg.embed_dim, cfg.num_tokens, cfg.patch_size
     e, he, h = cfg.num_experts, cfg.expert_hidden, cfg.mlp_hidden
@@ -67,6 +69,9 @@ def param_shapes(cfg):
                 q + "mlp.fc1.weight": (h, d), q + "mlp.fc1.bias": (h,),
                 q + "mlp.fc2.weight": (d, h), q + "mlp.fc2.bias": (d,),
             })
+    if cfg.num_classes:
+        shapes.update({"norm.weight": (d,), "norm.bias": (d,),
+                       "head.weight": (cfg.num_classes, d), "head.bias": (cfg.num_classes,)})
     return shapes
 
 

@@ -5,8 +5,9 @@ import pytest
 
 from golden.config import tiny_test
 from golden.float_model import forward, random_image
-from golden.int_model import QuantParams, calibrate_minmax, expected_names, int_forward, pixels_from_image
+from golden.int_model import QuantParams, expected_shapes, int_forward, pixels_from_image
 from golden.metrics import compare_traces, routing_agreement, sqnr_db
+from golden.ptq import calibrate_minmax
 from golden.weights import init_weights
 
 CFG = tiny_test()
@@ -21,7 +22,7 @@ def quantized():
 
 def test_parameter_set_is_complete_and_integer(quantized):
     _, qp, _ = quantized
-    assert sorted(qp.tensors) == sorted(expected_names(CFG))
+    assert list(qp.tensors) == list(expected_shapes(CFG))
     for name, value in qp.tensors.items():
         if not name.endswith(("scale",)):
             assert np.issubdtype(value.dtype, np.integer), name
@@ -60,6 +61,16 @@ def test_load_names_a_missing_tensor(quantized, tmp_path):
     partial.save(tmp_path / "p.npz")
     with pytest.raises(ValueError, match=r"missing tensor 'blocks.0.norm2.gain'"):
         QuantParams.load(tmp_path / "p.npz")
+
+
+def test_load_names_a_misshapen_tensor(quantized, tmp_path):
+    _, qp, _ = quantized
+    bad = dict(qp.tensors)
+    bad["blocks.1.mlp.experts.fc1.weight"] = bad["blocks.1.mlp.experts.fc1.weight"][:, :-1]
+    QuantParams(CFG, bad).save(tmp_path / "s.npz")
+    with pytest.raises(ValueError, match=r"tensor 'blocks.1.mlp.experts.fc1.weight' has shape "
+                                         r"\(4, 15, 32\), expected \(4, 16, 32\) for config 'tiny_test'"):
+        QuantParams.load(tmp_path / "s.npz")
 
 
 def test_bad_inputs_are_named(quantized):

@@ -52,7 +52,8 @@ def test_requantize_edges():
     (dict(acc=np.array([1]), mult=MULT_MAX + 1, shift=0), r"mult must be in \[0, 32767\]"),
     (dict(acc=np.array([1]), mult=1, shift=48), r"shift must be in \[0, 47\]"),
     (dict(acc=np.array([1]), mult=1, shift=0, zero_point=128), r"zero_point must be in \[-128, 127\]"),
-    (dict(acc=np.array([1]), mult=1, shift=0, bits=12), r"bits must be 8, 16 or 32"),
+    (dict(acc=np.array([1]), mult=1, shift=0, bits=1), r"bits must be an integer in \[2, 32\], got 1"),
+    (dict(acc=np.array([1]), mult=1, shift=0, bits=33), r"bits must be an integer in \[2, 32\], got 33"),
 ])
 def test_requantize_bad_parameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -69,7 +69,7 @@ def test_reparam_preserves_the_function():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: uniform_params(0, 1, 1), r"bits must be an integer in \[2, 16\], not 1"),
+    (lambda: uniform_params(0, 1, 1), r"bits must be an integer in \[2, 16\], got 1"),
     (lambda: per_tensor_target([1.0, -1.0], [0, 0]), "scale_c must be finite and positive"),
     (lambda: per_tensor_target([1.0], [0, 0]), "scale_c and zp_c must be 1-D of equal length"),
 ])
