@@ -19,6 +19,7 @@ STAMP  := $(VENV)/.installed-stamp
 SIM    ?= verilator
 BOARD  ?= ulx3s
 UNIT   ?=
+DATASET ?= mnist5k
 export SIM
 
 .DEFAULT_GOAL := help
@@ -65,9 +66,9 @@ synth-report: $(STAMP)  ## yosys estimate vs device capacity, fails if it does n
 quant-report: $(STAMP)  ## PTQ accuracy study: float vs min/max vs dual-stage on the trained digits MoE-ViT -> build/quant/
 	$(BIN)/python -m bench.quant_report
 
-train-digits: $(STAMP)  ## retrain the digits MoE-ViT (installs the optional torch extra) -> golden/models/
+train-moevit: $(STAMP)  ## retrain a study MoE-ViT (DATASET=digits|mnist5k; installs the torch extra) -> golden/models/
 	$(BIN)/python -m pip install -q -e ".[train]"
-	$(BIN)/python -m examples.train_digits
+	$(BIN)/python -m examples.train_moevit --dataset $(DATASET)
 
 bench: $(STAMP)  ## benchmarks: golden frame, frame cycles, units (linear, attention, nonlinear) -> build/bench/
 	$(BIN)/python -m bench.golden_frame
@@ -83,5 +84,5 @@ clean:  ## remove build outputs (keeps .venv)
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-digits bench \
+.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-moevit bench \
         clean distclean

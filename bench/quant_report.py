@@ -1,18 +1,28 @@
-"""Quantization report: top-1 of the trained digits MoE-ViT, float vs min/max vs dual-stage PTQ.
+"""Quantization report: top-1 of the trained MoE-ViTs, float vs min/max vs dual-stage PTQ.
 
-For each bit width (W8A8, W6A6, W4A8, W8A6 by default) both post-training
-quantizers of :mod:`golden.ptq` calibrate on the calibration split (training
-images) and the integer forward (4-bit log2 attention, the hardware's arithmetic)
-runs the held-out test split. Printed and written to ``build/quant/``:
+For each study model (``golden.datasets``: mnist5k, 1,500 test images, and digits,
+597) and each bit width (W8A8, W6A6, W4A8, W8A6 by default) three quantizations of
+:mod:`golden.ptq` calibrate on the calibration split (training images) and the
+integer forward runs the held-out test split:
 
-* ``report.json``: float top-1; per method and width top-1, the change against float
-  in percentage points, agreement with the float predictions, pooled per-layer SQNR
-  and expert-routing agreement per MoE block;
-* ``report.png``: top-1 per width and method, and per-layer SQNR at W8A8;
-* ``digits_moevit_dual_stage_w8a8.npz``: the exported integer parameter set
-  (:class:`golden.int_model.QuantParams`) that the hardware consumes.
+* ``minmax/log2``: naive per-tensor min/max, 4-bit log2 attention;
+* ``dual_stage/log2``: CoQMoE / RepQ-ViT dual-stage PTQ, 4-bit log2 attention (what
+  the RTL attention kernel runs);
+* ``dual_stage/sqrt2``: dual-stage with the reference's 4-bit log-sqrt2 attention
+  (odd codes through a second accumulator; golden only).
 
-Usage: ``python -m bench.quant_report [--widths 8:8,6:6,4:8,8:6] [--test N]``
+Printed and written to ``build/quant/<dataset>/``:
+
+* ``report.json``: float top-1; per configuration and width top-1, the change against
+  float in percentage points, agreement with the float predictions, the paired count
+  against min/max (test images only this one gets right / only min/max gets right),
+  pooled per-layer SQNR and expert-routing agreement per MoE block;
+* ``report.png``: top-1 per width and configuration, and per-layer SQNR at W8A8;
+* ``<dataset>_moevit_dual_stage_w8a8.npz``: the exported integer parameter set
+  (:class:`golden.int_model.QuantParams`, dual-stage, log2 attention) that the
+  hardware consumes.
+
+Usage: ``python -m bench.quant_report [--dataset mnist5k] [--widths 8:8,6:6,4:8,8:6] [--test N]``
 """
 
 import argparse
@@ -21,16 +31,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from golden import digits
+from golden.datasets import DATASETS, dataset
 from golden.accuracy import evaluate, float_reference
-from golden.ptq import METHODS, calibrate
+from golden.ptq import calibrate
 from sim.waves import BUILD_DIR
 
 OUT_DIR = BUILD_DIR / "quant"
+#: (method, attention codes) of the compared quantizations; the first is the baseline.
+CONFIGS = (("minmax", "log2"), ("dual_stage", "log2"), ("dual_stage", "sqrt2"))
+EXPORTED = ("dual_stage", "log2", 8, 8)
 DEFAULT_WIDTHS = "8:8,6:6,4:8,8:6"
 
 
@@ -51,83 +65,99 @@ def _plot(report, path):
     import matplotlib.pyplot as plt
 
     rows = report["results"]
-    labels = sorted({r["width"] for r in rows}, key=lambda w: [-int(v) for v in w[1:].split("A")])
+    labels = list(dict.fromkeys(r["width"] for r in rows))
+    names = list(dict.fromkeys(r["name"] for r in rows))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for i, method in enumerate(METHODS):
-        acc = [next(r["accuracy"] for r in rows if r["width"] == w and r["method"] == method) * 100
+    bar = 0.8 / len(names)
+    for i, name in enumerate(names):
+        acc = [next(r["accuracy"] for r in rows if r["width"] == w and r["name"] == name) * 100
                for w in labels]
-        ax1.bar([x + (i - 0.5) * 0.38 for x in range(len(labels))], acc, 0.38, label=method)
+        ax1.bar([x + (i - (len(names) - 1) / 2) * bar for x in range(len(labels))], acc, bar,
+                label=name)
     ax1.axhline(report["float_accuracy"] * 100, color="k", ls="--", lw=1, label="float")
     ax1.set_xticks(range(len(labels)), labels)
     ax1.set_ylabel("top-1 on the test split (%)")
     ax1.set_ylim(max(0, min(r["accuracy"] for r in rows) * 100 - 5), 100)
     ax1.legend(loc="lower left")
     ax1.set_title(f"{report['model']}: {report['test_images']} test images")
-    for method in METHODS:
-        row = next((r for r in rows if r["width"] == "W8A8" and r["method"] == method), None)
-        if row:
-            names = list(row["sqnr_db"])
-            ax2.plot(range(len(names)), [row["sqnr_db"][n] for n in names], marker=".", label=method)
-    if any(r["width"] == "W8A8" for r in rows):
-        ax2.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-    ax2.set_ylabel("SQNR vs float (dB), W8A8")
+    width = labels[0]
+    for name in names:
+        row = next(r for r in rows if r["width"] == width and r["name"] == name)
+        layers = list(row["sqnr_db"])
+        ax2.plot(range(len(layers)), [row["sqnr_db"][n] for n in layers], marker=".", label=name)
+    ax2.set_xticks(range(len(layers)), layers, rotation=90, fontsize=6)
+    ax2.set_ylabel(f"SQNR vs float (dB), {width}")
     ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--widths", type=_widths, default=_widths(DEFAULT_WIDTHS),
-                    help=f"comma-separated weight:activation bit widths (default {DEFAULT_WIDTHS})")
-    ap.add_argument("--test", type=int, default=digits.TEST_SIZE,
-                    help="evaluate on the first N test images (default: all)")
-    ap.add_argument("--out", type=Path, default=OUT_DIR)
-    args = ap.parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 120)
-
+def report_dataset(data, widths, out_dir, test_limit, console):
+    """Calibrate, evaluate and write the report of one study model; returns the report dict."""
     def progress(iterable, description):
         return track(iterable, description=description, console=console, transient=True)
 
-    cfg, weights = digits.config(), digits.load_weights()
-    calib, _ = digits.load_split("calibration")
-    test_x, test_y = digits.load_split("test")
-    test_x, test_y = test_x[:args.test], test_y[:args.test]
+    cfg, weights = data.config(), data.load_weights()
+    calib, _ = data.load_split("calibration")
+    test_x, test_y = data.load_split("test")
+    test_x, test_y = test_x[:test_limit], test_y[:test_limit]
     ref = float_reference(cfg, weights, test_x, test_y, progress=progress)
-    report = {"model": cfg.name, "config": cfg.to_dict(), "test_images": len(test_y),
-              "calibration_images": len(calib), "float_accuracy": ref.accuracy, "results": []}
-    args.out.mkdir(parents=True, exist_ok=True)
-    for w_bits, a_bits in args.widths:
-        for method in METHODS:
+    report = {"model": cfg.name, "dataset": data.name, "config": cfg.to_dict(),
+              "test_images": len(test_y), "calibration_images": len(calib),
+              "float_accuracy": ref.accuracy, "results": []}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exported = out_dir / f"{cfg.name}_dual_stage_w8a8.npz"
+    for w_bits, a_bits in widths:
+        baseline = None
+        for method, attention in CONFIGS:
             t0 = time.perf_counter()
-            label = f"{method} W{w_bits}A{a_bits}"
-            qp = calibrate(cfg, weights, calib, method, w_bits, a_bits,
-                           progress=lambda it, d, label=label: progress(it, f"{d} {label}"))
+            name, width = f"{method}/{attention}", f"W{w_bits}A{a_bits}"
+            qp = calibrate(cfg, weights, calib, method, w_bits, a_bits, attention=attention,
+                           progress=lambda it, d, label=f"{name} {width}": progress(it, f"{d} {label}"))
             res = evaluate(qp, test_x, ref, progress=progress)
-            if (method, w_bits, a_bits) == ("dual_stage", 8, 8):
-                qp.save(args.out / "digits_moevit_dual_stage_w8a8.npz")
+            if (method, attention, w_bits, a_bits) == EXPORTED:
+                qp.save(exported)
+            right = np.array(res["predictions"]) == test_y
+            baseline = right if baseline is None else baseline
             report["results"].append({
-                "method": method, "width": f"W{w_bits}A{a_bits}", "weight_bits": w_bits,
-                "act_bits": a_bits, **res, "delta_pp": (res["accuracy"] - ref.accuracy) * 100,
+                "name": name, "method": method, "attention": attention, "width": width,
+                "weight_bits": w_bits, "act_bits": a_bits, **res,
+                "delta_pp": (res["accuracy"] - ref.accuracy) * 100,
+                "only_this_right": int((right & ~baseline).sum()),
+                "only_minmax_right": int((baseline & ~right).sum()),
                 "seconds": round(time.perf_counter() - t0, 1)})
 
-    table = Table(title=f"{cfg.name}: top-1 on {len(test_y)} held-out images "
-                        f"(float {ref.accuracy:.2%}), 4-bit log2 attention")
-    for col in ("width", "method", "top-1", "vs float pp", "= float pred", "routing", "min SQNR dB",
-                "logits SQNR dB"):
-        table.add_column(col, justify="left" if col in ("width", "method") else "right")
+    table = Table(title=f"{cfg.name}: top-1 on {len(test_y)} held-out images (float "
+                        f"{ref.accuracy:.2%}); one image = {100 / len(test_y):.3f} pp")
+    for col in ("width", "quantization", "top-1", "vs float pp", "vs min/max +/-", "= float pred",
+                "routing", "min SQNR dB", "logits SQNR dB"):
+        table.add_column(col, justify="left" if col in ("width", "quantization") else "right")
     for r in report["results"]:
-        table.add_row(r["width"], r["method"], f"{r['accuracy']:.2%}", f"{r['delta_pp']:+.2f}",
-                      f"{r['float_agreement']:.2%}",
-                      f"{min(r['routing'].values()):.3f}",
+        paired = "" if r["name"] == "/".join(CONFIGS[0]) else \
+            f"+{r['only_this_right']}/-{r['only_minmax_right']}"
+        table.add_row(r["width"], r["name"], f"{r['accuracy']:.2%}", f"{r['delta_pp']:+.2f}", paired,
+                      f"{r['float_agreement']:.2%}", f"{min(r['routing'].values()):.3f}",
                       f"{min(r['sqnr_db'].values()):.1f}", f"{r['sqnr_db']['logits']:.1f}")
     console.print(table)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    _plot(report, args.out / "report.png")
-    console.print(f"wrote {args.out / 'report.json'}, {args.out / 'report.png'} and "
-                  f"{args.out / 'digits_moevit_dual_stage_w8a8.npz'}")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    _plot(report, out_dir / "report.png")
+    console.print(f"wrote {out_dir / 'report.json'}, {out_dir / 'report.png'} and {exported}")
     return report
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=sorted(DATASETS), action="append",
+                    help="study model(s) to report (default: all)")
+    ap.add_argument("--widths", type=_widths, default=_widths(DEFAULT_WIDTHS),
+                    help=f"comma-separated weight:activation bit widths (default {DEFAULT_WIDTHS})")
+    ap.add_argument("--test", type=int, help="evaluate on the first N test images (default: all)")
+    ap.add_argument("--out", type=Path, default=OUT_DIR)
+    args = ap.parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    return [report_dataset(dataset(name), args.widths, args.out / name, args.test, console)
+            for name in args.dataset or DATASETS]
 
 
 if __name__ == "__main__":

@@ -90,14 +90,16 @@ def evaluate(qp, images, reference, task=0, progress=None):
     Returns
     -------
     dict
-        ``accuracy``, ``float_agreement`` (share of equal predictions),
+        ``accuracy``, ``predictions`` (list of int), ``float_agreement`` (share of
+        equal predictions),
         ``sqnr_db`` (name -> pooled SQNR in dB, trace order) and ``routing``
         (MoE block name -> agreement).
     """
     if len(images) != len(reference.labels):
         raise ValueError(f"images has {len(images)} entries, the reference {len(reference.labels)}")
     signal, noise, routes, preds = {}, {}, {}, []
-    for image, ref in zip((progress or _identity)(images, "integer model"), reference.traces):
+    for image, ref in zip((progress or _identity)(images, "integer model"), reference.traces,
+                          strict=True):
         logits, tr = int_classify(qp, pixels_from_image(qp.config, image), task, trace=True)
         preds.append(int(np.argmax(logits)))
         deq = tr.dequantized()
@@ -114,6 +116,6 @@ def evaluate(qp, images, reference, task=0, progress=None):
     routing = {block: routing_agreement(np.concatenate([a for a, _ in pairs]),
                                         np.concatenate([b for _, b in pairs]))
                for block, pairs in routes.items()}
-    return {"accuracy": float((preds == reference.labels).mean()),
+    return {"accuracy": float((preds == reference.labels).mean()), "predictions": preds.tolist(),
             "float_agreement": float((preds == reference.predictions).mean()),
             "sqnr_db": sqnr, "routing": routing}

@@ -19,7 +19,8 @@ residual stream     int16 at one scale for the whole model (``residual.scale``)
 LayerNorm outputs   A-bit, per-tensor scale and zero point
 q, k, v             A-bit, symmetric per-tensor scales
 scores, gate logits int16 log2 domain (``LOG2_FRAC`` fraction bits)
-attention probs     4-bit log2 codes, deferred normalisation
+attention probs     4-bit log2 codes (``quant.attn_sqrt2`` = 1: log-sqrt2 codes,
+                    golden only), deferred normalisation
 attention output    A-bit at v's scale
 GELU in / out       A-bit, per-tensor scale and zero point (per expert in MoE)
 gate probabilities  uint8 Q0.8
@@ -43,7 +44,8 @@ from .gemm import int8_matmul
 from .layernorm import int_layernorm
 from .moe import combine, dispatch, topk
 from .quant import dequantize, linear, requantize, residual_add, round_half_up
-from .softmax import LOG2_FRAC, attention_pv, log2_codes, softmax_u8
+from .softmax import (LOG2_FRAC, attention_pv, attention_pv_sqrt2, log2_codes, softmax_u8,
+                      sqrt2_codes)
 
 __all__ = ["LOG2_SCALE", "QuantParams", "IntTrace", "expected_shapes", "pixels_from_image",
            "int_forward", "int_classify"]
@@ -144,7 +146,8 @@ def _ffn_shapes(name, d, hidden, lead=()):
 def expected_shapes(cfg):
     """Every tensor of a :class:`QuantParams` for ``cfg``: name -> shape, in a fixed order."""
     d, e = cfg.embed_dim, cfg.num_experts
-    shapes = {"quant.weight_bits": (), "quant.act_bits": (), "residual.scale": (),
+    shapes = {"quant.weight_bits": (), "quant.act_bits": (), "quant.attn_sqrt2": (),
+              "residual.scale": (),
               "pos_embed": (cfg.num_tokens, d), **_linear_shapes("patch_embed", d, cfg.patch_dim)}
     for b in range(cfg.depth):
         p = f"blocks.{b}."
@@ -236,8 +239,12 @@ def _attention(cfg, qp, p, h, trace):
         trace.put(p + f"attn.{t}", value, qp.scalar(p + f"attn.{t}.scale"))
     scores = np.stack([int8_matmul(q[j], k[j].T) for j in range(cfg.num_heads)])
     u = requantize(scores, qp[p + "attn.scores.mult"], qp[p + "attn.scores.shift"], bits=16)
-    codes = log2_codes(u)
-    o = attention_pv(codes, v)
+    if qp.scalar("quant.attn_sqrt2"):
+        codes = sqrt2_codes(u)
+        o = attention_pv_sqrt2(codes, v)
+    else:
+        codes = log2_codes(u)
+        o = attention_pv(codes, v)
     out = o.transpose(1, 0, 2).reshape(-1, d)
     trace.put(p + "attn.scores", u, LOG2_SCALE)
     trace.put(p + "attn.codes", codes)

@@ -16,13 +16,16 @@ observed min / max (symmetric for q, k, v; asymmetric elsewhere).
 2. stage two re-parameterises them into the hardware's: the channel-wise scales and
    zero points fold into the LayerNorm affine and into the columns and bias of every
    linear layer that reads it (:mod:`golden.reparam`; the gate gains a bias), which
-   leaves one scale and one zero point per tensor and the same codes. Attention
-   probabilities are the hardware's 4-bit log2 codes of the deferred-normalised
-   exponentials (:func:`golden.softmax.log2_codes`): with the row maximum as the
-   quantizer's reference (``Delta`` = 1, the normalisation folded into the final
-   reciprocal) they need no calibration; stage one's log-sqrt2 quantizer and its
-   shift-only form are :func:`golden.quantizers.log_sqrt2_codes` /
-   :func:`~golden.quantizers.sqrt2_to_shift`.
+   leaves one scale and one zero point per tensor and the same codes.
+
+Attention probabilities (either method, ``attention=``): 4-bit codes of the
+deferred-normalised exponentials ``exp(s - row max)``, whose quantizer reference
+``Delta`` is the row maximum (code 0) with the normalisation folded into one
+reciprocal per row, so they need no calibration. ``"log2"`` codes
+(:func:`golden.softmax.log2_codes`, octave steps) are what the attention kernel runs;
+``"sqrt2"`` codes (:func:`golden.softmax.sqrt2_codes`, the reference's log-sqrt2
+quantizer in its shift-only form: ``2**-ceil(c/2)`` into an even and an odd
+accumulator, one multiply by sqrt(2) per output) are golden only.
 
 Both methods: weights symmetric per output channel with ``weight_bits``; the residual
 stream int16 at its largest calibrated magnitude; patch-embedding input the 8-bit
@@ -50,10 +53,11 @@ from .quantizers import PERCENTILES, search_symmetric, search_uniform, uniform_p
 from .reparam import per_tensor_target, reparam_layernorm, reparam_linear
 from .weights import validate_weights
 
-__all__ = ["METHODS", "MIN_SAMPLES_PER_CHANNEL", "float_layers", "norm_readers", "collect_samples",
+__all__ = ["METHODS", "ATTENTION_CODES", "MIN_SAMPLES_PER_CHANNEL", "float_layers", "norm_readers", "collect_samples",
            "reparameterise", "calibrate", "calibrate_minmax", "calibrate_dual_stage"]
 
 METHODS = ("minmax", "dual_stage")
+ATTENTION_CODES = ("log2", "sqrt2")
 #: The channel-wise percentile search needs this many samples per channel (tokens x
 #: images) so that its tightest candidate, 0.999, clips at least one sample.
 MIN_SAMPLES_PER_CHANNEL = math.ceil(1 / (1 - PERCENTILES[0]))
@@ -246,7 +250,7 @@ def _ffn_entries(prefix, fc1, fc2, s_in, zp_in, hidden, acts, weight_bits, res_s
 
 
 def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, task=0,
-              progress=None):
+              progress=None, attention="log2"):
     """Quantize ``weights`` with ``method`` on the calibration ``images``.
 
     Parameters
@@ -267,6 +271,10 @@ def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, 
         quantized from the same post-LayerNorm quantizer).
     progress : callable, optional
         ``progress(iterable, description)`` wraps the per-image loop (a progress bar).
+    attention : str
+        The attention probabilities' codes: ``"log2"`` (4-bit log2, what the attention
+        kernel implements) or ``"sqrt2"`` (4-bit log-sqrt2 as the reference, odd codes
+        through a second accumulator and one sqrt(2) multiply; golden only).
 
     Returns
     -------
@@ -284,6 +292,8 @@ def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, 
     check_bits("act_bits", act_bits, 2, 8)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if attention not in ATTENTION_CODES:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_CODES)}, got {attention!r}")
     images = _check_images(cfg, images)
     if method == "dual_stage" and len(images) * cfg.num_tokens < MIN_SAMPLES_PER_CHANNEL:
         need = math.ceil(MIN_SAMPLES_PER_CHANNEL / cfg.num_tokens)
@@ -308,6 +318,7 @@ def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, 
                     float(np.abs(pos).max())) / 32767
     t = {"quant.weight_bits": np.array(weight_bits, np.int32),
          "quant.act_bits": np.array(act_bits, np.int32),
+         "quant.attn_sqrt2": np.array(attention == "sqrt2", np.int32),
          "residual.scale": np.array(res_scale), "pos_embed": quantize(pos, res_scale, bits=16)}
     t.update(_linear_entries("patch_embed", lin["patch_embed"], 1 / 256, -128, res_scale, 8))
     d = cfg.embed_dim
@@ -354,11 +365,11 @@ def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, 
     return QuantParams(cfg, t).validate()
 
 
-def calibrate_minmax(cfg, weights, images, task=0, weight_bits=8, act_bits=8, progress=None):
+def calibrate_minmax(cfg, weights, images, task=0, **kwargs):
     """:func:`calibrate` with ``method="minmax"`` (plain per-tensor min/max PTQ)."""
-    return calibrate(cfg, weights, images, "minmax", weight_bits, act_bits, task, progress)
+    return calibrate(cfg, weights, images, "minmax", task=task, **kwargs)
 
 
-def calibrate_dual_stage(cfg, weights, images, task=0, weight_bits=8, act_bits=8, progress=None):
+def calibrate_dual_stage(cfg, weights, images, task=0, **kwargs):
     """:func:`calibrate` with ``method="dual_stage"`` (CoQMoE / RepQ-ViT)."""
-    return calibrate(cfg, weights, images, "dual_stage", weight_bits, act_bits, task, progress)
+    return calibrate(cfg, weights, images, "dual_stage", task=task, **kwargs)

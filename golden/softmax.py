@@ -10,7 +10,13 @@ Two output forms:
 * :func:`softmax_u8` (gating): unsigned Q0.8 probabilities, one reciprocal per row.
 * :func:`log2_codes` + :func:`attention_pv` (attention): 4-bit codes ``c`` of the
   *unnormalised* exponentials, ``e = 2**-c`` (code 15 = zero), so P.V is
-  shift-and-add, and normalisation is deferred to one reciprocal per row.
+  shift-and-add, and normalisation is deferred to one reciprocal per row. This is
+  what the attention kernel (``rtl/attention.py``) implements.
+* :func:`sqrt2_codes` + :func:`attention_pv_sqrt2`: the reference's (CoQMoE)
+  4-bit log-sqrt2 codes, ``e = 2**(-c/2)``, half-octave steps; in hardware form
+  ``2**-ceil(c/2)`` shifts into an even and an odd accumulator and one multiply by
+  sqrt(2) per output and per denominator. Golden only (the RTL kernel has the
+  log2 form).
 
 Both take the row maximum over the whole row (the hardware keeps a running maximum
 while the row streams in and buffers the scores until the row ends).
@@ -22,7 +28,8 @@ from .quant import round_shift
 
 __all__ = [
     "LOG2_FRAC", "EXP2_BITS", "EXP2_TABLE", "CODE_BITS", "CODE_ZERO", "RECIP_BITS",
-    "exp2_neg", "normalized_reciprocal", "softmax_u8", "log2_codes", "attention_pv",
+    "SQRT2_Q15", "exp2_neg", "normalized_reciprocal", "softmax_u8", "log2_codes", "attention_pv",
+    "sqrt2_codes", "attention_pv_sqrt2",
 ]
 
 #: Fraction bits of log2-domain scores: ``u`` counts 1/64 of a binary order of magnitude.
@@ -37,6 +44,8 @@ CODE_BITS = 4
 CODE_ZERO = (1 << CODE_BITS) - 1
 #: Reciprocals are normalised to ``[2**15, 2**16]`` (17-bit unsigned, one DSP port).
 RECIP_BITS = 15
+#: sqrt(2) in Q1.15 (``round_half_up(sqrt(2) * 2**15)``) for the odd log-sqrt2 codes.
+SQRT2_Q15 = 46341
 
 
 def _as_int(name, x):
@@ -53,6 +62,19 @@ def _check_u(u):
     if u.ndim == 0 or u.shape[-1] == 0:
         raise ValueError(f"u must have at least one score per row, got shape {u.shape}")
     return u
+
+
+def _check_pv(codes, v):
+    codes = _as_int("codes", codes)
+    v = _as_int("v", v)
+    if codes.size and (codes.min() < 0 or codes.max() > CODE_ZERO):
+        raise ValueError(f"codes must be in [0, {CODE_ZERO}], "
+                         f"found [{int(codes.min())}, {int(codes.max())}]")
+    if v.size and (v.min() < -128 or v.max() > 127):
+        raise ValueError(f"v must hold int8 values, found [{int(v.min())}, {int(v.max())}]")
+    if codes.shape[-1] != v.shape[-2]:
+        raise ValueError(f"codes have {codes.shape[-1]} keys but v has {v.shape[-2]} rows")
+    return codes, v
 
 
 def exp2_neg(d):
@@ -161,15 +183,57 @@ def attention_pv(codes, v):
     numpy.ndarray of int8, shape (..., M, D)
         ``N <= 2**16`` keeps ``num`` within 2**37 and every product below 2**54.
     """
-    codes = _as_int("codes", codes)
-    v = _as_int("v", v)
-    if codes.size and (codes.min() < 0 or codes.max() > CODE_ZERO):
-        raise ValueError(f"codes must be in [0, {CODE_ZERO}], found [{int(codes.min())}, {int(codes.max())}]")
-    if v.size and (v.min() < -128 or v.max() > 127):
-        raise ValueError(f"v must hold int8 values, found [{int(v.min())}, {int(v.max())}]")
-    if codes.shape[-1] != v.shape[-2]:
-        raise ValueError(f"codes have {codes.shape[-1]} keys but v has {v.shape[-2]} rows")
+    codes, v = _check_pv(codes, v)
     w = np.where(codes < CODE_ZERO, np.left_shift(1, np.maximum(CODE_ZERO - 1 - codes, 0)), 0)
     num = w @ v
     rec, k = normalized_reciprocal(w.sum(axis=-1, keepdims=True))
+    return np.clip(round_shift(num * rec, k + RECIP_BITS), -128, 127).astype(np.int8)
+
+
+def sqrt2_codes(u):
+    """4-bit log-sqrt2 codes of the unnormalised exponentials (half-octave steps).
+
+    ``c = min(round_shift(2 * (max(u) - u), LOG2_FRAC), 15)``: the exponential
+    ``2**(-(m-u)/64)`` rounded to the nearest power of sqrt(2) in the log domain
+    (halves to the smaller weight), ``c = round(-2 log2(e / e_max))`` as the reference's
+    log-sqrt2 quantizer with ``Delta`` = the row maximum. Code 15 (:data:`CODE_ZERO`)
+    means zero weight: everything at or below ``2**-7.25`` of the row maximum.
+
+    Returns
+    -------
+    numpy.ndarray of uint8 in [0, 15], shape like ``u``
+    """
+    u = _check_u(u)
+    d = u.max(axis=-1, keepdims=True) - u
+    return np.minimum(round_shift(2 * d, LOG2_FRAC), CODE_ZERO).astype(np.uint8)
+
+
+def attention_pv_sqrt2(codes, v):
+    """P.V with log-sqrt2 codes, shift-only plus one sqrt(2) multiply (the reference's form).
+
+    ``2**(-c/2) = 2**(-ceil(c/2)) * sqrt(2)**(c odd)``. For each row ``i``: weights
+    ``w_ij = 2**(7 - ceil(c_ij / 2))`` (0 for code 15), so ``v_j << (7 - ceil(c/2))``;
+    even codes accumulate into ``num_e, den_e``, odd codes into ``num_o, den_o``; then
+    ``num = num_e * 2**15 + num_o * SQRT2_Q15``, ``den = den_e * 2**15 + den_o * SQRT2_Q15``,
+    ``(rec, k) = normalized_reciprocal(den)``,
+    ``out = clamp(round_shift(num * rec, k + 15), -128, 127)``.
+
+    Parameters
+    ----------
+    codes : int array, shape (..., M, N), values in [0, 15]
+    v : int array, shape (..., N, D), int8
+
+    Returns
+    -------
+    numpy.ndarray of int8, shape (..., M, D)
+        ``N <= 2**16`` keeps every product below 2**63.
+    """
+    codes, v = _check_pv(codes, v)
+    w = np.where(codes < CODE_ZERO, np.left_shift(1, 7 - ((codes + 1) >> 1)), 0)
+    odd = (codes & 1).astype(bool)
+    w_e, w_o = np.where(odd, 0, w), np.where(odd, w, 0)
+    num = np.left_shift(w_e @ v, EXP2_BITS) + (w_o @ v) * SQRT2_Q15
+    den = np.left_shift(w_e.sum(axis=-1, keepdims=True), EXP2_BITS) \
+        + w_o.sum(axis=-1, keepdims=True) * SQRT2_Q15
+    rec, k = normalized_reciprocal(den)
     return np.clip(round_shift(num * rec, k + RECIP_BITS), -128, 127).astype(np.int8)

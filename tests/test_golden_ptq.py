@@ -10,7 +10,7 @@ are named.
 import numpy as np
 import pytest
 
-from golden import digits
+from golden.datasets import DATASETS, dataset
 from golden.accuracy import evaluate, float_reference
 from golden.config import tiny_test
 from golden.float_model import layer_norm, random_image
@@ -24,11 +24,13 @@ from golden.ptq import (
     norm_readers,
     reparameterise,
 )
+from golden.softmax import log2_codes, sqrt2_codes
 from golden.weights import init_weights
 
 
 @pytest.fixture(scope="module")
 def trained():
+    digits = dataset("digits")
     cfg, weights = digits.config(), digits.load_weights()
     calib, _ = digits.load_split("calibration")
     return cfg, weights, calib
@@ -82,7 +84,7 @@ def test_exported_set_runs_unchanged_after_save_and_load(trained, tmp_path):
     assert np.abs(qp["blocks.1.mlp.gate.0.bias"]).max() > 0
     qp.save(tmp_path / "w8a8.npz")
     loaded = QuantParams.load(tmp_path / "w8a8.npz")
-    images, labels = digits.load_split("test")
+    images, labels = dataset("digits").load_split("test")
     images, labels = images[:40], labels[:40]
     ref = float_reference(cfg, weights, images, labels)
     a, b = evaluate(qp, images, ref), evaluate(loaded, images, ref)
@@ -145,19 +147,50 @@ def test_bad_inputs_are_named(trained):
     calibrate(cfg, weights, calib[:need], "dual_stage")       # the boundary itself is accepted
     with pytest.raises(ValueError, match=r"method must be one of minmax, dual_stage, got 'kl'"):
         calibrate(cfg, weights, calib[:64], "kl")
+    with pytest.raises(ValueError, match=r"attention must be one of log2, sqrt2, got 'log4'"):
+        calibrate(cfg, weights, calib[:64], "minmax", attention="log4")
 
 
-def test_split_is_disjoint_and_seeded():
-    train_x, train_y = digits.load_split("train")
-    test_x, _ = digits.load_split("test")
-    calib_x, calib_y = digits.load_split("calibration")
-    assert len(test_x) == digits.TEST_SIZE and len(train_x) + len(test_x) == 1797
-    assert len(calib_x) == digits.CALIBRATION_SIZE
-    assert np.array_equal(calib_x, train_x[:digits.CALIBRATION_SIZE])
-    assert np.array_equal(calib_y, train_y[:digits.CALIBRATION_SIZE])
+def test_sqrt2_attention_runs_the_half_octave_codes(trained):
+    cfg, weights, calib = trained
+    qp2 = calibrate(cfg, weights, calib[:64], "minmax")
+    qps = calibrate(cfg, weights, calib[:64], "minmax", attention="sqrt2")
+    assert qp2.scalar("quant.attn_sqrt2") == 0 and qps.scalar("quant.attn_sqrt2") == 1
+    # Everything but the flag is the same parameter set ...
+    assert all(np.array_equal(qp2[n], qps[n]) for n in qp2.tensors if n != "quant.attn_sqrt2")
+    pixels = pixels_from_image(cfg, calib[0])
+    _, t2 = int_classify(qp2, pixels, trace=True)
+    _, ts = int_classify(qps, pixels, trace=True)
+    # ... the scores are equal, the codes are the half-octave ones of the same scores.
+    assert np.array_equal(t2["blocks.0.attn.scores"], ts["blocks.0.attn.scores"])
+    assert np.array_equal(ts["blocks.0.attn.codes"], sqrt2_codes(ts["blocks.0.attn.scores"]))
+    assert np.array_equal(t2["blocks.0.attn.codes"], log2_codes(t2["blocks.0.attn.scores"]))
+    assert not np.array_equal(t2["blocks.0.attn.out"], ts["blocks.0.attn.out"])
+
+
+@pytest.mark.parametrize("name, total", [("digits", 1797), ("mnist5k", 5000)])
+def test_split_is_disjoint_and_seeded(name, total):
+    data = dataset(name)
+    train_x, train_y = data.load_split("train")
+    test_x, test_y = data.load_split("test")
+    calib_x, calib_y = data.load_split("calibration")
+    assert len(test_x) == data.test_size and len(train_x) + len(test_x) == total
+    assert len(calib_x) == data.calibration_size
+    assert np.array_equal(calib_x, train_x[:data.calibration_size])
+    assert np.array_equal(calib_y, train_y[:data.calibration_size])
+    assert train_x.shape[1:] == test_x.shape[1:] == (1, *data.config().image_size)
+    assert np.all(train_x * 256 == np.round(train_x * 256)) and 0 <= train_x.min() <= train_x.max() < 1
+    assert set(np.unique(test_y)) == set(range(10))       # every class is in the test split
     flat = {im.tobytes() for im in train_x}
-    # Every test image differs from every training image (the UCI set holds no duplicates
-    # across this split).
+    # No test image also appears among the training images.
     assert not any(im.tobytes() in flat for im in test_x)
     with pytest.raises(ValueError, match=r"part must be 'train', 'calibration' or 'test', got 'val'"):
-        digits.load_split("val")
+        data.load_split("val")
+
+
+def test_every_dataset_has_its_trained_model():
+    for data in DATASETS.values():
+        weights = data.load_weights()       # validated against the config
+        assert weights["head.weight"].shape == (10, data.config().embed_dim)
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar'; valid: digits, mnist5k"):
+        dataset("cifar")

@@ -3,8 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from golden.softmax import (CODE_ZERO, EXP2_TABLE, LOG2_FRAC, attention_pv, exp2_neg, log2_codes,
-                            normalized_reciprocal, softmax_u8)
+from golden.softmax import (CODE_ZERO, EXP2_TABLE, LOG2_FRAC, SQRT2_Q15, attention_pv,
+                            attention_pv_sqrt2, exp2_neg, log2_codes, normalized_reciprocal,
+                            softmax_u8, sqrt2_codes)
 
 STEP = 1 << LOG2_FRAC
 
@@ -98,3 +99,43 @@ def test_bad_scores_are_named():
         softmax_u8(np.array([[40000]]))
     with pytest.raises(ValueError, match=r"u must have at least one score per row"):
         log2_codes(np.zeros((2, 0), int))
+
+
+def test_sqrt2_codes_exhaustive_distances():
+    d = np.arange(0, 20 * STEP)
+    codes = sqrt2_codes(np.stack([np.zeros_like(d), -d], axis=1))
+    assert (codes[:, 0] == 0).all()
+    # Half-octave steps, halves to the smaller weight, 15 = zero beyond 2**-7.25.
+    assert (codes[:, 1] == np.minimum(np.floor(2 * d / STEP + 0.5), CODE_ZERO)).all()
+
+
+def test_attention_pv_sqrt2_against_float_definition():
+    assert SQRT2_Q15 == math.floor(math.sqrt(2) * 2**15 + 0.5)
+    rng = np.random.default_rng(6)
+    u = rng.integers(-300, 300, (3, 17, 29))
+    v = rng.integers(-128, 128, (3, 29, 8))
+    codes = sqrt2_codes(u)
+    assert set(np.unique(codes)) >= {0, 1, 2, 3, CODE_ZERO}       # odd, even and zero codes
+    out = attention_pv_sqrt2(codes, v)
+    w = np.where(codes < CODE_ZERO, 2.0 ** (-codes.astype(float) / 2), 0.0)
+    ref = (w @ v) / w.sum(-1, keepdims=True)
+    assert out.dtype == np.int8
+    # sqrt(2) in Q1.15 and one normalised reciprocal (relative errors ~2**-15), one rounding.
+    assert np.abs(out - ref).max() <= 0.5 + 127 * 2.0**-13
+    # Half-octave codes track the real softmax closer than the octave codes.
+    probs = _float_softmax(u)
+    err2 = np.abs(probs @ v - attention_pv(log2_codes(u), v)).mean()
+    err_sqrt2 = np.abs(probs @ v - out).mean()
+    assert err_sqrt2 < err2
+
+
+def test_attention_pv_sqrt2_edges():
+    v = np.arange(-128, 128).reshape(1, 1, 256)
+    for code in range(CODE_ZERO):          # a single key of any non-zero weight: that value
+        assert (attention_pv_sqrt2(np.full((1, 1, 1), code), v) == v).all()
+    # An odd and an even code with equal values give that value; weights 1 and 1/sqrt(2).
+    assert attention_pv_sqrt2(np.array([[0, 1]]), np.array([[100], [100]])).tolist() == [[100]]
+    expected = math.floor((127 + (-128) / math.sqrt(2)) / (1 + 1 / math.sqrt(2)) + 0.5)
+    assert attention_pv_sqrt2(np.array([[0, 1]]), np.array([[127], [-128]])).tolist() == [[expected]]
+    with pytest.raises(ValueError, match=r"codes must be in \[0, 15\]"):
+        attention_pv_sqrt2(np.full((1, 1), 16), np.zeros((1, 1), int))

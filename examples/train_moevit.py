@@ -1,4 +1,4 @@
-"""Train the digits MoE-ViT (golden.digits) in PyTorch and write its float weights.
+"""Train a study MoE-ViT (golden.datasets) in PyTorch and write its float weights.
 
 The quantization study needs a *trained* model of the M3ViT family; this script is
 its recipe. It needs the optional extra ``train`` (``pip install -e ".[train]"``,
@@ -17,7 +17,7 @@ Recipe (all in :data:`RECIPE`): seed, AdamW with cosine decay, label smoothing,
 random +-1 pixel shifts, and a Switch-style load-balancing loss so that all experts
 receive tokens. Only the training split is used; no choice looks at the test split.
 
-Usage: ``python -m examples.train_digits [--epochs N] [--out PATH]``
+Usage: ``python -m examples.train_digits [--dataset digits|mnist5k] [--epochs N] [--out PATH]``
 """
 
 import argparse
@@ -27,12 +27,14 @@ import time
 
 import numpy as np
 
-from golden import digits
+from golden.datasets import DATASETS, dataset
 from golden.float_model import classify
 from golden.weights import param_shapes, save_npz, validate_weights
 
 RECIPE = {"seed": 0, "epochs": 150, "batch": 64, "lr": 2e-3, "weight_decay": 0.05,
           "label_smoothing": 0.1, "shift_pixels": 1, "balance_loss": 0.01, "warmup_epochs": 5}
+#: Per-dataset changes to :data:`RECIPE`.
+RECIPE_FOR = {"digits": {}, "mnist5k": {"epochs": 60, "shift_pixels": 2, "warmup_epochs": 3}}
 
 
 def build(torch, cfg):
@@ -150,16 +152,21 @@ def main(argv=None):
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
-    ap.add_argument("--out", default=str(digits.WEIGHTS))
+    ap.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
+    ap.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    ap.add_argument("--out", help="weights file (default: the dataset's committed model)")
     args = ap.parse_args(argv)
-    recipe = dict(RECIPE, epochs=args.epochs)
+    data = dataset(args.dataset)
+    recipe = dict(RECIPE, **RECIPE_FOR[args.dataset], dataset=args.dataset)
+    if args.epochs:
+        recipe["epochs"] = args.epochs
+    out = args.out or str(data.weights_path)
     torch.manual_seed(recipe["seed"])
     torch.set_num_threads(2)
     gen = torch.Generator().manual_seed(recipe["seed"])
-    cfg = digits.config()
+    cfg = data.config()
     net = build(torch, cfg)
-    images, labels = digits.load_split("train")
+    images, labels = data.load_split("train")
     x_all = torch.tensor(images, dtype=torch.float32)
     y_all = torch.tensor(labels)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
@@ -189,20 +196,20 @@ def main(argv=None):
             print(f"epoch {epoch + 1:4d}  loss {loss.item():.4f}  train acc {correct / seen:.4f}  "
                   f"{time.time() - t0:.0f} s", flush=True)
     weights = state_to_weights(net, cfg)
-    save_npz(args.out, weights, cfg)
+    save_npz(out, weights, cfg)
 
     # Re-evaluate with the numpy model (the reference every quantized figure is compared to).
-    test_x, test_y = digits.load_split("test")
+    test_x, test_y = data.load_split("test")
     pred = np.array([int(np.argmax(classify(cfg, weights, im))) for im in test_x])
     acc = float((pred == test_y).mean())
     net.eval()
     with torch.no_grad():
         torch_pred = net(torch.tensor(test_x, dtype=torch.float32))[0].argmax(-1).numpy()
     meta = {"recipe": recipe, "torch": torch.__version__, "train_seconds": round(time.time() - t0, 1),
-            "split_seed": digits.SPLIT_SEED, "test_size": digits.TEST_SIZE,
+            "split_seed": data.split_seed, "test_size": data.test_size,
             "numpy_float_test_accuracy": acc,
             "torch_numpy_prediction_agreement": float((torch_pred == pred).mean())}
-    with open(str(args.out).removesuffix(".npz") + ".json", "w") as f:
+    with open(out.removesuffix(".npz") + ".json", "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
     print(json.dumps(meta, indent=2, sort_keys=True))
 
