@@ -63,7 +63,7 @@ bitstream: $(STAMP)  ## open ECP5 flow to a .bit with Fmax + utilisation (BOARD=
 synth-report: $(STAMP)  ## yosys estimate vs device capacity, fails if it does not fit (BOARD=..., UNIT=...)
 	$(BIN)/python -m platforms.flows synth-report --board $(BOARD) $(if $(UNIT),--unit $(UNIT))
 
-quant-report: $(STAMP)  ## PTQ accuracy study: float vs min/max vs dual-stage on the trained digits MoE-ViT -> build/quant/
+quant-report: $(STAMP)  ## PTQ accuracy study: float vs min/max vs dual-stage on the trained mnist5k and digits MoE-ViTs -> build/quant/
 	$(BIN)/python -m bench.quant_report
 
 train-moevit: $(STAMP)  ## retrain a study MoE-ViT (DATASET=digits|mnist5k; installs the torch extra) -> golden/models/

@@ -132,7 +132,8 @@ def report_dataset(data, widths, out_dir, test_limit, console):
                         f"{ref.accuracy:.2%}); one image = {100 / len(test_y):.3f} pp")
     for col in ("width", "quantization", "top-1", "vs float pp", "vs min/max +/-", "= float pred",
                 "routing", "min SQNR dB", "logits SQNR dB"):
-        table.add_column(col, justify="left" if col in ("width", "quantization") else "right")
+        table.add_column(col, justify="left" if col in ("width", "quantization") else "right",
+                         no_wrap=True, min_width=len(col) if col != "quantization" else 16)
     for r in report["results"]:
         paired = "" if r["name"] == "/".join(CONFIGS[0]) else \
             f"+{r['only_this_right']}/-{r['only_minmax_right']}"
@@ -155,7 +156,7 @@ def main(argv=None):
     ap.add_argument("--test", type=int, help="evaluate on the first N test images (default: all)")
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = Console(width=None if sys.stdout.isatty() else 132)
     return [report_dataset(dataset(name), args.widths, args.out / name, args.test, console)
             for name in args.dataset or DATASETS]
 
