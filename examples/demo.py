@@ -6,7 +6,7 @@
    int8) runs on the linear kernel's Verilog (PI x PO x T MAC array, 256-bit
    weight bus) under cocotb + Verilator.
 3. The RTL's q, k, v go through the attention kernel's Verilog (3 heads x 64,
-   log2-code probabilities, shift-and-add P.V).
+   4-bit log2-code probabilities, or log-sqrt2 with ``--codes sqrt2``; shift-and-add P.V).
 Both outputs are compared bit for bit with the golden model's trace, and the
 cycles with the units' cycle models. Writes ``build/demo/report.json``.
 """
@@ -23,6 +23,7 @@ from golden.config import m3vit_tiny
 from golden.float_model import random_image
 from golden.int_model import int_forward, pixels_from_image
 from golden.ptq import calibrate_minmax
+from golden.softmax import ATTENTION_CODES
 from golden.weights import init_weights
 from rtl.attention import AttentionConfig, AttentionKernel
 from rtl.linear import LinearConfig, LinearKernel
@@ -38,6 +39,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--linear", default="16x16x3", help="PIxPOxT of the linear kernel")
     parser.add_argument("--attention", default="8x16x3", help="RxDpxH of the attention kernel")
+    parser.add_argument("--codes", choices=ATTENTION_CODES, default="log2",
+                        help="attention probability codes (golden.softmax.ATTENTION_CODES)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     console = Console()
@@ -49,7 +52,7 @@ def main(argv=None):
     with console.status("golden integer model: calibrating and running one frame"):
         weights = init_weights(cfg, seed=args.seed)
         images = [random_image(cfg, seed=args.seed + 1 + n) for n in range(3)]
-        qp = calibrate_minmax(cfg, weights, images[:2])
+        qp = calibrate_minmax(cfg, weights, images[:2], attention=args.codes)
         _, trace = int_forward(qp, pixels_from_image(cfg, images[2]), trace=True)
 
     # -- qkv projection on the linear kernel ----------------------------------------------
@@ -74,12 +77,13 @@ def main(argv=None):
 
     # -- attention on the attention kernel ---------------------------------------------------
     r, dp, h = (int(x) for x in args.attention.split("x"))
-    att = dict(r=r, dp=dp, h=h, head_dim=cfg.head_dim, max_tokens=cfg.num_tokens)
+    att = dict(r=r, dp=dp, h=h, head_dim=cfg.head_dim, max_tokens=cfg.num_tokens, codes=args.codes)
     data = out_dir / "attention_in.npz"
     np.savez(data, q=q, k=k, v=v, mult=qp.scalar("blocks.0.attn.scores.mult"),
              shift=qp.scalar("blocks.0.attn.scores.shift"))
     console.print(f"[bold]attention[/] on the attention kernel {args.attention} "
-                  f"({r * dp * h} MACs for QK^T, shift-and-add P.V): 3 heads x 129 x 64")
+                  f"({r * dp * h} MACs for QK^T, {args.codes} codes, shift-and-add P.V): "
+                  "3 heads x 129 x 64")
     with console.status("compiling and simulating the attention kernel"):
         run_cocotb("attention", att, AttentionKernel(AttentionConfig(**att)), "sim.tb_attention",
                    env={"TB_DATA": str(data), "TB_HEADS": str(cfg.num_heads),

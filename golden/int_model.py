@@ -19,8 +19,8 @@ residual stream     int16 at one scale for the whole model (``residual.scale``)
 LayerNorm outputs   A-bit, per-tensor scale and zero point
 q, k, v             A-bit, symmetric per-tensor scales
 scores, gate logits int16 log2 domain (``LOG2_FRAC`` fraction bits)
-attention probs     4-bit log2 codes (``quant.attn_sqrt2`` = 1: log-sqrt2 codes,
-                    golden only), deferred normalisation
+attention probs     4-bit log2 codes (``quant.attn_sqrt2`` = 1: log-sqrt2 codes),
+                    deferred normalisation
 attention output    A-bit at v's scale
 GELU in / out       A-bit, per-tensor scale and zero point (per expert in MoE)
 gate probabilities  uint8 Q0.8
@@ -44,8 +44,7 @@ from .gemm import int8_matmul
 from .layernorm import int_layernorm
 from .moe import combine, dispatch, topk
 from .quant import dequantize, linear, requantize, residual_add, round_half_up
-from .softmax import (LOG2_FRAC, attention_pv, attention_pv_sqrt2, log2_codes, softmax_u8,
-                      sqrt2_codes)
+from .softmax import LOG2_FRAC, attention_from_scores, softmax_u8
 
 __all__ = ["LOG2_SCALE", "QuantParams", "IntTrace", "expected_shapes", "pixels_from_image",
            "int_forward", "int_classify"]
@@ -239,12 +238,7 @@ def _attention(cfg, qp, p, h, trace):
         trace.put(p + f"attn.{t}", value, qp.scalar(p + f"attn.{t}.scale"))
     scores = np.stack([int8_matmul(q[j], k[j].T) for j in range(cfg.num_heads)])
     u = requantize(scores, qp[p + "attn.scores.mult"], qp[p + "attn.scores.shift"], bits=16)
-    if qp.scalar("quant.attn_sqrt2"):
-        codes = sqrt2_codes(u)
-        o = attention_pv_sqrt2(codes, v)
-    else:
-        codes = log2_codes(u)
-        o = attention_pv(codes, v)
+    codes, o = attention_from_scores(u, v, "sqrt2" if qp.scalar("quant.attn_sqrt2") else "log2")
     out = o.transpose(1, 0, 2).reshape(-1, d)
     trace.put(p + "attn.scores", u, LOG2_SCALE)
     trace.put(p + "attn.codes", codes)

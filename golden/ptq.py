@@ -22,10 +22,10 @@ Attention probabilities (either method, ``attention=``): 4-bit codes of the
 deferred-normalised exponentials ``exp(s - row max)``, whose quantizer reference
 ``Delta`` is the row maximum (code 0) with the normalisation folded into one
 reciprocal per row, so they need no calibration. ``"log2"`` codes
-(:func:`golden.softmax.log2_codes`, octave steps) are what the attention kernel runs;
-``"sqrt2"`` codes (:func:`golden.softmax.sqrt2_codes`, the reference's log-sqrt2
-quantizer in its shift-only form: ``2**-ceil(c/2)`` into an even and an odd
-accumulator, one multiply by sqrt(2) per output) are golden only.
+(:func:`golden.softmax.log2_codes`, octave steps) and ``"sqrt2"`` codes
+(:func:`golden.softmax.sqrt2_codes`, the reference's log-sqrt2 quantizer in its
+shift-only form: ``2**-ceil(c/2)`` into an even and an odd accumulator, one multiply
+by sqrt(2) per output); the attention kernel runs either (``AttentionConfig.codes``).
 
 Both methods: weights symmetric per output channel with ``weight_bits``; the residual
 stream int16 at its largest calibrated magnitude; patch-embedding input the 8-bit
@@ -51,13 +51,13 @@ from .quant import (
 )
 from .quantizers import PERCENTILES, search_symmetric, search_uniform, uniform_params
 from .reparam import per_tensor_target, reparam_layernorm, reparam_linear
+from .softmax import ATTENTION_CODES
 from .weights import validate_weights
 
-__all__ = ["METHODS", "ATTENTION_CODES", "MIN_SAMPLES_PER_CHANNEL", "float_layers", "norm_readers", "collect_samples",
+__all__ = ["METHODS", "MIN_SAMPLES_PER_CHANNEL", "float_layers", "norm_readers", "collect_samples",
            "reparameterise", "calibrate", "calibrate_minmax", "calibrate_dual_stage"]
 
 METHODS = ("minmax", "dual_stage")
-ATTENTION_CODES = ("log2", "sqrt2")
 #: The channel-wise percentile search needs this many samples per channel (tokens x
 #: images) so that its tightest candidate, 0.999, clips at least one sample.
 MIN_SAMPLES_PER_CHANNEL = math.ceil(1 / (1 - PERCENTILES[0]))
@@ -273,8 +273,9 @@ def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, 
         ``progress(iterable, description)`` wraps the per-image loop (a progress bar).
     attention : str
         The attention probabilities' codes: ``"log2"`` (4-bit log2, what the attention
-        kernel implements) or ``"sqrt2"`` (4-bit log-sqrt2 as the reference, odd codes
-        through a second accumulator and one sqrt(2) multiply; golden only).
+        kernel's default) or ``"sqrt2"`` (4-bit log-sqrt2 as the reference, odd codes
+        through a second accumulator and one sqrt(2) multiply; the kernel with
+        ``AttentionConfig(codes="sqrt2")``).
 
     Returns
     -------

@@ -29,7 +29,7 @@ from .quant import round_shift
 __all__ = [
     "LOG2_FRAC", "EXP2_BITS", "EXP2_TABLE", "CODE_BITS", "CODE_ZERO", "RECIP_BITS",
     "SQRT2_Q15", "exp2_neg", "normalized_reciprocal", "softmax_u8", "log2_codes", "attention_pv",
-    "sqrt2_codes", "attention_pv_sqrt2",
+    "sqrt2_codes", "attention_pv_sqrt2", "ATTENTION_CODES", "attention_from_scores",
 ]
 
 #: Fraction bits of log2-domain scores: ``u`` counts 1/64 of a binary order of magnitude.
@@ -237,3 +237,31 @@ def attention_pv_sqrt2(codes, v):
         + w_o.sum(axis=-1, keepdims=True) * SQRT2_Q15
     rec, k = normalized_reciprocal(den)
     return np.clip(round_shift(num * rec, k + RECIP_BITS), -128, 127).astype(np.int8)
+
+
+#: The attention probabilities' 4-bit codes: ``"log2"`` (octave steps, :func:`log2_codes`
+#: and :func:`attention_pv`) or ``"sqrt2"`` (half-octave steps, :func:`sqrt2_codes` and
+#: :func:`attention_pv_sqrt2`).
+ATTENTION_CODES = ("log2", "sqrt2")
+
+
+def attention_from_scores(u, v, codes="log2"):
+    """Codes of the log2-domain scores ``u`` and their P.V: ``(codes, out)``.
+
+    Parameters
+    ----------
+    u : int array, shape (..., M, N), int16 (``requantize(q @ k.T, ...)``)
+    v : int array, shape (..., N, D), int8
+    codes : str, one of :data:`ATTENTION_CODES`
+
+    Returns
+    -------
+    (numpy.ndarray of uint8 (..., M, N), numpy.ndarray of int8 (..., M, D))
+    """
+    if codes not in ATTENTION_CODES:
+        raise ValueError(f"codes must be one of {', '.join(ATTENTION_CODES)}, got {codes!r}")
+    if codes == "sqrt2":
+        c = sqrt2_codes(u)
+        return c, attention_pv_sqrt2(c, v)
+    c = log2_codes(u)
+    return c, attention_pv(c, v)

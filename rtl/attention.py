@@ -1,10 +1,16 @@
-"""Streaming attention with log2-code probabilities: QK^T on MACs, P.V by shift-and-add.
+"""Streaming attention with 4-bit log-domain probabilities: QK^T on MACs, P.V by shift-and-add.
 
-Exactly ``golden.softmax`` per head (``docs/arithmetic.md``, attention)::
+Exactly ``golden.softmax.attention_from_scores`` per head (``docs/arithmetic.md``,
+attention), with the codes chosen at elaboration (``AttentionConfig.codes``)::
 
-    s = q @ k.T (int32)  ->  u = requantize(s, mult, shift, bits=16)  ->  c = log2_codes(u)
-    out = attention_pv(c, v): num = sum v << (14 - c), den = sum 2**(14 - c),
-          out = sat8(round_shift(num * rec, k + 15)), (rec, k) = normalized_reciprocal(den)
+    s = q @ k.T (int32)  ->  u = requantize(s, mult, shift, bits=16)
+    "log2":  c = log2_codes(u); out = attention_pv(c, v):
+             num = sum v << (14 - c), den = sum 2**(14 - c)
+    "sqrt2": c = sqrt2_codes(u); out = attention_pv_sqrt2(c, v): even and odd codes
+             shift v << (7 - ceil(c/2)) into two numerators, num_e and num_o;
+             den = sum (2**15 or SQRT2_Q15 for odd c) << (7 - ceil(c/2)) (shifted constants);
+             num = num_e << 15 + num_o * SQRT2_Q15 at the output (Dp constant multiplies)
+    out = sat8(round_shift(num * rec, k + 15)), (rec, k) = normalized_reciprocal(den)
 
 Dataflow for one group of ``H`` heads (all ``H`` heads run side by side, one lane
 each; every beat carries ``Dp`` dims of each of the ``H`` heads). Two engines work
@@ -36,16 +42,15 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.softmax import CODE_ZERO, LOG2_FRAC, RECIP_BITS
+from golden.softmax import ATTENTION_CODES, CODE_ZERO, EXP2_BITS, LOG2_FRAC, RECIP_BITS, SQRT2_Q15
 
 from .params import check_int, validating
 from .recip import Reciprocal
 
 __all__ = ["AttentionConfig", "beat_layout", "AttentionKernel", "exp_cycles"]
 
-#: Numerators: N * 127 * 2**14 < 2**31 for N <= 1024.
+#: Numerators: N * 128 * 2**14 <= 2**31 for N <= 1024 (log2; sqrt2: N * 128 * 2**7).
 NUM_BITS = 32
-DEN_BITS = 25
 SCORE_BITS = 32
 
 
@@ -70,6 +75,10 @@ class AttentionConfig:
     head_dim : int, 1..256
     max_tokens : int, 1..1024
         Largest N (the K, V and score buffers).
+    codes : str, one of ``golden.softmax.ATTENTION_CODES``
+        ``"log2"`` (octave steps) or ``"sqrt2"`` (the reference's log-sqrt2 codes:
+        a second numerator per lane, a wider denominator and reciprocal, ``Dp``
+        constant multiplies per head at the output; same cycles).
     """
 
     r: int
@@ -77,6 +86,7 @@ class AttentionConfig:
     h: int
     head_dim: int = 64
     max_tokens: int = 577
+    codes: str = "log2"
 
     def __post_init__(self):
         check_int("r", self.r, 1, 32)
@@ -86,11 +96,19 @@ class AttentionConfig:
         if self.head_dim % self.dp:
             raise ValueError(f"dp must divide head_dim ({self.head_dim}), not {self.dp}")
         check_int("max_tokens", self.max_tokens, 1, 1024)
+        if self.codes not in ATTENTION_CODES:
+            raise ValueError(f"codes must be one of {', '.join(ATTENTION_CODES)}, not {self.codes!r}")
 
     @property
     def slices(self):
         """Beats per token row: ``head_dim / dp``."""
         return self.head_dim // self.dp
+
+    @property
+    def den_bits(self):
+        """Bits of a row's denominator: ``max_tokens`` times the largest weight."""
+        top = 1 << (CODE_ZERO - 1) if self.codes == "log2" else 1 << (EXP2_BITS + CODE_ZERO // 2)
+        return (self.max_tokens * top).bit_length()
 
     @property
     def macs(self):
@@ -136,6 +154,7 @@ class AttentionKernel(wiring.Component):
         m = Module()
         cfg = self._config
         R, DP, H, S, NMAX = cfg.r, cfg.dp, cfg.h, cfg.slices, cfg.max_tokens
+        DEN_BITS, SQRT2 = cfg.den_bits, cfg.codes == "sqrt2"
         lane = data.ArrayLayout(data.ArrayLayout(signed(8), DP), H)
         m.submodules.kbuf = kbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
         m.submodules.vbuf = vbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
@@ -189,8 +208,10 @@ class AttentionKernel(wiring.Component):
         # ---- per-row state ---------------------------------------------------------------
         run_max = [[[Signal(signed(16), name=f"max{p}_{hh}_{r}") for r in range(R)]
                     for hh in range(H)] for p in range(2)]
-        num = [[[Signal(data.ArrayLayout(signed(NUM_BITS), DP), name=f"num_{hh}_{r}_{t}")
-                 for t in range(S)] for r in range(R)] for hh in range(H)]
+        # num[parity][head][row][slice]: parity 1 (odd sqrt2 codes) only with codes="sqrt2".
+        num = [[[[Signal(data.ArrayLayout(signed(NUM_BITS), DP), name=f"num{p}_{hh}_{r}_{t}")
+                  for t in range(S)] for r in range(R)] for hh in range(H)]
+               for p in range(1 + SQRT2)]
         den = [[Signal(DEN_BITS, name=f"den_{hh}_{r}") for r in range(R)] for hh in range(H)]
         acc = [[Signal(signed(SCORE_BITS), name=f"acc_{hh}_{r}") for r in range(R)] for hh in range(H)]
         prod = [[Signal(signed(SCORE_BITS + 16), name=f"sp_{hh}_{r}") for r in range(R)]
@@ -237,31 +258,43 @@ class AttentionKernel(wiring.Component):
                     with m.Elif(p1_v[2] & p1_last[2] & (f_par == p) & (u > run_max[p][hh][r])):
                         m.d.sync += run_max[p][hh][r].eq(u)
 
-                # Pass 2 (back): the code of (row r, key j), then v << (14 - c) into the rotating
-                # numerator slices and 2**(14 - c) into the denominator, without multipliers.
+                # Pass 2 (back): the code of (row r, key j), then v << lift into the rotating
+                # numerator slices and the weight into the denominator, without multipliers.
+                # log2: lift = 14 - c, weight 2**lift. sqrt2: lift = 7 - ceil(c / 2), odd codes
+                # into the second numerator, weight (2**15 or SQRT2_Q15 if odd) << lift.
                 d_log = Signal(unsigned(17), name=f"dlog_{hh}_{r}")
                 code = Signal(range(CODE_ZERO + 1), name=f"code_{hh}_{r}")
                 m.d.comb += d_log.eq(Mux(b_par, run_max[1][hh][r], run_max[0][hh][r])
                                      - u_rd.data[hh][r])
-                code_r = (d_log + (1 << (LOG2_FRAC - 1))) >> LOG2_FRAC
+                code_r = (d_log + (1 << (LOG2_FRAC - 1 - SQRT2))) >> (LOG2_FRAC - SQRT2)
                 m.d.comb += code.eq(Mux(code_r > CODE_ZERO, CODE_ZERO, code_r))
-                weight = Signal(15, name=f"w_{hh}_{r}")
-                lift = Signal(range(CODE_ZERO), name=f"lift_{hh}_{r}")      # 14 - c
-                m.d.comb += lift.eq(CODE_ZERO - 1 - code)
-                m.d.comb += weight.eq(Mux(code == CODE_ZERO, 0, Const(1 << (CODE_ZERO - 1), 15) >> code))
-                head = num[hh][r]
+                lift = Signal(range(CODE_ZERO), name=f"lift_{hh}_{r}")
+                weight = Signal(DEN_BITS, name=f"w_{hh}_{r}")
+                odd = code[0] if SQRT2 else Const(0)
+                if SQRT2:
+                    m.d.comb += lift.eq(CODE_ZERO // 2 - ((code + 1) >> 1))
+                    unit_w = Mux(odd, SQRT2_Q15, 1 << EXP2_BITS)
+                else:
+                    m.d.comb += lift.eq(CODE_ZERO - 1 - code)
+                    unit_w = Const(1)
+                m.d.comb += weight.eq(Mux(code == CODE_ZERO, 0, unit_w << lift))
+                heads = [num[p][hh][r] for p in range(1 + SQRT2)]
                 with m.If(b_clear):
                     m.d.sync += den[hh][r].eq(0)
-                    m.d.sync += [head[t].eq(0) for t in range(S)]
+                    m.d.sync += [head[t].eq(0) for head in heads for t in range(S)]
                 with m.Elif(p2_v):
                     with m.If(p2_first):
                         m.d.sync += den[hh][r].eq(den[hh][r] + weight)
-                    for d in range(DP):
-                        shifted = Mux(code == CODE_ZERO, 0, v_rd.data[hh][d] << lift)
-                        m.d.sync += head[S - 1][d].eq(head[0][d] + shifted)
-                    m.d.sync += [head[t].eq(head[t + 1]) for t in range(S - 1)]
+                    for p, head in enumerate(heads):
+                        for d in range(DP):
+                            shifted = Mux((code == CODE_ZERO) | (odd != p), 0,
+                                          v_rd.data[hh][d] << lift)
+                            m.d.sync += head[S - 1][d].eq(head[0][d] + shifted)
+                        m.d.sync += [head[t].eq(head[t + 1]) for t in range(S - 1)]
                 with m.Elif(out_issue & (out_row == r)):
-                    m.d.sync += [head[S - 1].eq(head[0])] + [head[t].eq(head[t + 1]) for t in range(S - 1)]
+                    for head in heads:
+                        m.d.sync += [head[S - 1].eq(head[0])] + [head[t].eq(head[t + 1])
+                                                                 for t in range(S - 1)]
 
                 # Normalisation: one reciprocal per row, started for all rows at once.
                 unit = recips[hh][r]
@@ -283,15 +316,19 @@ class AttentionKernel(wiring.Component):
         for hh in range(H):
             sel_rec = Signal(RECIP_BITS + 2, name=f"sel_rec_{hh}")
             sel_k = Signal(range(DEN_BITS + 1), name=f"sel_k_{hh}")
-            sel_num = Signal(data.ArrayLayout(signed(NUM_BITS), DP), name=f"sel_num_{hh}")
+            sel_num = [Signal(data.ArrayLayout(signed(NUM_BITS), DP), name=f"sel_num{p}_{hh}")
+                       for p in range(1 + SQRT2)]
             with m.Switch(out_row):
                 for r in range(R):
                     with m.Case(r):
-                        m.d.comb += [sel_rec.eq(rec[hh][r]), sel_k.eq(rk[hh][r]),
-                                     sel_num.eq(num[hh][r][0])]
+                        m.d.comb += [sel_rec.eq(rec[hh][r]), sel_k.eq(rk[hh][r])]
+                        m.d.comb += [sel.eq(num[p][hh][r][0]) for p, sel in enumerate(sel_num)]
             osh = sel_k + RECIP_BITS
             for d in range(DP):
-                value = (sel_num[d] * sel_rec + ((Const(1, 64) << osh) >> 1)) >> osh
+                total = sel_num[0][d]
+                if SQRT2:
+                    total = (sel_num[0][d] << EXP2_BITS) + sel_num[1][d] * SQRT2_Q15
+                value = (total * sel_rec + ((Const(1, 64) << osh) >> 1)) >> osh
                 with m.If(out_issue):
                     m.d.sync += o_data[hh][d].eq(Mux(value > 127, 127, Mux(value < -128, -128, value)))
 

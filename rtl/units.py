@@ -54,6 +54,9 @@ UNITS = {
     "attention_8x8x1": lambda: AttentionKernel(AttentionConfig(r=8, dp=8, h=1, max_tokens=129)),
     "attention_8x16x3": lambda: AttentionKernel(AttentionConfig(r=8, dp=16, h=3, max_tokens=129)),
     "attention_16x16x3": lambda: AttentionKernel(AttentionConfig(r=16, dp=16, h=3, max_tokens=129)),
+    # The same with the reference's log-sqrt2 codes (second numerator, sqrt(2) at the output).
+    "attention_8x16x3_sqrt2": lambda: AttentionKernel(AttentionConfig(
+        r=8, dp=16, h=3, max_tokens=129, codes="sqrt2")),
     # Gating selection and dispatch: M3ViT-tiny (E = 16, top-2, 129 tokens) and E = 64, top-4.
     "gating_topk_e16_k2": lambda: TopK(16, 2),
     "gating_topk_e16_k2_l16": lambda: TopK(16, 2, lanes=16),

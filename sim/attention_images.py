@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.gemm import int8_matmul
 from golden.quant import dyadic, requantize
-from golden.softmax import LOG2_FRAC, attention_pv, log2_codes
+from golden.softmax import LOG2_FRAC, attention_from_scores
 from rtl.attention import beat_layout
 
 from .packing import pack, unpack
@@ -31,12 +31,12 @@ def random_heads(rng, heads, n, head_dim):
     return q, k, v, int(mult), int(shift)
 
 
-def golden_attention(q, k, v, mult, shift):
-    """Per head: requantized q.k -> log2 codes -> shift-and-add P.V (int8)."""
+def golden_attention(q, k, v, mult, shift, codes="log2"):
+    """Per head: requantized q.k -> 4-bit ``codes`` -> shift-and-add P.V (int8)."""
     out = []
     for h in range(q.shape[0]):
         u = requantize(int8_matmul(q[h], k[h].T), mult, shift, bits=16)
-        out.append(attention_pv(log2_codes(u), v[h]))
+        out.append(attention_from_scores(u, v[h], codes)[1])
     return np.stack(out)
 
 

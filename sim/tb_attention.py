@@ -1,10 +1,11 @@
 """cocotb testbench for the emitted Verilog of :class:`rtl.attention.AttentionKernel`.
 
-Parameters: ``TB_R``, ``TB_DP``, ``TB_H``, ``TB_HEAD_DIM``, ``TB_MAX_TOKENS``; the
-workload is ``TB_HEADS`` heads of ``TB_TOKENS`` tokens (M3ViT-tiny: 3 x 129 x 64),
-seeded by ``TB_SEED`` (or read from the ``.npz`` at ``TB_DATA``). Checks every output against ``golden.softmax`` and the
-full-rate cycles against ``rtl.attention.exp_cycles``; with ``TB_REPORT`` set,
-writes the measured cycles there as JSON.
+Parameters: ``TB_R``, ``TB_DP``, ``TB_H``, ``TB_HEAD_DIM``, ``TB_MAX_TOKENS``, ``TB_CODES``
+(``log2`` if unset); the workload is ``TB_HEADS`` heads of ``TB_TOKENS`` tokens
+(M3ViT-tiny: 3 x 129 x 64), seeded by ``TB_SEED`` (or read from the ``.npz`` at
+``TB_DATA``). Checks every output against ``golden.softmax`` and the full-rate cycles
+against ``rtl.attention.exp_cycles``; with ``TB_REPORT`` set, writes the measured
+cycles there as JSON.
 """
 
 import json
@@ -19,7 +20,8 @@ from sim.cocotb_stream import run_streams, start_clock_and_reset
 
 CONFIG = AttentionConfig(r=int(os.environ["TB_R"]), dp=int(os.environ["TB_DP"]),
                          h=int(os.environ["TB_H"]), head_dim=int(os.environ["TB_HEAD_DIM"]),
-                         max_tokens=int(os.environ["TB_MAX_TOKENS"]))
+                         max_tokens=int(os.environ["TB_MAX_TOKENS"]),
+                         codes=os.environ.get("TB_CODES", "log2"))
 HEADS = int(os.environ.get("TB_HEADS", "3"))
 TOKENS = int(os.environ.get("TB_TOKENS", "129"))
 SEED = int(os.environ.get("TB_SEED", "0"))
@@ -37,7 +39,7 @@ async def attention_layer(dut):
     dut.mult.value = mult
     dut.shift.value = shift
     kb, vb, qb, count = attention_streams(CONFIG, q, k, v)
-    expected = golden_attention(q, k, v, mult, shift)
+    expected = golden_attention(q, k, v, mult, shift, CONFIG.codes)
     res = await run_streams(dut, {"k": kb, "v": vb, "q": qb}, {"o": count})
     check_attention(CONFIG, res["o"][0], expected)
     if "TB_OUT" in os.environ:

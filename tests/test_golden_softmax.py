@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from golden.softmax import (CODE_ZERO, EXP2_TABLE, LOG2_FRAC, SQRT2_Q15, attention_pv,
-                            attention_pv_sqrt2, exp2_neg, log2_codes, normalized_reciprocal,
-                            softmax_u8, sqrt2_codes)
+from golden.softmax import (CODE_ZERO, EXP2_TABLE, LOG2_FRAC, SQRT2_Q15, attention_from_scores,
+                            attention_pv, attention_pv_sqrt2, exp2_neg, log2_codes,
+                            normalized_reciprocal, softmax_u8, sqrt2_codes)
 
 STEP = 1 << LOG2_FRAC
 
@@ -139,3 +139,16 @@ def test_attention_pv_sqrt2_edges():
     assert attention_pv_sqrt2(np.array([[0, 1]]), np.array([[127], [-128]])).tolist() == [[expected]]
     with pytest.raises(ValueError, match=r"codes must be in \[0, 15\]"):
         attention_pv_sqrt2(np.full((1, 1), 16), np.zeros((1, 1), int))
+
+
+def test_attention_from_scores_picks_the_codes():
+    u = np.array([[0, -32, -64, -96, -128]])          # half an octave apart
+    v = np.arange(5).reshape(5, 1) * 20
+    c2, out2 = attention_from_scores(u, v)
+    cs, outs = attention_from_scores(u, v, "sqrt2")
+    assert c2.tolist() == [[0, 1, 1, 2, 2]] and cs.tolist() == [[0, 1, 2, 3, 4]]
+    assert out2.tolist() == attention_pv(c2, v).tolist()
+    assert outs.tolist() == attention_pv_sqrt2(cs, v).tolist()
+    with pytest.raises(ValueError, match=r"codes must be one of log2, sqrt2, got 'log3'"):
+        attention_from_scores(u, v, "log3")
+

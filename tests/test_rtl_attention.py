@@ -1,45 +1,67 @@
-"""The streaming attention kernel against the golden log2-code attention, with its cycle model."""
+"""The streaming attention kernel against the golden attention (log2 and log-sqrt2 codes), with its cycle model."""
 
 import numpy as np
 import pytest
 
+from golden.gemm import int8_matmul
+from golden.quant import requantize
+from golden.softmax import CODE_ZERO, sqrt2_codes
 from rtl.attention import AttentionConfig, AttentionKernel, exp_cycles
 from sim.attention_images import (FixedScale, attention_streams, check_attention,
                                   golden_attention, random_heads)
 from sim.pysim_stream import run_streams
 
 
-def run(config, heads, n, *, seed=0, i_flow=1.0, o_flow=1.0):
+def workload(config, heads, n, *, seed=0, shift_scale=0, equal_scores=False):
+    """Seeded q, k, v, mult, shift of ``heads`` heads of ``n`` tokens."""
     rng = np.random.default_rng(seed)
     q, k, v, mult, shift = random_heads(rng, heads, n, config.head_dim)
-    if n > 2:
+    if equal_scores:                           # every key at code 0: the largest denominator
+        q[:] = 0
+    elif n > 2:
         k[:, 1] = 127                          # a key that dominates some rows: codes of 15
         q[:, 0] = -128
+    return q, k, v, mult, shift - shift_scale  # wider scores: more keys reach code 15
+
+
+def run(config, heads, n, *, seed=0, i_flow=1.0, o_flow=1.0, **kwargs):
+    q, k, v, mult, shift = workload(config, heads, n, seed=seed, **kwargs)
     kb, vb, qb, count = attention_streams(config, q, k, v)
     dut = FixedScale(AttentionKernel(config), mult, shift)
     res = run_streams(dut, {"k": kb, "v": vb, "q": qb}, {"o": count}, name="attention",
                       i_flow=i_flow, o_flow=o_flow, seed=seed)
-    check_attention(config, res["o"][0], golden_attention(q, k, v, mult, shift))
+    check_attention(config, res["o"][0], golden_attention(q, k, v, mult, shift, config.codes))
     return res["o"][1][-1] - res["k"][0] + 1
 
 
+@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
 @pytest.mark.parametrize("r, dp, h, head_dim, heads, n", [
     (2, 4, 1, 8, 2, 5),          # N not a multiple of R, two head groups
     (4, 8, 2, 8, 2, 4),          # N = R, S = 1 (every slice first and last)
     (3, 2, 1, 4, 1, 1),          # one token
     (2, 8, 3, 32, 3, 7),         # head dim 32, three heads side by side
 ])
-def test_bit_exact_with_gaps_and_backpressure(r, dp, h, head_dim, heads, n):
-    config = AttentionConfig(r=r, dp=dp, h=h, head_dim=head_dim, max_tokens=8)
+def test_bit_exact_with_gaps_and_backpressure(r, dp, h, head_dim, heads, n, codes):
+    config = AttentionConfig(r=r, dp=dp, h=h, head_dim=head_dim, max_tokens=8, codes=codes)
     run(config, heads, n, seed=r + dp, i_flow=0.6, o_flow=0.5)
 
 
+@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
 @pytest.mark.parametrize("r, dp, h, head_dim, heads, n", [
     (2, 4, 1, 8, 2, 5), (4, 8, 1, 64, 1, 9), (3, 4, 3, 8, 3, 7),
 ])
-def test_full_rate_cycles_match_model(r, dp, h, head_dim, heads, n):
-    config = AttentionConfig(r=r, dp=dp, h=h, head_dim=head_dim, max_tokens=16)
+def test_full_rate_cycles_match_model(r, dp, h, head_dim, heads, n, codes):
+    config = AttentionConfig(r=r, dp=dp, h=h, head_dim=head_dim, max_tokens=16, codes=codes)
     assert run(config, heads, n) == exp_cycles(config, n, groups=heads // h)
+
+
+def test_sqrt2_every_code():
+    # Scores spread wide enough that the rows use all 16 log-sqrt2 codes, odd and even.
+    config = AttentionConfig(r=4, dp=4, h=1, head_dim=8, max_tokens=32, codes="sqrt2")
+    q, k, _, mult, shift = workload(config, 1, 32, seed=3, shift_scale=3)
+    u = requantize(int8_matmul(q[0], k[0].T), mult, shift, bits=16)
+    assert set(np.unique(sqrt2_codes(u))) == set(range(CODE_ZERO + 1))
+    run(config, 1, 32, seed=3, shift_scale=3, i_flow=0.8, o_flow=0.7)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -47,10 +69,20 @@ def test_full_rate_cycles_match_model(r, dp, h, head_dim, heads, n):
     (dict(dp=5), r"dp must divide head_dim \(64\), not 5"),
     (dict(h=17), r"h must be an integer in \[1, 16\], not 17"),
     (dict(max_tokens=1025), r"max_tokens must be an integer in \[1, 1024\], not 1025"),
+    (dict(codes="log3"), r"codes must be one of log2, sqrt2, not 'log3'"),
 ])
 def test_bad_parameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AttentionConfig(**{"r": 4, "dp": 8, "h": 1} | kwargs)
+
+
+@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+def test_largest_denominator(codes):
+    # N = max_tokens keys all at code 0: den = N * 2**14 (log2) or N * 2**22 (sqrt2), a
+    # power of two that needs every bit of the denominator (one bit less would wrap to 0).
+    config = AttentionConfig(r=4, dp=4, h=1, head_dim=8, max_tokens=64, codes=codes)
+    assert config.den_bits == (64 << (14 if codes == "log2" else 22)).bit_length()
+    run(config, 1, 64, equal_scores=True)
 
 
 def test_kernel_takes_a_config():
@@ -58,7 +90,8 @@ def test_kernel_takes_a_config():
         AttentionKernel({"r": 4})
 
 
-def test_577_tokens():
+@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+def test_577_tokens(codes):
     # The largest N the issue asks for (ViT-B at 384 x 384), with small heads to keep it quick.
-    config = AttentionConfig(r=32, dp=2, h=1, head_dim=2, max_tokens=577)
+    config = AttentionConfig(r=32, dp=2, h=1, head_dim=2, max_tokens=577, codes=codes)
     assert run(config, 1, 577, seed=5) == exp_cycles(config, 577)

@@ -1,10 +1,13 @@
 """Integration test: one M3ViT-tiny attention layer (3 heads x 129 tokens x 64) on the kernel's Verilog."""
 
+import pytest
+
 from rtl.attention import AttentionConfig, AttentionKernel
 from sim.runner import run_cocotb
 
 
-def test_m3vit_tiny_attention_layer_verilog():
-    params = dict(r=4, dp=8, h=3, head_dim=64, max_tokens=129)
+@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+def test_m3vit_tiny_attention_layer_verilog(codes):
+    params = dict(r=4, dp=8, h=3, head_dim=64, max_tokens=129, codes=codes)
     run_cocotb("attention", params, AttentionKernel(AttentionConfig(**params)), "sim.tb_attention",
                env={"TB_HEADS": "3", "TB_TOKENS": "129", "TB_SEED": "1"})
