@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
+from golden.datasets import dataset
 from golden.gemm import int8_matmul
+from golden.int_model import int_forward, pixels_from_image
+from golden.ptq import calibrate
 from golden.quant import requantize
 from golden.softmax import CODE_ZERO, sqrt2_codes
 from rtl.attention import AttentionConfig, AttentionKernel, exp_cycles
@@ -95,3 +98,26 @@ def test_577_tokens(codes):
     # The largest N the issue asks for (ViT-B at 384 x 384), with small heads to keep it quick.
     config = AttentionConfig(r=32, dp=2, h=1, head_dim=2, max_tokens=577, codes=codes)
     assert run(config, 1, 577, seed=5) == exp_cycles(config, 577)
+
+
+@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+def test_trained_model_layer(codes):
+    # The trained mnist5k MoE-ViT under dual-stage PTQ: block 1's q, k, v of a test image
+    # from the golden integer forward give its attention output on the kernel.
+    data = dataset("mnist5k")
+    cfg = data.config()
+    qp = calibrate(cfg, data.load_weights(), data.load_split("calibration")[0], "dual_stage",
+                   attention=codes)
+    _, trace = int_forward(qp, pixels_from_image(cfg, data.load_split("test")[0][0]), trace=True)
+    q, k, v, out = (trace[f"blocks.1.attn.{t}"] for t in ("q", "k", "v", "out"))
+    n = cfg.num_tokens
+    config = AttentionConfig(r=4, dp=8, h=cfg.num_heads, head_dim=cfg.head_dim, max_tokens=n,
+                             codes=codes)
+    kb, vb, qb, count = attention_streams(config, q, k, v)
+    dut = FixedScale(AttentionKernel(config), qp.scalar("blocks.1.attn.scores.mult"),
+                     qp.scalar("blocks.1.attn.scores.shift"))
+    res = run_streams(dut, {"k": kb, "v": vb, "q": qb}, {"o": count}, name="attention",
+                      i_flow=0.8, o_flow=0.8, seed=1)
+    check_attention(config, res["o"][0],
+                    out.reshape(n, cfg.num_heads, cfg.head_dim).transpose(1, 0, 2))
+
