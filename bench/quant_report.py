@@ -6,10 +6,11 @@ For each study model (``golden.datasets``: mnist5k, 1,500 test images, and digit
 integer forward runs the held-out test split:
 
 * ``minmax/log2``: naive per-tensor min/max, 4-bit log2 attention;
-* ``dual_stage/log2``: CoQMoE / RepQ-ViT dual-stage PTQ, 4-bit log2 attention (what
-  the RTL attention kernel runs);
+* ``dual_stage/log2``: CoQMoE / RepQ-ViT dual-stage PTQ, 4-bit log2 attention;
 * ``dual_stage/sqrt2``: dual-stage with the reference's 4-bit log-sqrt2 attention
-  (odd codes through a second accumulator; golden only).
+  (odd codes through a second accumulator).
+
+The attention kernel runs either code (``rtl.attention.AttentionConfig.codes``).
 
 Printed and written to ``build/quant/<dataset>/``:
 
@@ -18,9 +19,9 @@ Printed and written to ``build/quant/<dataset>/``:
   against min/max (test images only this one gets right / only min/max gets right),
   pooled per-layer SQNR and expert-routing agreement per MoE block;
 * ``report.png``: top-1 per width and configuration, and per-layer SQNR at W8A8;
-* ``<dataset>_moevit_dual_stage_w8a8.npz``: the exported integer parameter set
-  (:class:`golden.int_model.QuantParams`, dual-stage, log2 attention) that the
-  hardware consumes.
+* ``<dataset>_moevit_dual_stage_<codes>_w8a8.npz``: the exported integer parameter
+  sets (:class:`golden.int_model.QuantParams`, dual-stage W8A8, log2 and log-sqrt2
+  attention) that the hardware consumes.
 
 Usage: ``python -m bench.quant_report [--dataset mnist5k] [--widths 8:8,6:6,4:8,8:6] [--test N]``
 """
@@ -44,7 +45,8 @@ from sim.waves import BUILD_DIR
 OUT_DIR = BUILD_DIR / "quant"
 #: (method, attention codes) of the compared quantizations; the first is the baseline.
 CONFIGS = (("minmax", "log2"), ("dual_stage", "log2"), ("dual_stage", "sqrt2"))
-EXPORTED = ("dual_stage", "log2", 8, 8)
+#: (method, width) whose parameter sets are saved, one per attention code.
+EXPORTED = ("dual_stage", 8, 8)
 DEFAULT_WIDTHS = "8:8,6:6,4:8,8:6"
 
 
@@ -107,7 +109,7 @@ def report_dataset(data, widths, out_dir, test_limit, console):
               "test_images": len(test_y), "calibration_images": len(calib),
               "float_accuracy": ref.accuracy, "results": []}
     out_dir.mkdir(parents=True, exist_ok=True)
-    exported = out_dir / f"{cfg.name}_dual_stage_w8a8.npz"
+    exported = []
     for w_bits, a_bits in widths:
         baseline = None
         for method, attention in CONFIGS:
@@ -116,8 +118,9 @@ def report_dataset(data, widths, out_dir, test_limit, console):
             qp = calibrate(cfg, weights, calib, method, w_bits, a_bits, attention=attention,
                            progress=lambda it, d, label=f"{name} {width}": progress(it, f"{d} {label}"))
             res = evaluate(qp, test_x, ref, progress=progress)
-            if (method, attention, w_bits, a_bits) == EXPORTED:
-                qp.save(exported)
+            if (method, w_bits, a_bits) == EXPORTED:
+                exported.append(out_dir / f"{cfg.name}_{method}_{attention}_w{w_bits}a{a_bits}.npz")
+                qp.save(exported[-1])
             right = np.array(res["predictions"]) == test_y
             baseline = right if baseline is None else baseline
             report["results"].append({
@@ -143,7 +146,8 @@ def report_dataset(data, widths, out_dir, test_limit, console):
     console.print(table)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     _plot(report, out_dir / "report.png")
-    console.print(f"wrote {out_dir / 'report.json'}, {out_dir / 'report.png'} and {exported}")
+    console.print(f"wrote {out_dir / 'report.json'}, {out_dir / 'report.png'}",
+                  *(f"and {path}" for path in exported))
     return report
 
 
