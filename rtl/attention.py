@@ -49,8 +49,6 @@ from .recip import Reciprocal
 
 __all__ = ["AttentionConfig", "beat_layout", "AttentionKernel", "exp_cycles"]
 
-#: Numerators: N * 128 * 2**14 <= 2**31 for N <= 1024 (log2; sqrt2: N * 128 * 2**7).
-NUM_BITS = 32
 SCORE_BITS = 32
 
 
@@ -105,9 +103,19 @@ class AttentionConfig:
         return self.head_dim // self.dp
 
     @property
+    def lift_max(self):
+        """The largest shift of ``v`` in P.V: 14 (log2, code 0) or 7 (sqrt2, code 0)."""
+        return CODE_ZERO - 1 if self.codes == "log2" else CODE_ZERO // 2
+
+    @property
+    def num_bits(self):
+        """Bits of a signed numerator lane: it reaches ``-max_tokens * 128 << lift_max``."""
+        return (self.max_tokens * 128 << self.lift_max).bit_length()
+
+    @property
     def den_bits(self):
         """Bits of a row's denominator: ``max_tokens`` times the largest weight."""
-        top = 1 << (CODE_ZERO - 1) if self.codes == "log2" else 1 << (EXP2_BITS + CODE_ZERO // 2)
+        top = 1 << self.lift_max if self.codes == "log2" else 1 << (EXP2_BITS + self.lift_max)
         return (self.max_tokens * top).bit_length()
 
     @property
@@ -154,7 +162,7 @@ class AttentionKernel(wiring.Component):
         m = Module()
         cfg = self._config
         R, DP, H, S, NMAX = cfg.r, cfg.dp, cfg.h, cfg.slices, cfg.max_tokens
-        DEN_BITS, SQRT2 = cfg.den_bits, cfg.codes == "sqrt2"
+        NUM_BITS, DEN_BITS, SQRT2 = cfg.num_bits, cfg.den_bits, cfg.codes == "sqrt2"
         lane = data.ArrayLayout(data.ArrayLayout(signed(8), DP), H)
         m.submodules.kbuf = kbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
         m.submodules.vbuf = vbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])

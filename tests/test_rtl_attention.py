@@ -15,10 +15,12 @@ from sim.attention_images import (FixedScale, attention_streams, check_attention
 from sim.pysim_stream import run_streams
 
 
-def workload(config, heads, n, *, seed=0, shift_scale=0, equal_scores=False):
+def workload(config, heads, n, *, seed=0, shift_scale=0, equal_scores=False, v_fill=None):
     """Seeded q, k, v, mult, shift of ``heads`` heads of ``n`` tokens."""
     rng = np.random.default_rng(seed)
     q, k, v, mult, shift = random_heads(rng, heads, n, config.head_dim)
+    if v_fill is not None:
+        v[:] = v_fill
     if equal_scores:                           # every key at code 0: the largest denominator
         q[:] = 0
     elif n > 2:
@@ -86,6 +88,15 @@ def test_largest_denominator(codes):
     config = AttentionConfig(r=4, dp=4, h=1, head_dim=8, max_tokens=64, codes=codes)
     assert config.den_bits == (64 << (14 if codes == "log2" else 22)).bit_length()
     run(config, 1, 64, equal_scores=True)
+
+
+@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+def test_largest_numerator(codes):
+    # N = max_tokens keys at code 0, all v = -128: num = -N * 128 << lift_max (14 or 7),
+    # the most negative numerator; it needs every bit of num_bits.
+    config = AttentionConfig(r=4, dp=4, h=1, head_dim=8, max_tokens=64, codes=codes)
+    assert config.num_bits == (64 * 128 << (14 if codes == "log2" else 7)).bit_length()
+    run(config, 1, 64, equal_scores=True, v_fill=-128)
 
 
 def test_kernel_takes_a_config():
