@@ -133,10 +133,11 @@ def report_dataset(data, widths, out_dir, test_limit, console):
 
     table = Table(title=f"{cfg.name}: top-1 on {len(test_y)} held-out images (float "
                         f"{ref.accuracy:.2%}); one image = {100 / len(test_y):.3f} pp")
+    name_width = max(len("/".join(c)) for c in CONFIGS)
     for col in ("width", "quantization", "top-1", "vs float pp", "vs min/max +/-", "= float pred",
                 "routing", "min SQNR dB", "logits SQNR dB"):
         table.add_column(col, justify="left" if col in ("width", "quantization") else "right",
-                         no_wrap=True, min_width=len(col) if col != "quantization" else 16)
+                         no_wrap=True, min_width=name_width if col == "quantization" else len(col))
     for r in report["results"]:
         paired = "" if r["name"] == "/".join(CONFIGS[0]) else \
             f"+{r['only_this_right']}/-{r['only_minmax_right']}"

@@ -151,4 +151,3 @@ def test_attention_from_scores_picks_the_codes():
     assert outs.tolist() == attention_pv_sqrt2(cs, v).tolist()
     with pytest.raises(ValueError, match=r"codes must be one of log2, sqrt2, got 'log3'"):
         attention_from_scores(u, v, "log3")
-

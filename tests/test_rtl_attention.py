@@ -29,14 +29,21 @@ def workload(config, heads, n, *, seed=0, shift_scale=0, equal_scores=False, v_f
     return q, k, v, mult, shift - shift_scale  # wider scores: more keys reach code 15
 
 
-def run(config, heads, n, *, seed=0, i_flow=1.0, o_flow=1.0, **kwargs):
-    q, k, v, mult, shift = workload(config, heads, n, seed=seed, **kwargs)
+def simulate(config, q, k, v, mult, shift, expected, *, seed=0, i_flow=1.0, o_flow=1.0):
+    """Run the kernel on (heads, n, head_dim) q, k, v, check ``expected``; return the cycles."""
     kb, vb, qb, count = attention_streams(config, q, k, v)
     dut = FixedScale(AttentionKernel(config), mult, shift)
     res = run_streams(dut, {"k": kb, "v": vb, "q": qb}, {"o": count}, name="attention",
                       i_flow=i_flow, o_flow=o_flow, seed=seed)
-    check_attention(config, res["o"][0], golden_attention(q, k, v, mult, shift, config.codes))
+    check_attention(config, res["o"][0], expected)
     return res["o"][1][-1] - res["k"][0] + 1
+
+
+def run(config, heads, n, *, seed=0, i_flow=1.0, o_flow=1.0, **kwargs):
+    q, k, v, mult, shift = workload(config, heads, n, seed=seed, **kwargs)
+    return simulate(config, q, k, v, mult, shift,
+                    golden_attention(q, k, v, mult, shift, config.codes),
+                    seed=seed, i_flow=i_flow, o_flow=o_flow)
 
 
 @pytest.mark.parametrize("codes", ["log2", "sqrt2"])
@@ -124,11 +131,7 @@ def test_trained_model_layer(codes):
     n = cfg.num_tokens
     config = AttentionConfig(r=4, dp=8, h=cfg.num_heads, head_dim=cfg.head_dim, max_tokens=n,
                              codes=codes)
-    kb, vb, qb, count = attention_streams(config, q, k, v)
-    dut = FixedScale(AttentionKernel(config), qp.scalar("blocks.1.attn.scores.mult"),
-                     qp.scalar("blocks.1.attn.scores.shift"))
-    res = run_streams(dut, {"k": kb, "v": vb, "q": qb}, {"o": count}, name="attention",
-                      i_flow=0.8, o_flow=0.8, seed=1)
-    check_attention(config, res["o"][0],
-                    out.reshape(n, cfg.num_heads, cfg.head_dim).transpose(1, 0, 2))
-
+    simulate(config, q, k, v, qp.scalar("blocks.1.attn.scores.mult"),
+             qp.scalar("blocks.1.attn.scores.shift"),
+             out.reshape(n, cfg.num_heads, cfg.head_dim).transpose(1, 0, 2),
+             seed=1, i_flow=0.8, o_flow=0.8)
