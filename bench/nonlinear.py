@@ -38,7 +38,7 @@ from rtl import gelu as gelu_unit
 from rtl import softmax as softmax_unit
 from sim.nonlinear_images import (gating_streams, layernorm_batch, layernorm_streams,
                                   softmax_words)
-from sim.packing import pack
+from moevit.packing import pack
 from sim.pysim_stream import run_streams
 from sim.waves import BUILD_DIR
 

@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 from golden.gemm import int8_matmul
 from rtl.systolic import SystolicArray, exp_cycles, result_layout
 from sim.gemm_tiles import gemm_words
-from sim.packing import pack, unpack
+from moevit.packing import pack, unpack
 
 from .uart import UartTx
 

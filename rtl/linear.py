@@ -26,7 +26,7 @@ counts ``KB`` and ``NB``, so the kernel needs no division), then the
 table (:data:`GELU_ENTRIES` int8 entries, ``entries_per_beat`` per beat, entry
 ``q + 128`` for input code ``q``). Each word is split into
 ``ceil(bits / bus_width)`` beats, least significant bits first.
-:func:`sim.linear_images.matrix_image` builds it.
+:func:`moevit.images.matrix_image` builds it.
 
 Output arithmetic, per output channel ``c`` (exactly ``golden.quant``)::
 
@@ -385,7 +385,7 @@ class LinearKernel(wiring.Component):
                         with m.If(word + 1 == nb_l):
                             m.d.sync += word.eq(0)
                             # Without a table stage the header's gelu flag is ignored (the host
-                            # refuses tables for such a kernel: sim.linear_images.matrix_image).
+                            # refuses tables for such a kernel: moevit.images.matrix_image).
                             with m.If(head_l.gelu & cfg.gelu):
                                 if cfg.gelu:
                                     m.next = "TABLE"

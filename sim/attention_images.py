@@ -15,7 +15,7 @@ from golden.quant import dyadic, requantize
 from golden.softmax import LOG2_FRAC, attention_from_scores
 from rtl.attention import beat_layout
 
-from .packing import pack, unpack
+from moevit.packing import pack, unpack
 
 __all__ = ["random_heads", "golden_attention", "attention_streams", "check_attention",
            "FixedScale"]

@@ -10,7 +10,7 @@ import numpy as np
 
 from rtl.systolic import operand_layout, result_layout
 
-from .packing import pack, unpack
+from moevit.packing import pack, unpack
 
 __all__ = ["gemm_beats", "assemble_rows", "gemm_words", "gemm_result"]
 

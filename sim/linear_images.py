@@ -1,107 +1,20 @@
-"""Host side of :class:`rtl.linear.LinearKernel`: matrix images, token beats, output assembly.
+"""Test side of :class:`rtl.linear.LinearKernel`: token beats, random jobs, output checks.
 
-What a driver (or a testbench) sends on ``w`` and ``x`` and how it reads ``y``,
-following the formats documented in :mod:`rtl.linear`.
+What a testbench sends on ``x`` and how it reads ``y``, following the formats
+documented in :mod:`rtl.linear`; matrix images (``w``) are the host's
+(:func:`moevit.images.matrix_image`).
 """
 
 import numpy as np
 
 from golden.gelu import gelu_int
-from golden.quant import BIAS_MAX, MULT_MAX, SHIFT_MAX, dyadic, linear, requantize
-from rtl.linear import GELU_ENTRIES, HEADER, OutMode, channel_layout, x_layout, y_layout
+from golden.quant import dyadic, linear, requantize
+from moevit.images import matrix_image
+from moevit.packing import pack, unpack
+from rtl.linear import x_layout, y_layout
 
-from .packing import pack, unpack
-
-__all__ = ["matrix_image", "token_beats", "assemble_outputs", "random_job", "job_image",
+__all__ = ["token_beats", "assemble_outputs", "random_job", "job_image",
            "expected_rows", "job_streams", "check_outputs"]
-
-
-def _split(word, bits, bus_width):
-    return [(word >> (i * bus_width)) & ((1 << bus_width) - 1)
-            for i in range(-(-bits // bus_width))]
-
-
-def _checked(name, what, values, lo, hi, shape):
-    values = np.broadcast_to(np.asarray(values, np.int64), shape)
-    if values.size and (values.min() < lo or values.max() > hi):
-        raise ValueError(f"{what} of {name} must be in [{lo}, {hi}], "
-                         f"found [{int(values.min())}, {int(values.max())}]")
-    return values
-
-
-def matrix_image(config, name, weight, bias, *, mult=1, shift=0, zero_point=0, bits=None,
-                 gelu_table=None):
-    """Bus beats (ints) of one matrix image for ``config``.
-
-    The kernel computes, per output channel ``c``,
-    ``golden.quant.requantize(x @ weight.T + bias, mult[c], shift[c], zero_point, bits)``
-    and, given a table, ``golden.gelu.gelu_int`` of that (``bits`` must then be 8).
-
-    Parameters
-    ----------
-    config : LinearConfig
-    name : str
-        Names the matrix in errors.
-    weight : int array, shape (d_out, d_in), values in [-128, 127]
-        torch layout ``[out, in]``.
-    bias : int array, shape (d_out,)
-        int32, within ``golden.quant.BIAS_MAX``.
-    mult, shift : int or int array of shape (d_out,)
-        Requantizer per output channel (``golden.quant.dyadic``); the default passes
-        ``acc + bias`` through unchanged.
-    zero_point : int
-        Added after rounding, within the output range.
-    bits : 8, 16 or 32, optional
-        Output width (saturation range); at most (and by default) ``config.out_width``.
-    gelu_table : int array of shape (256,), optional
-        ``golden.gelu.gelu_table``; needs ``config.gelu`` and ``bits == 8``.
-    """
-    weight, bias = np.asarray(weight, np.int64), np.asarray(bias, np.int64)
-    d_out, d_in = weight.shape
-    if bias.shape != (d_out,):
-        raise ValueError(f"bias of {name} must have shape ({d_out},), not {bias.shape}")
-    kb, nb = config.check_matrix(name, d_in, d_out)
-    _checked(name, "weight", weight, -128, 127, weight.shape)
-    _checked(name, "bias", bias, -BIAS_MAX, BIAS_MAX, bias.shape)
-    bits = config.out_width if bits is None else bits
-    if bits not in (8, 16, 32) or bits > config.out_width:
-        raise ValueError(f"bits of {name} must be 8, 16 or 32 and at most the kernel's "
-                         f"out_width {config.out_width}, not {bits}")
-    mult = _checked(name, "mult", mult, 0, MULT_MAX, (d_out,))
-    shift = _checked(name, "shift", shift, 0, SHIFT_MAX, (d_out,))
-    _checked(name, "zero_point", zero_point, -(1 << (bits - 1)), (1 << (bits - 1)) - 1, ())
-    if bits == 32:
-        _checked(name, "zero_point", zero_point, -(1 << 15), (1 << 15) - 1, ())
-    if gelu_table is not None:
-        if not config.gelu or bits != 8:
-            raise ValueError(f"gelu_table of {name} needs a kernel built with gelu=True and "
-                             f"bits=8, not gelu={config.gelu} and bits={bits}")
-        if np.shape(gelu_table) != (GELU_ENTRIES,):
-            raise ValueError(f"gelu_table of {name} must have {GELU_ENTRIES} entries, "
-                             f"not shape {np.shape(gelu_table)}")
-        gelu_table = _checked(name, "gelu_table", gelu_table, -128, 127, (GELU_ENTRIES,))
-    pi, po, bus = config.pi, config.po, config.bus_width
-    padded = np.zeros((nb * po, kb * pi), np.int64)
-    padded[:d_out, :d_in] = weight
-    channels = np.zeros((3, nb * po), np.int64)
-    channels[:, :d_out] = bias, mult, shift
-    beats = [pack(HEADER, {"kb": kb, "nb": nb, "zero_point": int(zero_point),
-                           "mode": {8: OutMode.INT8, 16: OutMode.INT16, 32: OutMode.INT32}[bits].value,
-                           "gelu": int(gelu_table is not None)})]
-    w_bits = config.weight_layout.size
-    for j in range(nb):
-        for s in range(kb):
-            tile = padded[j * po:(j + 1) * po, s * pi:(s + 1) * pi]
-            beats += _split(pack(config.weight_layout, tile), w_bits, bus)
-    c_layout = channel_layout(po)
-    for j in range(nb):
-        fold = channels[:, j * po:(j + 1) * po]
-        word = pack(c_layout, {"bias": fold[0], "mult": fold[1], "shift": fold[2]})
-        beats += _split(word, c_layout.size, bus)
-    if gelu_table is not None:
-        per = config.entries_per_beat
-        beats += [pack(config.table_layout, gelu_table[i:i + per]) for i in range(0, GELU_ENTRIES, per)]
-    return beats
 
 
 def token_beats(config, x, tokens, scores=None):

@@ -11,7 +11,7 @@ from golden.moe import dispatch, topk
 from golden.softmax import CODE_ZERO, log2_codes, softmax_u8
 from rtl import gating, layernorm, softmax
 
-from .packing import pack, unpack
+from moevit.packing import pack, unpack
 
 __all__ = ["softmax_words", "check_softmax", "layernorm_batch", "layernorm_streams",
            "check_layernorm", "gating_streams", "check_gating"]

@@ -14,7 +14,7 @@ from golden.softmax import softmax_u8
 from rtl import topk as topk_rtl
 
 from .linear_images import expected_rows, job_image, token_beats
-from .packing import pack, unpack
+from moevit.packing import pack, unpack
 
 __all__ = ["routes", "topk_words", "topk_beats", "dispatch_words", "dispatch_beats",
            "check_beats", "gate_tasks", "gating_streams"]

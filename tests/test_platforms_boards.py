@@ -17,7 +17,7 @@ from platforms.flows import check_fit, synth_report, vivado_project
 from platforms.selftest import BoardTop, SelfTest, StatusLine, make_vectors
 from platforms.uart import UartTx
 from rtl.systolic import result_layout
-from sim.packing import unpack
+from moevit.packing import unpack
 
 CLOCK_PINS = {"zcu102": "G21", "u280": "BJ43", "ulx3s": "G2", "orangecrab": "A9"}
 

@@ -7,7 +7,7 @@ from golden.moe import combine, dispatch, topk
 from golden.softmax import softmax_u8
 from rtl.combine import Combiner, exp_cycles, flush_layout, out_layout
 from rtl.linear import y_layout
-from sim.packing import pack, unpack
+from moevit.packing import pack, unpack
 from sim.pysim_stream import run_streams
 
 

@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 
 from golden.gelu import gelu_int, gelu_table
 from rtl.gelu import GELU_ENTRIES, GeluLookup, GeluUnit, exp_cycles, io_layout, table_layout
-from sim.packing import pack, unpack
+from moevit.packing import pack, unpack
 from sim.pysim_stream import run_streams
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from rtl.linear import LinearConfig, LinearKernel, exp_cycles
-from sim.linear_images import check_outputs, job_streams, matrix_image, random_job
+from moevit.images import matrix_image
+from sim.linear_images import check_outputs, job_streams, random_job
 from sim.pysim_stream import run_streams
 
 N_TOKENS = 12

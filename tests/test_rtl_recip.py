@@ -7,7 +7,7 @@ import pytest
 
 from golden.softmax import normalized_reciprocal
 from rtl.recip import ISqrt, Reciprocal, recip_layout
-from sim.packing import unpack
+from moevit.packing import unpack
 from sim.pysim_stream import run_streams
 
 

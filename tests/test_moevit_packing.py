@@ -3,7 +3,7 @@ import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from sim.packing import pack, unpack
+from moevit.packing import pack, unpack
 
 LAYOUT = data.StructLayout({
     "flag": 1,

@@ -1,0 +1,423 @@
+"""Compiler: a quantized model and an accelerator config to a program and its DRAM image.
+
+``compile_model(qp, config)`` checks that the config can run the model
+(:func:`check_model`), lays out the DRAM image and emits the three instruction
+streams of one frame:
+
+* **image** (every region aligned to the load-path word): the position embedding (int16, the residual stream's first contents), then per
+  layer in execution order its LayerNorm images and matrix images in the kernels'
+  own formats (:mod:`moevit.images`; a matrix larger than a weight bank is cut
+  into column chunks, each its own image; the gate's images are one per task and
+  the experts' one per expert, back to back, so that ``index`` TASK / EXPERT
+  selects them at run time), then the ``program`` (its address is a kernel
+  argument), the ``input`` region (uint8 pixel codes, patch
+  major) and the ``output`` region.
+* **program**: the patch embedding on the linear kernel (pixels in ``G``, added
+  into ``X`` which holds the position embedding); per block LayerNorm, qkv,
+  attention, proj with the residual add, LayerNorm, then the dense FFN (fc1 with
+  the fused GELU table, fc2 with the residual add) or the MoE FFN (the task's gate
+  into the routing table, a LOOP over the active experts running each one's fc1
+  and fc2 into the combiner, the combine flush with the residual add); the
+  classifier's LayerNorm and head on the class token; the store of ``X`` (or of
+  the logits).
+
+The load stream issues the matrix and LayerNorm images in the order their
+instructions use them (the units pair the n-th image with the n-th instruction)
+and loops over the same active experts. Cross-queue dependencies are recorded
+as edges and turned into tokens by :func:`place_tokens`. The task is not
+compiled in: the gate image is indexed by the ``task`` kernel argument.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.config import ModelConfig
+from golden.float_model import patchify
+from golden.int_model import QuantParams
+from rtl.config import AcceleratorConfig
+from rtl.control.isa import Base, Buffer, Codes, Index, Opcode, Queue, Rows, Write
+from rtl.gating_path import lanes_for
+
+from .images import (beats_to_bytes, matrix_image, norm_image, stripe, tensor_bytes,
+                     tensor_from_bytes, unstripe)
+from .program import (DramImage, Instruction, Program, ProgramError, Region, WORD_BYTES,
+                      check_program)
+
+__all__ = ["CompiledModel", "check_model", "compile_model", "place_tokens", "matrix_chunks"]
+
+#: Token flags (producer, consumer) for an edge between two neighbouring queues.
+_EDGE_FLAGS = {
+    (Queue.LOAD, Queue.COMPUTE): ("push_next", "pop_prev"),
+    (Queue.COMPUTE, Queue.LOAD): ("push_prev", "pop_next"),
+    (Queue.COMPUTE, Queue.STORE): ("push_next", "pop_prev"),
+    (Queue.STORE, Queue.COMPUTE): ("push_prev", "pop_next"),
+}
+
+
+def check_model(qp, config):
+    """Raise :class:`moevit.program.ProgramError` naming the first limit of ``config`` that
+    the model of ``qp`` exceeds (or a quantization the hardware does not implement)."""
+    if not isinstance(qp, QuantParams):
+        raise TypeError(f"qp must be a QuantParams, not {type(qp).__name__}")
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig, not {type(config).__name__}")
+    m, cap = qp.config, config.capacity
+    where = f"model {m.name!r} on config {config.name!r}"
+
+    def limit(what, value, field, bound):
+        if value > bound:
+            raise ProgramError(f"{where}: {what} {value} exceeds {field} = {bound}")
+
+    limit("tokens", m.num_tokens, "capacity.tokens", cap.tokens)
+    limit("embed_dim", m.embed_dim, "capacity.dim", cap.dim)
+    limit("mlp hidden width", m.mlp_hidden, "capacity.hidden", cap.hidden)
+    if m.moe_blocks:
+        limit("expert_hidden", m.expert_hidden, "capacity.hidden", cap.hidden)
+        limit("num_experts", m.num_experts, "capacity.experts", cap.experts)
+        limit("top_k", m.top_k, "capacity.top_k", cap.top_k)
+        if m.num_experts < 2:
+            raise ProgramError(f"{where}: num_experts must be at least 2 for the gating datapath")
+        po = config.linear.po
+        if m.num_experts > po and (m.num_experts % po or config.linear.t != 1):
+            raise ProgramError(f"{where}: num_experts {m.num_experts} above linear.po {po} must "
+                               f"be a multiple of it with linear.t = 1 (one token's logits in "
+                               f"consecutive beats)")
+        if lanes_for(config.linear_config(), m.num_experts) > 16:
+            raise ProgramError(f"{where}: the gate's softmax takes at most 16 logits per beat, "
+                               f"min(num_experts, linear.po) = "
+                               f"{lanes_for(config.linear_config(), m.num_experts)}")
+    limit("flattened patch (in_chans * patch_size**2)", m.patch_dim, "capacity.hidden",
+          cap.hidden)
+    limit("head_dim", m.head_dim, "capacity.head_dim", cap.head_dim)
+    limit("num_heads", m.num_heads, "the ATTENTION heads field's", 255)
+    limit("num_classes", m.num_classes, "capacity.classes", cap.classes)
+    if m.head_dim % config.attention.dp:
+        raise ProgramError(f"{where}: head_dim {m.head_dim} must be a multiple of attention.dp "
+                           f"{config.attention.dp}")
+    if m.embed_dim % config.norm_lanes:
+        raise ProgramError(f"{where}: embed_dim {m.embed_dim} must be a multiple of norm_lanes "
+                           f"{config.norm_lanes}")
+    if int(qp.scalar("quant.act_bits")) != 8:
+        raise ProgramError(f"{where}: the accelerator runs 8-bit activations, the parameter set "
+                           f"has quant.act_bits = {int(qp.scalar('quant.act_bits'))}")
+    codes = "sqrt2" if qp.scalar("quant.attn_sqrt2") else "log2"
+    if codes not in config.attention.codes:
+        raise ProgramError(f"{where}: the model uses {codes} attention codes, the config builds "
+                           f"attention.codes = {config.attention.codes}")
+    if m.moe_blocks:
+        kb = -(-m.embed_dim // config.linear.pi)
+        nb = -(-m.num_experts // config.linear.po)
+        if kb * nb > config.linear_config().max_weight_words:
+            raise ProgramError(f"{where}: the gate ({m.embed_dim} -> {m.num_experts}) needs "
+                               f"{kb * nb} weight words in one bank, linear.bank_words = "
+                               f"{config.linear.bank_words}")
+
+
+def matrix_chunks(config, d_in, d_out):
+    """Column chunks ``[(c0, c1), ...]`` of a ``d_in -> d_out`` matrix that each fit a weight
+    bank: as few as possible, of equal fold counts but the last."""
+    lc = config.linear_config()
+    kb, nb = -(-d_in // lc.pi), -(-d_out // lc.po)
+    per = lc.max_weight_words // kb
+    if per < 1:
+        raise ProgramError(f"a {d_in} -> {d_out} matrix needs {kb} weight words per output fold, "
+                           f"linear.bank_words = {config.linear.bank_words}")
+    n = -(-nb // per)
+    per = -(-nb // n)
+    return [(j * per * lc.po, min(d_out, (j + 1) * per * lc.po)) for j in range(n)]
+
+
+def place_tokens(streams, edges):
+    """Set the token flags that enforce ``edges`` and return the new streams.
+
+    ``edges`` are ``((producer queue, index), (consumer queue, index))``: the
+    consumer may not start before the producer completed. Per direction, an edge
+    whose producer is already ordered before the consumer by an earlier edge (in
+    program order of both queues) is dropped; the rest have strictly increasing
+    producers and consumers, so the k-th token pushed is the k-th popped. Loop
+    bodies hold no tokens: an edge into or out of one is an error.
+    """
+    streams = {q: list(s) for q, s in streams.items()}
+    in_body = {q: set() for q in streams}
+    for q, s in streams.items():
+        for k, ins in enumerate(s):
+            if ins.op == Opcode.LOOP:
+                in_body[q].update(range(k + 1, k + 1 + ins["body"]))
+    by_direction = {}
+    for (pq, pk), (cq, ck) in edges:
+        if (pq, cq) not in _EDGE_FLAGS:
+            raise ProgramError(f"no tokens run from the {pq.name.lower()} to the "
+                               f"{cq.name.lower()} queue")
+        if pk in in_body[pq] or ck in in_body[cq]:
+            raise ProgramError("a dependency edge may not start or end inside a loop body")
+        need = by_direction.setdefault((pq, cq), {})
+        need[ck] = max(need.get(ck, -1), pk)
+    for (pq, cq), need in by_direction.items():
+        push, pop = _EDGE_FLAGS[pq, cq]
+        ordered = -1
+        for ck in sorted(need):
+            pk = need[ck]
+            if pk <= ordered:
+                continue
+            ordered = pk
+            streams[pq][pk] = streams[pq][pk].with_tokens(push)
+            streams[cq][ck] = streams[cq][ck].with_tokens(pop)
+    return {q: tuple(s) for q, s in streams.items()}
+
+
+class _Builder:
+    """Accumulates regions and the three streams."""
+
+    def __init__(self, config):
+        self.config = config
+        self.lc = config.linear_config()
+        self.align = config.axi.path_bytes
+        self.regions = {}
+        self.data = bytearray()
+        self.streams = {q: [] for q in Queue}
+        self.edges = []
+
+    # ---- image ----
+    def region(self, name, size, raw=b""):
+        """Append a region of ``size`` bytes (padded to the load-path word) holding ``raw``."""
+        offset = len(self.data)
+        padded = -(-max(size, 1) // self.align) * self.align
+        self.regions[name] = Region(name, offset, padded)
+        self.data += bytes(raw) + bytes(padded - len(raw))
+        return offset
+
+    def transfer(self, raw):
+        """A DRAM transfer's bytes in the striped layout and its beat count."""
+        data = stripe(raw, self.config.axi.ports, self.config.axi.data_bytes)
+        return data, len(data) // self.align
+
+    # ---- streams ----
+    def emit(self, queue, op, **args):
+        self.streams[queue].append(Instruction.make(op, **args))
+        return queue, len(self.streams[queue]) - 1
+
+    def matrices(self, name, images, index):
+        """Lay out a group of same-sized matrix images; emit the LOAD_MATRIX of the group."""
+        data = []
+        for beats in images:
+            raw, n = self.transfer(beats_to_bytes(beats, self.lc.bus_width))
+            data.append(raw)
+        if len({len(d) for d in data}) != 1:
+            raise ProgramError(f"{name}: the images of one group must have equal sizes")
+        offset = self.region(name, sum(len(d) for d in data), b"".join(data))
+        return self.emit(Queue.LOAD, Opcode.LOAD_MATRIX, base=Base.MODEL, offset=offset,
+                         index=index, beats=len(data[0]) // self.align)
+
+    def norm(self, name, qp, rows, row=0):
+        """A LayerNorm: its image, its LOAD_NORM and its NORM (X rows into H)."""
+        c = self.config
+        beats = norm_image(c.norm_lanes, self.lc.bus_width, name, qp[f"{name}.gain"],
+                           qp[f"{name}.bias"], qp.scalar(f"{name}.shift"), qp.scalar(f"{name}.eps"))
+        raw, n = self.transfer(beats_to_bytes(beats, self.lc.bus_width))
+        offset = self.region(name, len(raw), raw)
+        self.emit(Queue.LOAD, Opcode.LOAD_NORM, base=Base.MODEL, offset=offset, beats=n)
+        d = qp.config.embed_dim
+        return self.emit(Queue.COMPUTE, Opcode.NORM, row=row, rows=rows, cols=d)
+
+    def linear(self, name, groups, d_out, *, src, dst, write, rows_from=Rows.RANGE, row=0,
+               rows=0, row_offset=0, index=Index.NONE, top_k=0):
+        """One LINEAR per column chunk; ``groups(c0, c1)`` gives the chunk's image group."""
+        d_in = groups.d_in
+        last = None
+        for n, (c0, c1) in enumerate(matrix_chunks(self.config, d_in, d_out)):
+            self.matrices(f"{name}.{n}", groups(c0, c1), index)
+            last = self.emit(Queue.COMPUTE, Opcode.LINEAR, src=src, dst=dst, rows_from=rows_from,
+                             write=write, row=row, rows=rows, row_offset=row_offset, col=c0,
+                             cols=c1 - c0, top_k=top_k)
+        return last
+
+
+class _Images:
+    """The matrix images of one layer (or one image per task / expert), chunk by chunk."""
+
+    def __init__(self, lc, name, weights, biases, mults, shifts, zero_points, bits, tables=None):
+        self.lc, self.name, self.bits = lc, name, bits
+        self.weights, self.biases, self.mults, self.shifts = weights, biases, mults, shifts
+        self.zero_points, self.tables = zero_points, tables
+        self.d_in = weights[0].shape[1]
+
+    def __call__(self, c0, c1):
+        out = []
+        for k, w in enumerate(self.weights):
+            out.append(matrix_image(
+                self.lc, f"{self.name}[{k}]" if len(self.weights) > 1 else self.name, w[c0:c1],
+                self.biases[k][c0:c1], mult=self.mults[k][c0:c1], shift=self.shifts[k][c0:c1],
+                zero_point=int(self.zero_points[k]), bits=self.bits,
+                gelu_table=None if self.tables is None else self.tables[k]))
+        return out
+
+
+def _layer(lc, qp, name, bits, zero_point=0, table=None):
+    return _Images(lc, name, [qp[f"{name}.weight"]], [qp[f"{name}.bias"]], [qp[f"{name}.mult"]],
+                   [qp[f"{name}.shift"]], [zero_point], bits,
+                   None if table is None else [table])
+
+
+def _stack(lc, qp, name, bits, zero_points=None, tables=None):
+    w = qp[f"{name}.weight"]
+    return _Images(lc, name, list(w), list(qp[f"{name}.bias"]), list(qp[f"{name}.mult"]),
+                   list(qp[f"{name}.shift"]),
+                   [0] * len(w) if zero_points is None else list(zero_points), bits,
+                   None if tables is None else list(tables))
+
+
+@dataclass
+class CompiledModel:
+    """A compiled model: the program, its DRAM image and how to fill and read it.
+
+    Members
+    -------
+    config : AcceleratorConfig
+    model : ModelConfig
+    program : Program
+    image : DramImage
+        With an empty ``input`` and ``output`` region (see :meth:`with_input`).
+    """
+
+    config: AcceleratorConfig
+    model: ModelConfig
+    program: Program
+    image: DramImage
+
+    @property
+    def output_shape(self):
+        m = self.model
+        return (m.num_classes,) if m.num_classes else (m.num_tokens, m.embed_dim)
+
+    def input_bytes(self, pixels):
+        """The ``input`` region's bytes for uint8 pixel codes of shape (C, H, W): the patches
+        row-major (patch-major, features in (c, y, x) order), striped over the ports."""
+        m = self.model
+        pixels = np.asarray(pixels)
+        if pixels.shape != (m.in_chans, *m.image_size):
+            raise ValueError(f"pixels must have shape {(m.in_chans, *m.image_size)}, "
+                             f"got {pixels.shape}")
+        if not np.issubdtype(pixels.dtype, np.integer) or pixels.min() < 0 or pixels.max() > 255:
+            raise ValueError("pixels must be integers in [0, 255]")
+        raw = tensor_bytes(patchify(m, pixels), "uint8")
+        return stripe(raw, self.config.axi.ports, self.config.axi.data_bytes)
+
+    def with_input(self, pixels):
+        """A copy of the image with ``pixels`` in its input region."""
+        image = self.image.copy()
+        image.write(image.region("input").offset, self.input_bytes(pixels))
+        return image
+
+    def read_output(self, image, offset=None):
+        """The output tensor from a DRAM image: int16 ``(N, D)`` (backbone) or ``(C,)`` logits."""
+        region = image.region("output")
+        offset = region.offset if offset is None else offset
+        raw = unstripe(image.read(offset, region.size), self.config.axi.ports,
+                       self.config.axi.data_bytes)
+        rows, cols = (1, self.model.num_classes) if self.model.num_classes else self.output_shape
+        out = tensor_from_bytes(raw, "int16", rows, cols).astype(np.int16)
+        return out[0] if self.model.num_classes else out
+
+
+def compile_model(qp, config):
+    """Compile ``qp`` (a :class:`golden.int_model.QuantParams`) for ``config``.
+
+    Returns
+    -------
+    CompiledModel
+
+    Raises
+    ------
+    ProgramError
+        If the config cannot run the model (:func:`check_model`) or the program does
+        not fit it (:func:`moevit.program.check_program`).
+    """
+    check_model(qp, config)
+    m = qp.config
+    b = _Builder(config)
+    lc = b.lc
+    n, d = m.num_tokens, m.embed_dim
+    codes = Codes.SQRT2 if qp.scalar("quant.attn_sqrt2") else Codes.LOG2
+
+    # Patch embedding: X = position embedding, G = pixels - 128, X[1:] += patches @ W.
+    raw, beats = b.transfer(tensor_bytes(qp["pos_embed"], "int16"))
+    offset = b.region("pos_embed", len(raw), raw)
+    b.emit(Queue.LOAD, Opcode.LOAD_TENSOR, base=Base.MODEL, offset=offset, buffer=Buffer.X,
+           row=0, rows=n, cols=d)
+    pixels = b.emit(Queue.LOAD, Opcode.LOAD_TENSOR, base=Base.INPUT, offset=0, buffer=Buffer.G,
+                    row=0, rows=m.num_patches, cols=m.patch_dim, flip_sign=1)
+    first = b.linear("patch_embed", _layer(lc, qp, "patch_embed", 16), d, src=Buffer.G,
+                     dst=Buffer.X, write=Write.ADD, rows=m.num_patches, row_offset=1)
+    b.edges.append((pixels, (Queue.COMPUTE, 0)))
+    last = first
+    for blk in range(m.depth):
+        p = f"blocks.{blk}."
+        b.norm(p + "norm1", qp, n)
+        b.linear(p + "attn.qkv", _layer(lc, qp, p + "attn.qkv", 8), 3 * d, src=Buffer.H,
+                 dst=Buffer.QKV, write=Write.STORE, rows=n)
+        b.emit(Queue.COMPUTE, Opcode.ATTENTION, tokens=n, head=0, heads=m.num_heads,
+               head_dim=m.head_dim, dim=d, mult=int(qp.scalar(p + "attn.scores.mult")),
+               shift=int(qp.scalar(p + "attn.scores.shift")), codes=codes)
+        b.linear(p + "attn.proj", _layer(lc, qp, p + "attn.proj", 16), d, src=Buffer.A,
+                 dst=Buffer.X, write=Write.ADD, rows=n)
+        b.norm(p + "norm2", qp, n)
+        if m.is_moe(blk):
+            gates = _Images(lc, p + "mlp.gate",
+                            *[[qp[f"{p}mlp.gate.{t}.{f}"] for t in range(m.num_tasks)]
+                              for f in ("weight", "bias", "mult", "shift")],
+                            [0] * m.num_tasks, 16)
+            route = b.linear(p + "mlp.gate", gates, m.num_experts, src=Buffer.H, dst=Buffer.X,
+                             write=Write.ROUTE, rows=n, index=Index.TASK, top_k=m.top_k)
+            e = p + "mlp.experts."
+            fc1 = _stack(lc, qp, e + "fc1", 8, qp[e + "fc1.zero_point"], qp[e + "gelu.table"])
+            fc2 = _stack(lc, qp, e + "fc2", 16)
+            chunks = (len(matrix_chunks(config, d, m.expert_hidden))
+                      + len(matrix_chunks(config, m.expert_hidden, d)))
+            loop = b.emit(Queue.LOAD, Opcode.LOOP, body=chunks)
+            b.edges.append((route, loop))
+            b.emit(Queue.COMPUTE, Opcode.LOOP, body=chunks)
+            b.linear(e + "fc1", fc1, m.expert_hidden, src=Buffer.H, dst=Buffer.G,
+                     write=Write.STORE, rows_from=Rows.EXPERT, index=Index.EXPERT)
+            b.linear(e + "fc2", fc2, d, src=Buffer.G, dst=Buffer.X, write=Write.COMBINE,
+                     rows_from=Rows.EXPERT, index=Index.EXPERT)
+            last = b.emit(Queue.COMPUTE, Opcode.COMBINE, rows=n, cols=d)
+        else:
+            fc1 = _layer(lc, qp, p + "mlp.fc1", 8, int(qp.scalar(p + "mlp.fc1.zero_point")),
+                         qp[p + "mlp.gelu.table"])
+            b.linear(p + "mlp.fc1", fc1, m.mlp_hidden, src=Buffer.H, dst=Buffer.G,
+                     write=Write.STORE, rows=n)
+            last = b.linear(p + "mlp.fc2", _layer(lc, qp, p + "mlp.fc2", 16), d, src=Buffer.G,
+                            dst=Buffer.X, write=Write.ADD, rows=n)
+    if m.num_classes:
+        b.norm("norm", qp, 1)
+        last = b.linear("head", _layer(lc, qp, "head", 16), m.num_classes, src=Buffer.H,
+                        dst=Buffer.LOGITS, write=Write.STORE, rows=1)
+        out_buffer, out_rows, out_cols = Buffer.LOGITS, 1, m.num_classes
+    else:
+        out_buffer, out_rows, out_cols = Buffer.X, n, d
+    store = b.emit(Queue.STORE, Opcode.STORE_TENSOR, base=Base.OUTPUT, offset=0,
+                   buffer=out_buffer, row=0, rows=out_rows, cols=out_cols)
+    b.edges.append((last, store))
+    for q in Queue:
+        b.emit(q, Opcode.END)
+
+    streams = place_tokens(b.streams, b.edges)
+    in_raw, _ = b.transfer(bytes(m.num_patches * m.patch_dim))
+    out_raw, _ = b.transfer(bytes(out_rows * out_cols * 2))
+    program = check_program(Program(streams, input_bytes=len(in_raw),
+                                    output_bytes=len(out_raw)), config)
+    code = program.to_bytes()
+    _check_words(program, code)
+    b.region("program", len(code), code)
+    b.region("input", len(in_raw))
+    b.region("output", len(out_raw))
+    image = DramImage(bytearray(b.data), b.regions, b.align).validate()
+    return CompiledModel(config, m, program, image)
+
+
+def _check_words(program, code):
+    """The program read back from its bytes is the program (the encoding round-trips)."""
+    if Program.from_bytes(code) != program or len(code) != program.words * WORD_BYTES:
+        raise ProgramError("internal: the program does not survive its own encoding")
+

@@ -1,0 +1,479 @@
+"""The accelerator's configuration: one frozen dataclass, the single source of truth.
+
+:class:`AcceleratorConfig` composes small per-part configs (as Gemmini's config
+does, without its ninety flat parameters):
+
+==================  ==============================================================
+part                what it fixes
+==================  ==============================================================
+``linear``          the linear kernel: PI x PO x T, DSP packing, weight-bank size
+``attention``       the attention kernel: R x Dp x H and the code forms it runs
+``norm_lanes``      LayerNorm channels per beat
+``axi``             the AXI4 master ports: data width, count, burst length,
+                    outstanding reads/writes, and the memory latency assumed by
+                    the schedule model (and implemented by the simulation memory)
+``capacity``        the largest model it runs: tokens, dims, hidden width, head
+                    dim, experts, top-k, classes, instructions
+``share_buffers``   whether the attention output shares the LayerNorm output's
+                    memory and the hidden buffer shares q/k/v's (small devices)
+==================  ==============================================================
+
+Every field is checked on construction; a bad value raises ``ValueError`` naming
+the field (``linear.pi``, ``axi.ports``) and its allowed range. The unit configs
+(:class:`rtl.linear.LinearConfig`, :class:`rtl.attention.AttentionConfig`), the
+on-chip buffers and the compiler's limits are derived here and nowhere else.
+:data:`PRESETS` holds configs sized for the supported devices; the design-space
+search tunes them.
+"""
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+from golden.moe import TOPK_MAX
+from golden.softmax import ATTENTION_CODES
+
+from .attention import AttentionConfig
+from .combine import ACC_BITS
+from .linear import DIM_BITS, LinearConfig
+from .params import check_int
+
+__all__ = ["LinearArray", "AttentionArray", "AxiPorts", "Capacity", "AcceleratorConfig",
+           "BUFFERS", "PRESETS", "preset"]
+
+#: On-chip activation buffers: name -> (element dtype, what it holds).
+BUFFERS = {
+    "X": ("int16", "residual stream (patch embedding, residual adds, MoE combine)"),
+    "H": ("int8", "LayerNorm output (the input of qkv, fc1, the gate, the experts, the head)"),
+    "QKV": ("int8", "q, k, v of every head, [q | k | v] per token row"),
+    "A": ("int8", "attention output (the input of proj)"),
+    "G": ("int8", "hidden rows: pixels for the patch embedding, fc1 / GELU outputs"),
+    "LOGITS": ("int16", "class logits (classifier models)"),
+}
+
+
+def _named(prefix, name):
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, not {value!r}")
+
+
+def _round_up(n, m):
+    return -(-n // m) * m
+
+
+class _Part:
+    """JSON round trip of a frozen dataclass of plain fields (tuples as lists)."""
+
+    def to_dict(self):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d, prefix=""):
+        if not isinstance(d, dict):
+            raise ValueError(f"{prefix or cls.__name__} must be an object, not {d!r}")
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ValueError(f"unknown {cls.__name__} field {_named(prefix, key)!r}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class LinearArray(_Part):
+    """The linear kernel (:class:`rtl.linear.LinearKernel`).
+
+    Parameters
+    ----------
+    pi, po : int, 1..64
+        Input features per beat and output channels per tile.
+    t : int, 1..16
+        Token lanes sharing each weight word.
+    dsp_packing : bool
+        Two int8 MACs per DSP48E2 (UltraScale+ only).
+    bank_words : int, 1..65535
+        Weight words (``PO x PI`` int8) per weight bank; a matrix with more
+        ``ceil(d_in / PI) * ceil(d_out / PO)`` words runs in column chunks.
+    """
+
+    pi: int = 16
+    po: int = 16
+    t: int = 3
+    dsp_packing: bool = False
+    bank_words: int = 576
+
+    def __post_init__(self):
+        check_int("linear.pi", self.pi, 1, 64)
+        check_int("linear.po", self.po, 1, 64)
+        check_int("linear.t", self.t, 1, 16)
+        _check_bool("linear.dsp_packing", self.dsp_packing)
+        check_int("linear.bank_words", self.bank_words, 1, (1 << DIM_BITS) - 1)
+
+    @property
+    def macs(self):
+        return self.pi * self.po * self.t
+
+
+@dataclass(frozen=True)
+class AttentionArray(_Part):
+    """The attention kernel (:class:`rtl.attention.AttentionKernel`).
+
+    Parameters
+    ----------
+    r : int, 1..32
+        Query rows in flight.
+    dp : int, 1..64
+        Head dims per cycle (divides every head dim the config runs).
+    h : int, 1..16
+        Heads side by side.
+    codes : tuple of str
+        Code forms the kernel runs, each one of ``golden.softmax.ATTENTION_CODES``.
+    """
+
+    r: int = 8
+    dp: int = 16
+    h: int = 3
+    codes: tuple = ("log2",)
+
+    def __post_init__(self):
+        check_int("attention.r", self.r, 1, 32)
+        check_int("attention.dp", self.dp, 1, 64)
+        check_int("attention.h", self.h, 1, 16)
+        codes = self.codes
+        if isinstance(codes, str) or not isinstance(codes, (tuple, list)):
+            raise ValueError(f"attention.codes must be a sequence of {', '.join(ATTENTION_CODES)}, "
+                             f"not {codes!r}")
+        codes = tuple(codes)
+        if not codes or len(set(codes)) != len(codes) or any(c not in ATTENTION_CODES for c in codes):
+            raise ValueError(f"attention.codes must be distinct entries of "
+                             f"{', '.join(ATTENTION_CODES)}, not {codes!r}")
+        object.__setattr__(self, "codes", codes)
+
+    @property
+    def macs(self):
+        return self.r * self.dp * self.h
+
+
+@dataclass(frozen=True)
+class AxiPorts(_Part):
+    """The AXI4 master ports and the memory behind them.
+
+    Parameters
+    ----------
+    data_bits : int, 64..1024, a power of two
+        Data width of each port.
+    ports : int, 1..8
+        Master ports. Every transfer is striped over all of them
+        (:func:`moevit.images.stripe`): the load path is ``ports * data_bits`` wide.
+    burst_beats : int, 1..256
+        Longest burst (AxLEN + 1); bursts never cross a 4 KB boundary either.
+    outstanding : int, 1..64
+        Bursts in flight per port and direction.
+    read_latency, write_latency : int, 1..4096
+        Assumed cycles from an accepted AR to its first R beat, and from a burst's
+        last W beat to its B response. The schedule model and the simulation
+        memory both use them; on a board they are the memory's.
+    """
+
+    data_bits: int = 256
+    ports: int = 1
+    burst_beats: int = 64
+    outstanding: int = 4
+    read_latency: int = 64
+    write_latency: int = 32
+
+    def __post_init__(self):
+        check_int("axi.data_bits", self.data_bits, 64, 1024)
+        if self.data_bits & (self.data_bits - 1):
+            raise ValueError(f"axi.data_bits must be a power of two in [64, 1024], "
+                             f"not {self.data_bits}")
+        check_int("axi.ports", self.ports, 1, 8)
+        check_int("axi.burst_beats", self.burst_beats, 1, 256)
+        check_int("axi.outstanding", self.outstanding, 1, 64)
+        check_int("axi.read_latency", self.read_latency, 1, 4096)
+        check_int("axi.write_latency", self.write_latency, 1, 4096)
+        if self.ports * self.data_bits > 4096:
+            raise ValueError(f"axi.ports * axi.data_bits must be at most 4096 (the load path), "
+                             f"not {self.ports * self.data_bits}")
+
+    @property
+    def data_bytes(self):
+        return self.data_bits // 8
+
+    @property
+    def path_bits(self):
+        """Width of the load path: one bus word from every port."""
+        return self.ports * self.data_bits
+
+    @property
+    def path_bytes(self):
+        return self.path_bits // 8
+
+
+@dataclass(frozen=True)
+class Capacity(_Part):
+    """The largest model the accelerator runs (the on-chip buffers are sized from it).
+
+    Parameters
+    ----------
+    tokens : int, 1..1024
+        Tokens per frame N (patches + class token).
+    dim : int, 2..1024
+        Model width D.
+    hidden : int, 1..16384
+        Width of the hidden buffer: dense and expert FFN widths and the flattened
+        patch (``C * p * p``, the patch embedding's input).
+    head_dim : int, 1..256
+    experts : int, 2..64
+    top_k : int, 1..4
+    classes : int, 0..4096
+        Classifier logits; 0: backbone models only.
+    instructions : int, 16..65536
+        Program size (all three streams and the header).
+    """
+
+    tokens: int = 129
+    dim: int = 192
+    hidden: int = 768
+    head_dim: int = 64
+    experts: int = 16
+    top_k: int = 2
+    classes: int = 0
+    instructions: int = 1024
+
+    def __post_init__(self):
+        check_int("capacity.tokens", self.tokens, 1, 1024)
+        check_int("capacity.dim", self.dim, 2, 1024)
+        check_int("capacity.hidden", self.hidden, 1, 16384)
+        check_int("capacity.head_dim", self.head_dim, 1, 256)
+        check_int("capacity.experts", self.experts, 2, 64)
+        check_int("capacity.top_k", self.top_k, 1, min(self.experts, TOPK_MAX))
+        check_int("capacity.classes", self.classes, 0, 4096)
+        check_int("capacity.instructions", self.instructions, 16, 1 << 16)
+
+
+_PARTS = {"linear": LinearArray, "attention": AttentionArray, "axi": AxiPorts,
+          "capacity": Capacity}
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """The whole accelerator (see the module docstring).
+
+    Parameters
+    ----------
+    name : str
+        Non-empty label.
+    linear : LinearArray
+    attention : AttentionArray
+    norm_lanes : int, 1..16
+        LayerNorm channels per beat; divides every model width the config runs.
+    axi : AxiPorts
+    capacity : Capacity
+    share_buffers : bool
+        ``A`` lives in ``H``'s memory and ``G`` in ``QKV``'s (:meth:`buffer_memory`):
+        about a third less activation memory; the compiler's schedule already keeps
+        their lifetimes apart.
+    """
+
+    name: str = "default"
+    linear: LinearArray = LinearArray()
+    attention: AttentionArray = AttentionArray()
+    norm_lanes: int = 4
+    axi: AxiPorts = AxiPorts()
+    capacity: Capacity = Capacity()
+    share_buffers: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, not {self.name!r}")
+        for part, cls in _PARTS.items():
+            value = getattr(self, part)
+            if not isinstance(value, cls):
+                raise ValueError(f"{part} must be a {cls.__name__}, not {value!r}")
+        check_int("norm_lanes", self.norm_lanes, 1, 16)
+        _check_bool("share_buffers", self.share_buffers)
+        c = self.capacity
+        if c.head_dim % self.attention.dp:
+            raise ValueError(f"attention.dp ({self.attention.dp}) must divide capacity.head_dim "
+                             f"({c.head_dim})")
+        if c.dim % self.norm_lanes:
+            raise ValueError(f"norm_lanes ({self.norm_lanes}) must divide capacity.dim ({c.dim})")
+        need = self.linear_config().kb_max
+        if need > self.linear.bank_words:
+            raise ValueError(f"linear.bank_words must hold one output fold of the widest input "
+                             f"(ceil({self.linear_config().max_in} / {self.linear.pi}) = {need} "
+                             f"words), not {self.linear.bank_words}")
+        if self.axi.path_bits < 64:
+            raise ValueError("the load path must be at least 64 bits wide")
+
+    # ---- derived unit configs ---------------------------------------------------------
+
+    def linear_config(self):
+        """The :class:`rtl.linear.LinearConfig` of the kernel (int16 outputs, GELU stage,
+        the load path as its weight bus)."""
+        c, lin = self.capacity, self.linear
+        max_in = max(c.dim, c.hidden)
+        max_out = max(3 * c.dim, c.hidden, c.experts, c.classes)
+        full = -(-max_in // lin.pi) * -(-max_out // lin.po)
+        return LinearConfig(pi=lin.pi, po=lin.po, t=lin.t, max_in=max_in, max_out=max_out,
+                            max_weight_words=min(lin.bank_words, full),
+                            bus_width=self.axi.path_bits, dsp_packing=lin.dsp_packing,
+                            out_width=16, gelu=True)
+
+    def attention_config(self, head_dim=None, codes=None):
+        """The :class:`rtl.attention.AttentionConfig` for heads of ``head_dim`` (default: the
+        capacity's) with ``codes`` (default: the first the config runs)."""
+        a = self.attention
+        return AttentionConfig(r=a.r, dp=a.dp, h=a.h,
+                               head_dim=self.capacity.head_dim if head_dim is None else head_dim,
+                               max_tokens=self.capacity.tokens,
+                               codes=a.codes[0] if codes is None else codes)
+
+    # ---- on-chip buffers --------------------------------------------------------------
+
+    def buffer_shape(self, name):
+        """``(rows, cols)`` of activation buffer ``name`` (:data:`BUFFERS`).
+
+        Columns are rounded up so that the linear kernel may read whole input
+        folds (``PI``) and write whole output folds (``PO``).
+        """
+        c, pi, po = self.capacity, self.linear.pi, self.linear.po
+        fold = math.lcm(pi, po)
+        cols = {"X": _round_up(c.dim, po), "H": _round_up(c.dim, pi),
+                "QKV": _round_up(3 * c.dim, po), "A": _round_up(c.dim, pi),
+                "G": _round_up(c.hidden, fold), "LOGITS": _round_up(max(c.classes, 1), po)}
+        if name not in cols:
+            raise ValueError(f"unknown buffer {name!r}; buffers: {', '.join(BUFFERS)}")
+        return (1 if name == "LOGITS" else c.tokens), cols[name]
+
+    def buffer_memory(self, name):
+        """The physical memory buffer ``name`` lives in (itself unless ``share_buffers``)."""
+        if self.share_buffers:
+            return {"A": "H", "G": "QKV"}.get(name, name)
+        return name
+
+    @property
+    def buffers(self):
+        """Names of the buffers this config has (``LOGITS`` only with ``capacity.classes``)."""
+        return tuple(b for b in BUFFERS if b != "LOGITS" or self.capacity.classes)
+
+    def memory_bytes(self):
+        """On-chip memory by part, in bytes (activation buffers, the kernels' banks and
+        buffers, the combiner, the routing queues, the instruction memory)."""
+        c, lin = self.capacity, self.linear
+        phys = {}
+        for b in self.buffers:
+            rows, cols = self.buffer_shape(b)
+            size = rows * cols * (2 if BUFFERS[b][0] == "int16" else 1)
+            m = self.buffer_memory(b)
+            phys[m] = max(phys.get(m, 0), size)
+        lc = self.linear_config()
+        kernel = 2 * (lc.max_weight_words * lin.pi * lin.po
+                      + lc.nb_max * lin.po * 53 // 8 + 256 * lin.po)
+        kernel += 2 * lc.kb_max * lin.pi * lin.t
+        att = self.attention
+        attention = (2 * c.tokens * c.head_dim * att.h            # K and V
+                     + 2 * att.r * c.tokens * 2 * att.h           # two score buffers (int16)
+                     + 2 * att.r * c.head_dim * att.h)            # two Q blocks
+        norm = 2 * c.dim * 6 + 8 * c.dim * 2                      # two banks, ring of 8 tokens
+        combine = c.tokens * _round_up(c.dim, lin.po) * ACC_BITS // 8
+        routing = 2 * c.experts * c.tokens * 3                    # two banks of queue entries
+        return {"buffers": sum(phys.values()), "linear": kernel, "attention": attention,
+                "layernorm": norm, "combine": combine, "routing": routing,
+                "instructions": c.instructions * 16}
+
+    def multipliers(self):
+        """Hard multipliers by part (DSP48E2 or 18x18): the MAC arrays (halved by DSP
+        packing), one requantizer per output lane, the attention kernel's score
+        requantizers and normalising multiplies (three per output lane, one more for
+        log-sqrt2)."""
+        lin, att = self.linear, self.attention
+        linear = lin.macs // (2 if lin.dsp_packing else 1) + lin.po
+        attention = att.macs + att.r * att.h + att.dp * att.h * (3 + ("sqrt2" in att.codes))
+        return {"linear": linear, "attention": attention, "layernorm": 2 * self.norm_lanes}
+
+    # ---- JSON -------------------------------------------------------------------------
+
+    def to_dict(self):
+        out = {"name": self.name, "norm_lanes": self.norm_lanes,
+               "share_buffers": self.share_buffers}
+        out.update({part: getattr(self, part).to_dict() for part in _PARTS})
+        return out
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build a config from :meth:`to_dict` output; missing fields take the defaults.
+
+        Raises
+        ------
+        ValueError
+            For an unknown field (``unknown AcceleratorConfig field 'lanes'``,
+            ``unknown LinearArray field 'linear.p'``) or a value out of range.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"an accelerator config must be an object, not {d!r}")
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ValueError(f"unknown AcceleratorConfig field {key!r}")
+        args = dict(d)
+        for part, part_cls in _PARTS.items():
+            if part in args:
+                args[part] = part_cls.from_dict(args[part], part)
+        return cls(**args)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+
+def ecp5_85f():
+    """An LFE5U-85F (156 18x18 multipliers, 208 x 18 Kb block RAM): a 8x8x1 linear kernel,
+    a 4x8x1 attention kernel, one 64-bit port, shared activation buffers (M3ViT-tiny fits
+    in about 2.9 Mb of the 3.7 Mb)."""
+    return AcceleratorConfig(
+        name="ecp5_85f", linear=LinearArray(pi=8, po=8, t=1, bank_words=192),
+        attention=AttentionArray(r=4, dp=8, h=1), norm_lanes=2,
+        axi=AxiPorts(data_bits=64, ports=1, burst_beats=64, outstanding=2, read_latency=24,
+                     write_latency=12),
+        share_buffers=True)
+
+
+def zcu102():
+    """A ZCU102 (xczu9eg: 2,520 DSP48E2, 32.1 Mb block RAM): a packed 16x16x3 linear kernel
+    (768 MACs on 384 DSPs), an 8x16x3 attention kernel, the four 128-bit S_AXI_HP ports
+    to the PS DDR4 (a 512-bit load path)."""
+    return AcceleratorConfig(
+        name="zcu102", linear=LinearArray(pi=16, po=16, t=3, dsp_packing=True, bank_words=576),
+        attention=AttentionArray(r=8, dp=16, h=3), norm_lanes=16,
+        axi=AxiPorts(data_bits=128, ports=4, burst_beats=64, outstanding=8, read_latency=64,
+                     write_latency=32))
+
+
+def u280():
+    """An Alveo U280 (xcu280: 9,024 DSP48E2, 70.9 Mb block RAM, 270 Mb UltraRAM, HBM2): a
+    packed 32x16x3 linear kernel (1,536 MACs), a 16x16x3 attention kernel, four 256-bit
+    HBM pseudo-channel ports (a 1024-bit load path)."""
+    return AcceleratorConfig(
+        name="u280", linear=LinearArray(pi=32, po=16, t=3, dsp_packing=True, bank_words=576),
+        attention=AttentionArray(r=16, dp=16, h=3), norm_lanes=16,
+        axi=AxiPorts(data_bits=256, ports=4, burst_beats=32, outstanding=16, read_latency=64,
+                     write_latency=32))
+
+
+#: Preset constructors by name.
+PRESETS = {"ecp5_85f": ecp5_85f, "zcu102": zcu102, "u280": u280}
+
+
+def preset(name):
+    """A preset config by name; ``ValueError`` listing the valid names otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown accelerator preset {name!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,1 @@
+"""The accelerator's controller: the instruction set (:mod:`rtl.control.isa`)."""
