@@ -70,9 +70,12 @@ train-moevit: $(STAMP)  ## retrain a study MoE-ViT (DATASET=digits|mnist5k; inst
 	$(BIN)/python -m pip install -q -e ".[train]"
 	$(BIN)/python -m examples.train_moevit --dataset $(DATASET)
 
-bench: $(STAMP)  ## benchmarks: golden frame, frame cycles, units (linear, attention, nonlinear) -> build/bench/
+program: $(STAMP)  ## M3ViT-tiny compiled for every preset: reference executor vs integer model, schedule-model cycles -> build/program/
+	$(BIN)/python -m bench.program
+
+bench: $(STAMP)  ## benchmarks: golden frame, program cycles per preset, units (linear, attention, nonlinear) -> build/
 	$(BIN)/python -m bench.golden_frame
-	$(BIN)/python -m bench.frame
+	$(BIN)/python -m bench.program
 	$(BIN)/python -m bench.nonlinear
 	$(BIN)/python -m bench.attention
 	$(BIN)/python -m bench.linear
@@ -84,5 +87,5 @@ clean:  ## remove build outputs (keeps .venv)
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-moevit bench \
+.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-moevit program bench \
         clean distclean

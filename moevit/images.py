@@ -25,12 +25,12 @@ import numpy as np
 
 from golden.quant import BIAS_MAX, MULT_MAX, SHIFT_MAX
 from rtl.layernorm import EPS_BITS, param_layout
-from rtl.linear import GELU_ENTRIES, HEADER, OutMode, channel_layout
+from rtl.linear import GELU_ENTRIES, HEADER, OutMode, channel_layout, image_beats
 
 from .packing import pack, pack_rows, unpack, unpack_rows
 
 __all__ = ["split_word", "join_beats", "beats_to_bytes", "bytes_to_beats", "stripe", "unstripe",
-           "matrix_image", "matrix_beats", "decode_matrix_image", "norm_image",
+           "matrix_image", "decode_matrix_image", "norm_image",
            "decode_norm_image", "tensor_bytes", "tensor_from_bytes"]
 
 _MODE_BITS = {OutMode.INT8: 8, OutMode.INT16: 16, OutMode.INT32: 32}
@@ -172,13 +172,6 @@ def matrix_image(config, name, weight, bias, *, mult=1, shift=0, zero_point=0, b
     return beats
 
 
-def matrix_beats(config, kb, nb, gelu):
-    """Bus beats of a matrix image with ``kb x nb`` folds (and a GELU table if ``gelu``)."""
-    return (1 + kb * nb * config.beats_per(config.weight_layout)
-            + nb * config.beats_per(channel_layout(config.po))
-            + (config.table_beats if gelu else 0))
-
-
 def decode_matrix_image(config, beats, name="matrix image"):
     """Read a :func:`matrix_image` back: the kernel's view of it.
 
@@ -208,7 +201,7 @@ def decode_matrix_image(config, beats, name="matrix image"):
         raise ValueError(f"{name}: header mode {head['mode']} is not an OutMode")
     mode = OutMode(head["mode"])
     gelu = bool(head["gelu"])
-    total = matrix_beats(config, kb, nb, gelu)
+    total = image_beats(config, kb, nb, gelu)
     if len(beats) < total:
         raise ValueError(f"{name}: {len(beats)} beats, the header needs {total}")
     pi, po, bus = config.pi, config.po, config.bus_width

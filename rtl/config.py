@@ -230,7 +230,7 @@ class Capacity(_Part):
     experts : int, 2..64
     top_k : int, 1..4
     classes : int, 0..4096
-        Classifier logits; 0: backbone models only.
+        Classifier logits (1000: ImageNet heads); 0: backbone models only.
     instructions : int, 16..65536
         Program size (all three streams and the header).
     """
@@ -241,7 +241,7 @@ class Capacity(_Part):
     head_dim: int = 64
     experts: int = 16
     top_k: int = 2
-    classes: int = 0
+    classes: int = 1000
     instructions: int = 1024
 
     def __post_init__(self):

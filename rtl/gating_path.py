@@ -44,12 +44,13 @@ from amaranth.lib.wiring import In, Out
 
 from . import dispatch, topk
 from .linear import TOKEN_BITS, LinearConfig, LinearKernel, x_layout
+from .linear import batch_cycles
 from .linear import exp_cycles as linear_cycles
 from .params import validating
 from .softmax import SoftmaxUnit
 from .softmax import exp_cycles as softmax_cycles
 
-__all__ = ["GatingPath", "lanes_for", "exp_cycles"]
+__all__ = ["GatingPath", "lanes_for", "exp_cycles", "route_cycles"]
 
 #: Output register stages of the softmax unit in "probs" mode, plus margin.
 _SOFTMAX_TAIL = 8
@@ -186,3 +187,17 @@ def exp_cycles(config, experts, k, d_in, frames):
     soft_last = max(first_y + softmax_cycles(rows, lanes, "probs") - 1,
                     last_y + softmax_cycles([experts], lanes, "probs") - beats)
     return soft_last + topk.PIPELINE_CYCLES + k + 1 + k * frames[-1]
+
+
+def route_cycles(config, experts, k, d_in, tokens):
+    """Estimated cycles from the first ``x`` beat to the last queue append, inclusive, for
+    one frame of ``tokens`` rows with the gate matrix already loaded: :func:`exp_cycles`'s
+    chains from the first ``x`` beat, without the read-out of the queues."""
+    lanes = lanes_for(config, experts)
+    beats = experts // lanes
+    kb, nb = -(-d_in // config.pi), -(-experts // config.po)
+    first_y = batch_cycles(config, kb, nb, 1) - beats
+    last_y = batch_cycles(config, kb, nb, tokens) - 1
+    soft_last = max(first_y + softmax_cycles([experts] * tokens, lanes, "probs") - 1,
+                    last_y + softmax_cycles([experts], lanes, "probs") - beats)
+    return soft_last + topk.PIPELINE_CYCLES + k

@@ -59,7 +59,7 @@ from .systolic import ACC_WIDTH, SystolicArray, latency
 
 __all__ = ["TOKEN_BITS", "DIM_BITS", "SCORE_BITS", "GELU_ENTRIES", "OUTPUT_STAGES", "OutMode",
            "HEADER", "x_layout", "y_layout", "channel_layout", "LinearConfig", "LinearKernel",
-           "exp_cycles"]
+           "image_beats", "exp_cycles", "batch_cycles"]
 
 #: Width of token indices carried with every beat.
 TOKEN_BITS = 16
@@ -622,6 +622,13 @@ class LinearKernel(wiring.Component):
         return m
 
 
+def image_beats(config, kb, nb, gelu=False):
+    """``w`` beats of a matrix image of ``kb x nb`` folds (with a GELU table if ``gelu``)."""
+    return (1 + kb * nb * config.beats_per(config.weight_layout)
+            + nb * config.beats_per(channel_layout(config.po))
+            + (config.table_beats if gelu else 0))
+
+
 def exp_cycles(config, jobs):
     """Expected cycles for a sequence of jobs (FINN's ``exp_cycles``).
 
@@ -669,3 +676,12 @@ def exp_cycles(config, jobs):
         if gelu:
             table_free[n % 2] = last_y + 1
     return last_y + 1
+
+
+def batch_cycles(config, kb, nb, tokens):
+    """Cycles from a batch's first ``x`` beat to its last ``y`` beat, inclusive, on an idle
+    kernel whose matrix (``kb x nb`` folds) is already loaded; ``x`` at full rate, ``y``
+    always ready. The batch part of :func:`exp_cycles` (whose first ``x`` beat follows
+    the image's last ``w`` beat)."""
+    return exp_cycles(config, [(kb * config.pi, nb * config.po, tokens)]) \
+        - image_beats(config, kb, nb)

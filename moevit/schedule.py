@@ -1,0 +1,219 @@
+"""Schedule model: the cycles of one program run on one config, as the top executes it.
+
+An executable description of the hardware's timing rules, not a fitted curve:
+the RTL top must reproduce it cycle for cycle. It walks the record of a
+reference execution (:attr:`moevit.executor.Execution.steps`: loops unrolled,
+every token, image pairing and bank reuse as an edge) in an order that respects
+every edge, and gives each step a start and an end cycle.
+
+**Rules.** Cycle 0 is the cycle ``ap_start`` is taken.
+
+* Fetch: the program (header and streams) is read by one DMA from cycle 0; the
+  queues start the cycle after it ends.
+* A step starts at ``max(end of the previous step of its queue, end of every step
+  it waits for) + 1``: a token pushed, an image loaded or a bank freed in cycle
+  ``c`` is usable from ``c + 1``. Its tokens are pushed in its end cycle.
+* DMA read (LOAD_*, the fetch), per port (each port moves ``beats`` bus words of
+  its striped sub-region): bursts of at most ``axi.burst_beats`` words that do not
+  cross 4 KB; burst ``i``'s AR goes out at the start (``i = 0``), else one cycle
+  after the previous AR and once burst ``i - outstanding`` has delivered its last
+  beat; its first R beat comes ``read_latency`` cycles after its AR and after the
+  previous burst's last beat; one beat per cycle. The step ends the cycle after
+  the last beat of all ports (the destination takes it then).
+* DMA write (STORE_TENSOR), per port: W beats from ``start + READ_LATENCY``, one per
+  cycle, burst ``i`` once burst ``i - outstanding``'s B response is in; a burst's B
+  comes ``write_latency`` cycles after its last W beat; the step ends with the
+  last B of all ports.
+* Units: the first input beat leaves the buffer ``READ_LATENCY`` cycle after the
+  start, the unit model gives the last output (``rtl.linear.batch_cycles``,
+  ``rtl.gating_path.route_cycles`` for a ROUTE, ``rtl.layernorm.exp_cycles``,
+  ``rtl.attention.exp_cycles``, ``rtl.combine.exp_cycles`` for the flush), and the
+  step ends :data:`WRITE_LATENCY` cycles later (the write into the buffer; a
+  residual add reads, adds and writes: :data:`ADD_LATENCY`).
+* LOOP, SYNC and END end in their start cycle. ``ap_done`` rises the cycle after
+  the last END.
+
+The one estimate is the gating chain of a ROUTE (``rtl.gating_path.route_cycles``,
+measured 0-3 % below the RTL of :class:`rtl.gating_path.GatingPath`); everything
+else is an exact unit model.
+"""
+
+from dataclasses import dataclass, field
+
+from rtl import combine, layernorm
+from rtl.attention import exp_cycles as attention_cycles
+from rtl.control.isa import Codes, Opcode, Queue, Write
+from rtl.gating_path import route_cycles
+from rtl.linear import batch_cycles
+
+from .program import WORD_BYTES
+
+__all__ = ["READ_LATENCY", "WRITE_LATENCY", "ADD_LATENCY", "UNITS", "dma_read", "dma_write",
+           "Schedule", "schedule"]
+
+#: Cycles from a step's start to its first buffer word at the unit (a synchronous read).
+READ_LATENCY = 1
+#: Cycles from a unit's last output to the step's end (the buffer write).
+WRITE_LATENCY = 1
+#: The same for a residual add into X (read, add, write).
+ADD_LATENCY = 2
+#: Units whose busy cycles the schedule reports.
+UNITS = ("fetch", "load", "store", "linear", "gating", "layernorm", "attention", "combine")
+_BOUNDARY = 4096
+
+
+def _bursts(axi, address, words):
+    """Burst lengths of ``words`` bus words from byte ``address`` on one port."""
+    out = []
+    while words:
+        room = (_BOUNDARY - address % _BOUNDARY) // axi.data_bytes
+        n = min(words, axi.burst_beats, room)
+        out.append(n)
+        words -= n
+        address += n * axi.data_bytes
+    return out
+
+
+def _ports(axi, address, beats):
+    """Per port, the bursts of a striped transfer of ``beats`` load-path words."""
+    return [_bursts(axi, address + p * beats * axi.data_bytes, beats) for p in range(axi.ports)]
+
+
+def dma_read(axi, start, address, beats):
+    """Cycle after the last R beat of a striped read starting (first AR) at ``start``."""
+    end = start
+    for bursts in _ports(axi, address, beats):
+        ar, last = [], []
+        for i, n in enumerate(bursts):
+            a = start if i == 0 else ar[-1] + 1
+            if i >= axi.outstanding:
+                a = max(a, last[i - axi.outstanding] + 1)
+            first = a + axi.read_latency if i == 0 else max(a + axi.read_latency, last[-1] + 1)
+            ar.append(a)
+            last.append(first + n - 1)
+        end = max(end, last[-1] + 1)
+    return end
+
+
+def dma_write(axi, start, address, beats):
+    """Cycle of the last B response of a striped write whose step starts at ``start``."""
+    end = start
+    for bursts in _ports(axi, address, beats):
+        w_last, b = [], []
+        for i, n in enumerate(bursts):
+            first = start + READ_LATENCY if i == 0 else w_last[-1] + 1
+            if i >= axi.outstanding:
+                first = max(first, b[i - axi.outstanding] + 1)
+            w_last.append(first + n - 1)
+            b.append(w_last[-1] + axi.write_latency)
+        end = max(end, b[-1])
+    return end
+
+
+@dataclass
+class Schedule:
+    """Cycles of one run.
+
+    Members
+    -------
+    cycles : int
+        ``ap_start`` to ``ap_done``: the frame.
+    serial_cycles : int
+        The same steps one after the other (no overlap between queues).
+    start, end : list of int
+        Per step of the execution.
+    busy : dict {unit: int}
+        Cycles each unit (and the DMA engines) worked; they overlap.
+    dram_read_bytes, dram_write_bytes : int
+    macs : int
+        Useful multiply-accumulates of the linear kernel (tokens x d_in x d_out).
+    """
+
+    cycles: int
+    serial_cycles: int
+    start: list = field(repr=False)
+    end: list = field(repr=False)
+    busy: dict
+    dram_read_bytes: int
+    dram_write_bytes: int
+    macs: int
+
+    def to_dict(self):
+        return {"cycles": self.cycles, "serial_cycles": self.serial_cycles,
+                "unit_busy": dict(self.busy),
+                "unit_share": {u: round(b / self.cycles, 4) for u, b in self.busy.items()},
+                "dram_read_bytes": self.dram_read_bytes,
+                "dram_write_bytes": self.dram_write_bytes, "linear_macs": self.macs}
+
+
+def _duration(config, step, start):
+    """``(end, unit, busy cycles)`` of a step starting at ``start``."""
+    ins, info, axi = step.ins, step.info, config.axi
+    op = ins.op
+    if op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):
+        end = dma_read(axi, start, info["address"], info["beats"])
+        return end, "load", end - start
+    if op == Opcode.STORE_TENSOR:
+        end = dma_write(axi, start, info["address"], info["beats"])
+        return end, "store", end - start
+    first = start + READ_LATENCY
+    if op == Opcode.LINEAR:
+        lc = config.linear_config()
+        if ins["write"] == Write.ROUTE:
+            cycles = route_cycles(lc, info["experts"], info["k"], info["kb"] * lc.pi,
+                                  info["tokens"])
+            return first + cycles - 1 + WRITE_LATENCY, "gating", cycles
+        cycles = batch_cycles(lc, info["kb"], info["nb"], info["tokens"])
+        latency = ADD_LATENCY if ins["write"] == Write.ADD else WRITE_LATENCY
+        return first + cycles - 1 + latency, "linear", cycles
+    if op == Opcode.NORM:
+        cycles = layernorm.exp_cycles(info["d"], config.norm_lanes, info["tokens"])
+        return first + cycles - 1 + WRITE_LATENCY, "layernorm", cycles
+    if op == Opcode.ATTENTION:
+        att = config.attention_config(info["head_dim"],
+                                      "sqrt2" if ins["codes"] == Codes.SQRT2 else "log2")
+        groups = -(-info["heads"] // att.h)
+        cycles = attention_cycles(att, info["tokens"], groups)
+        return first + cycles - 1 + WRITE_LATENCY, "attention", cycles
+    if op == Opcode.COMBINE:
+        folds = -(-info["cols"] // config.linear.po)
+        cycles = combine.exp_cycles(0, info["tokens"], folds)
+        return first + cycles - 1 + ADD_LATENCY, "combine", cycles
+    return start, None, 0
+
+
+def schedule(config, execution):
+    """The :class:`Schedule` of a :class:`moevit.executor.Execution`."""
+    steps = execution.steps
+    program_beats = -(-execution.program.words * WORD_BYTES // config.axi.path_bytes)
+    fetch_end = dma_read(config.axi, 0, execution.image.region("program").offset, program_beats)
+    busy = {u: 0 for u in UNITS}
+    busy["fetch"] = fetch_end
+    results = {}
+    for serial in (False, True):
+        start, end = [0] * len(steps), [0] * len(steps)
+        last = {q: fetch_end for q in Queue}
+        previous = fetch_end
+        for n, step in enumerate(steps):
+            s = max([last[step.queue]] + [end[w] for w in step.waits]) + 1
+            if serial:
+                s = max(s, previous + 1)
+            start[n] = s
+            end[n], unit, cycles = _duration(config, step, s)
+            if unit and not serial:
+                busy[unit] += cycles
+            last[step.queue] = end[n]
+            previous = end[n]
+        results[serial] = (max(end) + 1, start, end)
+    cycles, start, end = results[False]
+    read = program_beats * config.axi.path_bytes
+    write = macs = 0
+    for step in steps:
+        if step.ins.op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):
+            read += step.info["beats"] * config.axi.path_bytes
+        elif step.ins.op == Opcode.STORE_TENSOR:
+            write += step.info["beats"] * config.axi.path_bytes
+        elif step.ins.op == Opcode.LINEAR:
+            macs += step.info["tokens"] * step.info["kb"] * step.info["nb"] \
+                * config.linear.pi * config.linear.po
+    return Schedule(cycles, results[True][0], start, end, busy, read, write, macs)

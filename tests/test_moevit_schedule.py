@@ -1,0 +1,128 @@
+"""The schedule model: DMA rules, a hand-timed program, and the rules on a compiled frame."""
+
+import numpy as np
+import pytest
+
+from golden.config import tiny_test
+from golden.float_model import random_image
+from golden.int_model import pixels_from_image
+from golden.ptq import calibrate
+from golden.weights import init_weights
+from moevit.compiler import compile_model
+from moevit.executor import Execution, execute
+from moevit.images import tensor_bytes
+from moevit.program import DramImage, Instruction, Program, Region
+from moevit.schedule import READ_LATENCY, dma_read, dma_write, schedule
+from rtl import gating_path
+from rtl.config import AcceleratorConfig, AxiPorts, preset
+from rtl.control.isa import Base, Buffer, Opcode, Queue
+from rtl.linear import LinearConfig, batch_cycles, exp_cycles, image_beats
+
+AXI = AxiPorts(data_bits=256, ports=1, burst_beats=16, outstanding=2, read_latency=20,
+               write_latency=7)
+
+
+def test_dma_read_bursts_latency_and_outstanding_limit():
+    # One burst: the AR at the start, data read_latency later, one beat per cycle.
+    assert dma_read(AXI, 100, 0, 10) == 100 + 20 + 10
+    # Two bursts in flight: the second streams right behind the first.
+    assert dma_read(AXI, 0, 0, 32) == 20 + 32
+    # A third burst waits for the first to finish before its AR: 16 + 1 cycles later.
+    three = dma_read(AXI, 0, 0, 48)
+    assert three == max(20 + 32, (20 + 16) + 20 + 16)
+    one = AxiPorts(data_bits=256, burst_beats=16, outstanding=1, read_latency=20)
+    assert dma_read(one, 0, 0, 48) == 3 * (20 + 16)
+
+
+def test_dma_bursts_do_not_cross_4k_and_ports_stripe():
+    # 4 beats before a 4 KB boundary: bursts of 4 then 12 instead of one of 16.
+    near = 4096 - 4 * 32
+    assert dma_read(AXI, 0, near, 16) == dma_read(AXI, 0, 0, 16)     # still streaming
+    serial = AxiPorts(data_bits=256, burst_beats=16, outstanding=1, read_latency=20)
+    assert dma_read(serial, 0, near, 16) == (20 + 4) + (20 + 12)
+    # Two ports: each moves `beats` words of its own sub-region at the same time.
+    two = AxiPorts(data_bits=128, ports=2, burst_beats=16, outstanding=2, read_latency=20)
+    assert dma_read(two, 0, 0, 16) == 20 + 16
+
+
+def test_dma_write_responses_limit_outstanding_bursts():
+    # W beats from start + READ_LATENCY; each burst's B write_latency after its last beat.
+    assert dma_write(AXI, 0, 0, 10) == READ_LATENCY + 10 - 1 + 7
+    # Burst 2 waits for burst 0's B: 16 + 16 beats, then B0 at 16 + 7.
+    first_b = READ_LATENCY + 15 + 7
+    assert dma_write(AXI, 0, 0, 48) == max(READ_LATENCY + 47, first_b + 1 + 15) + 7
+
+
+def test_hand_timed_program():
+    config = AcceleratorConfig(axi=AxiPorts(data_bits=256, read_latency=64, write_latency=32))
+    end = Instruction.make(Opcode.END)
+    program = Program({
+        Queue.LOAD: (Instruction.make(Opcode.LOAD_TENSOR, {"push_next"}, base=Base.MODEL,
+                                      offset=0, buffer=Buffer.X, row=0, rows=1, cols=16), end),
+        Queue.COMPUTE: (Instruction.make(Opcode.SYNC, {"pop_prev", "push_next"}), end),
+        Queue.STORE: (Instruction.make(Opcode.STORE_TENSOR, {"pop_prev"}, base=Base.OUTPUT,
+                                       offset=0, buffer=Buffer.X, row=0, rows=1, cols=16), end),
+    }, input_bytes=32, output_bytes=32)
+    code = program.to_bytes()                      # 7 words: 4 beats of 32 bytes
+    data = bytearray(tensor_bytes(np.arange(16)[None], "int16") + code + bytes(16 + 64))
+    image = DramImage(data, {"x": Region("x", 0, 32), "program": Region("program", 32, 128),
+                             "input": Region("input", 160, 32),
+                             "output": Region("output", 192, 32)}, 32).validate()
+    run = Execution(config, program, image)
+    assert run.image.read(192, 32) == bytes(data[:32])
+    sched = schedule(config, run)
+    fetch = 64 + 4                                 # AR at 0, 4 beats from 64
+    load = (fetch + 1) + 64 + 1                    # one beat, then into the buffer
+    sync = load + 1
+    store = (sync + 1) + READ_LATENCY + 32         # one W beat, then the B response
+    assert sched.start[:2] == [fetch + 1, load + 1]
+    assert sched.end[0] == load
+    assert sched.cycles == store + 1 + 1           # store END, then ap_done
+    assert sched.busy["fetch"] == fetch
+    assert sched.serial_cycles == sched.cycles + 2  # load END and compute END in series
+    assert (sched.dram_read_bytes, sched.dram_write_bytes) == (128 + 32, 32)
+
+
+def test_batch_and_route_models_are_the_unit_models_minus_the_image():
+    config = LinearConfig(pi=16, po=16, t=3, max_in=768, max_out=768, bus_width=512)
+    for kb, nb, tokens in [(12, 36, 129), (48, 12, 5), (1, 1, 1), (12, 24, 40)]:
+        jobs = [(kb * 16, nb * 16, tokens)]
+        assert batch_cycles(config, kb, nb, tokens) + image_beats(config, kb, nb) == \
+            exp_cycles(config, jobs)
+    for experts, k, tokens in [(16, 2, 129), (4, 1, 7), (16, 4, 10)]:
+        kb, nb = 12, -(-experts // 16)
+        assert gating_path.exp_cycles(config, experts, k, 192, [tokens]) == \
+            image_beats(config, kb, nb) + gating_path.route_cycles(config, experts, k, 192,
+                                                                   tokens) + 1 + k * tokens
+
+
+@pytest.fixture(scope="module")
+def frame():
+    cfg = tiny_test()
+    images = [random_image(cfg, seed=n) for n in range(3)]
+    qp = calibrate(cfg, init_weights(cfg, seed=2), images[:2])
+    config = preset("zcu102")
+    _, run = execute(compile_model(qp, config), pixels_from_image(cfg, images[2]), 1)
+    return config, run, schedule(config, run)
+
+
+def test_the_rules_hold_on_a_compiled_frame(frame):
+    config, run, sched = frame
+    last = {}
+    for n, step in enumerate(run.steps):
+        before = [sched.end[w] for w in step.waits]
+        if step.queue in last:
+            before.append(sched.end[last[step.queue]])
+        assert sched.start[n] == max(before + [sched.busy["fetch"]]) + 1
+        assert sched.end[n] >= sched.start[n]
+        last[step.queue] = n
+    # Loads overlap compute (weight prefetch), so overlapping beats the serial order.
+    assert sched.cycles < sched.serial_cycles
+    assert all(0 < sched.busy[u] < sched.cycles for u in ("load", "linear", "attention"))
+    linear = sum(batch_cycles(config.linear_config(), s.info["kb"], s.info["nb"],
+                              s.info["tokens"]) for s in run.steps
+                 if s.ins.op == Opcode.LINEAR and "experts" not in s.info)
+    assert sched.busy["linear"] == linear
+    loaded = sum(s.info["beats"] for s in run.steps if s.queue == Queue.LOAD and "beats" in s.info)
+    fetched = -(-run.program.words * 16 // config.axi.path_bytes)
+    assert sched.dram_read_bytes == (loaded + fetched) * config.axi.path_bytes
