@@ -32,7 +32,7 @@ from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
 from golden.weights import init_weights
 from moevit.compiler import compile_model
 from moevit.executor import execute
-from moevit.schedule import UNITS, schedule
+from moevit.schedule import ENGINES, schedule
 from rtl.config import PRESETS, AcceleratorConfig
 from sim.waves import BUILD_DIR
 
@@ -107,7 +107,7 @@ def main(argv=None):
 
     table = Table(title="M3ViT-tiny frame (task 0) on the accelerator program")
     for column in ("preset", "instr.", "DRAM MB", "read MB/frame", "cycles", "serial",
-                   "overlap", "fps @300 MHz*", "linear util.", *UNITS[1:], "bit-exact"):
+                   "overlap", "fps @300 MHz*", "linear util.", *ENGINES[1:], "bit-exact"):
         table.add_column(column, justify="left" if column == "preset" else "right")
     for name, p in report["presets"].items():
         t0 = p["tasks"]["0"]
@@ -116,7 +116,7 @@ def main(argv=None):
                       f"{p['serial_cycles']:,}",
                       f"{p['serial_cycles'] / p['predicted_cycles']:.2f}x",
                       f"{p['fps_at_assumed_300mhz']:,.0f}", f"{t0['linear_utilisation']:.1%}",
-                      *(f"{t0['unit_share'][u]:.1%}" for u in UNITS[1:]),
+                      *(f"{t0['unit_share'][u]:.1%}" for u in ENGINES[1:]),
                       "yes" if all(t["bit_exact"] for t in p["tasks"].values()) else "NO")
     console.print(table)
     console.print("* an assumed clock: no vendor tool has timed the design. Unit columns: busy "

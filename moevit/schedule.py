@@ -48,7 +48,7 @@ from rtl.linear import batch_cycles
 
 from .program import WORD_BYTES
 
-__all__ = ["READ_LATENCY", "WRITE_LATENCY", "ADD_LATENCY", "UNITS", "dma_read", "dma_write",
+__all__ = ["READ_LATENCY", "WRITE_LATENCY", "ADD_LATENCY", "ENGINES", "dma_read", "dma_write",
            "Schedule", "schedule"]
 
 #: Cycles from a step's start to its first buffer word at the unit (a synchronous read).
@@ -58,7 +58,7 @@ WRITE_LATENCY = 1
 #: The same for a residual add into X (read, add, write).
 ADD_LATENCY = 2
 #: Units whose busy cycles the schedule reports.
-UNITS = ("fetch", "load", "store", "linear", "gating", "layernorm", "attention", "combine")
+ENGINES = ("fetch", "load", "store", "linear", "gating", "layernorm", "attention", "combine")
 _BOUNDARY = 4096
 
 
@@ -187,7 +187,7 @@ def schedule(config, execution):
     steps = execution.steps
     program_beats = -(-execution.program.words * WORD_BYTES // config.axi.path_bytes)
     fetch_end = dma_read(config.axi, 0, execution.image.region("program").offset, program_beats)
-    busy = {u: 0 for u in UNITS}
+    busy = {u: 0 for u in ENGINES}
     busy["fetch"] = fetch_end
     results = {}
     for serial in (False, True):

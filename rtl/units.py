@@ -6,6 +6,7 @@ share one list instead of repeating parameters.
 
 from .attention import AttentionConfig, AttentionKernel
 from .combine import Combiner
+from .config import PRESETS
 from .dispatch import Dispatcher
 from .gating import Gating
 from .gelu import GeluUnit
@@ -67,3 +68,10 @@ UNITS = {
     "dispatcher_e64_k4_n129": lambda: Dispatcher(64, 4, 129),
     "router_e16_k2_n129": lambda: Router(16, 2, 129),
 }
+
+# The kernels of every accelerator preset, built from its AcceleratorConfig.
+for _name, _preset in PRESETS.items():
+    UNITS[f"linear_{_name}"] = lambda p=_preset: LinearKernel(p().linear_config())
+    UNITS[f"attention_{_name}"] = lambda p=_preset: AttentionKernel(p().attention_config())
+    UNITS[f"layernorm_{_name}"] = lambda p=_preset: LayerNormUnit(p().capacity.dim,
+                                                                  p().norm_lanes)
