@@ -4,14 +4,14 @@
 (:func:`check_model`), lays out the DRAM image and emits the three instruction
 streams of one frame:
 
-* **image** (every region aligned to the load-path word): the position embedding (int16, the residual stream's first contents), then per
-  layer in execution order its LayerNorm images and matrix images in the kernels'
-  own formats (:mod:`moevit.images`; a matrix larger than a weight bank is cut
-  into column chunks, each its own image; the gate's images are one per task and
-  the experts' one per expert, back to back, so that ``index`` TASK / EXPERT
-  selects them at run time), then the ``program`` (its address is a kernel
-  argument), the ``input`` region (uint8 pixel codes, patch
-  major) and the ``output`` region.
+* **image** (every region aligned to the load-path word): the position embedding
+  (int16, the residual stream's first contents), then per layer in execution
+  order its LayerNorm images and matrix images in the kernels' own formats
+  (:mod:`moevit.images`; a matrix larger than a weight bank is cut into column
+  chunks, each its own image; the gate's images are one per task and the
+  experts' one per expert, back to back, so that ``index`` TASK / EXPERT selects
+  them at run time), then the ``program`` (its address is a kernel argument),
+  the ``input`` region (uint8 pixel codes, patch major) and the ``output`` region.
 * **program**: the patch embedding on the linear kernel (pixels in ``G``, added
   into ``X`` which holds the position embedding); per block LayerNorm, qkv,
   attention, proj with the residual add, LayerNorm, then the dense FFN (fc1 with

@@ -421,7 +421,6 @@ class Execution:
             if e is None:
                 raise ExecutionError(f"{where}: rows_from EXPERT outside a loop")
             rows = np.asarray(self.routing.tokens[e], np.int64)
-            scores = self.routing.scores[e]
             access.append(("the routing table", False))
         else:
             rows = np.arange(ins["row"], ins["row"] + ins["rows"])

@@ -351,8 +351,9 @@ def _check_args(config, where, ins):
         allowed = {Write.STORE: (Buffer.H, Buffer.QKV, Buffer.A, Buffer.G, Buffer.LOGITS),
                    Write.ADD: (Buffer.X,), Write.COMBINE: (Buffer.X,), Write.ROUTE: (Buffer.X,)}
         if ins["dst"] not in allowed[write]:
-            raise ProgramError(f"{where}: LINEAR write {write.name} needs dst in "
-                               f"{', '.join(b.name for b in allowed[write])}, not {ins['dst'].name}")
+            names = ", ".join(b.name for b in allowed[write])
+            raise ProgramError(f"{where}: LINEAR write {write.name} needs dst in {names}, "
+                               f"not {ins['dst'].name}")
         if ins["rows_from"] == Rows.RANGE:
             _check_rows(config, where, ins, ins["src"], ins["row"], ins["rows"], 1)
             if write != Write.ROUTE:

@@ -147,7 +147,8 @@ class AttentionArray(_Part):
             raise ValueError(f"attention.codes must be a sequence of {', '.join(ATTENTION_CODES)}, "
                              f"not {codes!r}")
         codes = tuple(codes)
-        if not codes or len(set(codes)) != len(codes) or any(c not in ATTENTION_CODES for c in codes):
+        if (not codes or len(set(codes)) != len(codes)
+                or any(c not in ATTENTION_CODES for c in codes)):
             raise ValueError(f"attention.codes must be distinct entries of "
                              f"{', '.join(ATTENTION_CODES)}, not {codes!r}")
         object.__setattr__(self, "codes", codes)

@@ -109,7 +109,8 @@ def _route_all_to(qp, block, experts, task):
     qp.tensors[p + "bias"] = bias.astype(np.int32)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**16), mode=st.sampled_from(["random", "one expert", "ties"]),
        order=st.one_of(st.none(), st.integers(0, 2**16)), config=st.sampled_from(sorted(PRESETS)))
 def test_random_routings_bit_exact(small_models, seed, mode, order, config):
@@ -120,8 +121,10 @@ def test_random_routings_bit_exact(small_models, seed, mode, order, config):
     for task in range(cfg.num_tasks):
         p = f"blocks.1.mlp.gate.{task}."
         if mode == "random":
-            qp.tensors[p + "weight"] = rng.integers(-127, 128, qp[p + "weight"].shape).astype(np.int8)
-            qp.tensors[p + "bias"] = rng.integers(-(1 << 16), 1 << 16, cfg.num_experts).astype(np.int32)
+            shape = qp[p + "weight"].shape
+            qp.tensors[p + "weight"] = rng.integers(-127, 128, shape).astype(np.int8)
+            qp.tensors[p + "bias"] = rng.integers(-(1 << 16), 1 << 16,
+                                                  cfg.num_experts).astype(np.int32)
         elif mode == "one expert":           # every token to the same top-k; the rest get none
             _route_all_to(qp, 1, rng.permutation(cfg.num_experts)[:cfg.top_k], task)
         else:                                # all logits equal: ties go to the lowest experts
@@ -175,31 +178,23 @@ def test_quantizations_the_hardware_does_not_implement_are_rejected():
         compile_model(qp, AcceleratorConfig())
 
 
-def _edited(compiled, queue, k, **flags):
+@pytest.mark.parametrize("queue, index, flags, error, message", [
+    # The store no longer waits for the compute queue's last write of X.
+    (Queue.STORE, 0, {"pop_prev": False}, RaceError,
+     r"race on buffer X: store\[0\] STORE_TENSOR reads it while .* may still access it"),
+    # The compute queue's END waits for a token the load queue never pushes.
+    (Queue.COMPUTE, -1, {"pop_prev": True}, DeadlockError,
+     r"deadlock: compute\[\d+\] END waits for a token from the load queue"),
+])
+def test_broken_tokens_are_caught(small_models, queue, index, flags, error, message):
+    qp, pixels = small_models["tiny_test"]
+    compiled = compile_model(qp, preset("zcu102"))
     streams = dict(compiled.program.streams)
-    s = list(streams[queue])
-    ins = s[k]
-    s[k] = dataclasses.replace(ins, **flags)
-    streams[queue] = tuple(s)
-    return Program(streams, compiled.program.input_bytes, compiled.program.output_bytes)
-
-
-def test_a_missing_token_is_a_race(small_models):
-    qp, pixels = small_models["tiny_test"]
-    compiled = compile_model(qp, preset("zcu102"))
-    program = _edited(compiled, Queue.STORE, 0, pop_prev=False)
-    with pytest.raises(RaceError, match=r"race on buffer X: store\[0\] STORE_TENSOR reads it "
-                                        r"while .* may still access it"):
-        Execution(compiled.config, program, compiled.with_input(pixels))
-
-
-def test_a_token_nobody_pushes_is_a_deadlock(small_models):
-    qp, pixels = small_models["tiny_test"]
-    compiled = compile_model(qp, preset("zcu102"))
-    end = len(compiled.program.streams[Queue.COMPUTE]) - 1
-    program = _edited(compiled, Queue.COMPUTE, end, pop_prev=True)
-    with pytest.raises(DeadlockError, match=rf"deadlock: compute\[{end}\] END waits for a token "
-                                            r"from the load queue"):
+    stream = list(streams[queue])
+    stream[index] = dataclasses.replace(stream[index], **flags)
+    streams[queue] = tuple(stream)
+    program = Program(streams, compiled.program.input_bytes, compiled.program.output_bytes)
+    with pytest.raises(error, match=message):
         Execution(compiled.config, program, compiled.with_input(pixels))
 
 

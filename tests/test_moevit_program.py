@@ -1,4 +1,4 @@
-"""The instruction set and program format: encode/decode through the RTL's layouts, static checks."""
+"""The instruction set and program format: encoding through the RTL's layouts, static checks."""
 
 from pathlib import Path
 
