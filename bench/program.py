@@ -7,7 +7,8 @@ both tasks on a held-out image and checks it against ``golden.int_model.int_forw
 bit for bit, and gives the schedule model's cycles per frame: overlapped (the
 three queues and the units' double buffers as the hardware runs them) and
 serial (every instruction after the previous one), each unit's busy cycles, and
-the DRAM traffic. Frames per second are at an **assumed** 300 MHz clock (no
+the DRAM traffic (with resident weights, of a warm frame; the first frame after
+a program load fills the store). Frames per second are at an **assumed** 300 MHz clock (no
 vendor tool has timed the design). Edge-MoE needs about 5.3 M cycles per frame
 for compute alone; CoQMoE reports about 155 frames/s.
 
@@ -54,11 +55,13 @@ def evaluate(config, qp, pixels):
     start = time.perf_counter()
     compiled = compile_model(qp, config)
     entry = {"config": config.to_dict(), "instructions": len(compiled.program),
+             "weight_bytes": compiled.weight_bytes,
              "program_words": compiled.program.words, "dram_bytes": len(compiled.image.data),
              "tasks": {}}
     for task in range(qp.config.num_tasks):
         out, run = execute(compiled, pixels, task)
         sched = schedule(config, run)
+        cold = schedule(config, run, warm=False) if config.resident else sched
         entry["tasks"][str(task)] = {
             "bit_exact": bool(np.array_equal(out, int_forward(qp, pixels, task))),
             "executed_instructions": len(run.steps),
@@ -66,6 +69,8 @@ def evaluate(config, qp, pixels):
                                for s in run.steps if "lengths" in s.info],
             **sched.to_dict(),
             "linear_utilisation": round(sched.macs / config.linear.macs / sched.cycles, 4),
+            "first_frame_cycles": cold.cycles,
+            "first_frame_dram_read_bytes": cold.dram_read_bytes,
         }
     first = entry["tasks"]["0"]
     entry.update(predicted_cycles=first["cycles"], serial_cycles=first["serial_cycles"],

@@ -175,6 +175,7 @@ class _Builder:
         self.align = config.axi.path_bytes
         self.regions = {}
         self.data = bytearray()
+        self.weights = []                  # regions of matrix and LayerNorm images
         self.streams = {q: [] for q in Queue}
         self.edges = []
 
@@ -206,6 +207,7 @@ class _Builder:
         if len({len(d) for d in data}) != 1:
             raise ProgramError(f"{name}: the images of one group must have equal sizes")
         offset = self.region(name, sum(len(d) for d in data), b"".join(data))
+        self.weights.append(name)
         return self.emit(Queue.LOAD, Opcode.LOAD_MATRIX, base=Base.MODEL, offset=offset,
                          index=index, beats=len(data[0]) // self.align)
 
@@ -216,6 +218,7 @@ class _Builder:
                            qp[f"{name}.bias"], qp.scalar(f"{name}.shift"), qp.scalar(f"{name}.eps"))
         raw, n = self.transfer(beats_to_bytes(beats, self.lc.bus_width))
         offset = self.region(name, len(raw), raw)
+        self.weights.append(name)
         self.emit(Queue.LOAD, Opcode.LOAD_NORM, base=Base.MODEL, offset=offset, beats=n)
         d = qp.config.embed_dim
         return self.emit(Queue.COMPUTE, Opcode.NORM, row=row, rows=rows, cols=d)
@@ -278,12 +281,15 @@ class CompiledModel:
     program : Program
     image : DramImage
         With an empty ``input`` and ``output`` region (see :meth:`with_input`).
+    weight_bytes : int
+        The span of the matrix and LayerNorm images (what a resident store holds).
     """
 
     config: AcceleratorConfig
     model: ModelConfig
     program: Program
     image: DramImage
+    weight_bytes: int
 
     @property
     def output_shape(self):
@@ -402,6 +408,11 @@ def compile_model(qp, config):
     for q in Queue:
         b.emit(q, Opcode.END)
 
+    weights = [b.regions[name] for name in b.weights]
+    weight_bytes = weights[-1].end - weights[0].offset
+    if config.resident and weight_bytes > config.weight_store:
+        raise ProgramError(f"model {m.name!r} on config {config.name!r}: the resident images "
+                           f"take {weight_bytes} bytes, weight_store = {config.weight_store}")
     streams = place_tokens(b.streams, b.edges)
     in_raw, _ = b.transfer(bytes(m.num_patches * m.patch_dim))
     out_raw, _ = b.transfer(bytes(out_rows * out_cols * 2))
@@ -413,7 +424,7 @@ def compile_model(qp, config):
     b.region("input", len(in_raw))
     b.region("output", len(out_raw))
     image = DramImage(bytearray(b.data), b.regions, b.align).validate()
-    return CompiledModel(config, m, program, image)
+    return CompiledModel(config, m, program, image, weight_bytes)
 
 
 def _check_words(program, code):

@@ -30,6 +30,10 @@ every edge, and gives each step a start and an end cycle.
   ``rtl.attention.exp_cycles``, ``rtl.combine.exp_cycles`` for the flush), and the
   step ends :data:`WRITE_LATENCY` cycles later (the write into the buffer; a
   residual add reads, adds and writes: :data:`ADD_LATENCY`).
+* Resident weights (``config.weight_store``): in a warm frame (every frame after the
+  first since the program was loaded) a LOAD_MATRIX / LOAD_NORM reads the on-chip
+  store: its end is ``start + STORE_LATENCY + beats`` and it reads no DRAM; a cold
+  frame reads DRAM as above (and fills the store).
 * LOOP, SYNC and END end in their start cycle. ``ap_done`` rises the cycle after
   the last END.
 
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field
 
 from rtl import combine, layernorm
 from rtl.attention import exp_cycles as attention_cycles
+from rtl.config import STORE_LATENCY
 from rtl.control.isa import Codes, Opcode, Queue, Write
 from rtl.gating_path import route_cycles
 from rtl.linear import batch_cycles
@@ -146,10 +151,16 @@ class Schedule:
                 "dram_write_bytes": self.dram_write_bytes, "linear_macs": self.macs}
 
 
-def _duration(config, step, start):
+def _from_store(config, step, warm):
+    return warm and config.resident and step.ins.op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM)
+
+
+def _duration(config, step, start, warm):
     """``(end, unit, busy cycles)`` of a step starting at ``start``."""
     ins, info, axi = step.ins, step.info, config.axi
     op = ins.op
+    if _from_store(config, step, warm):
+        return start + STORE_LATENCY + info["beats"], "load", STORE_LATENCY + info["beats"]
     if op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):
         end = dma_read(axi, start, info["address"], info["beats"])
         return end, "load", end - start
@@ -182,8 +193,9 @@ def _duration(config, step, start):
     return start, None, 0
 
 
-def schedule(config, execution):
-    """The :class:`Schedule` of a :class:`moevit.executor.Execution`."""
+def schedule(config, execution, warm=True):
+    """The :class:`Schedule` of a :class:`moevit.executor.Execution`; ``warm=False``: the first
+    frame after a program load (resident weights come from DRAM)."""
     steps = execution.steps
     program_beats = -(-execution.program.words * WORD_BYTES // config.axi.path_bytes)
     fetch_end = dma_read(config.axi, 0, execution.image.region("program").offset, program_beats)
@@ -199,7 +211,7 @@ def schedule(config, execution):
             if serial:
                 s = max(s, previous + 1)
             start[n] = s
-            end[n], unit, cycles = _duration(config, step, s)
+            end[n], unit, cycles = _duration(config, step, s, warm)
             if unit and not serial:
                 busy[unit] += cycles
             last[step.queue] = end[n]
@@ -210,7 +222,8 @@ def schedule(config, execution):
     write = macs = 0
     for step in steps:
         if step.ins.op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):
-            read += step.info["beats"] * config.axi.path_bytes
+            if not _from_store(config, step, warm):
+                read += step.info["beats"] * config.axi.path_bytes
         elif step.ins.op == Opcode.STORE_TENSOR:
             write += step.info["beats"] * config.axi.path_bytes
         elif step.ins.op == Opcode.LINEAR:

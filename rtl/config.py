@@ -16,6 +16,9 @@ part                what it fixes
                     dim, experts, top-k, classes, instructions
 ``share_buffers``   whether the attention output shares the LayerNorm output's
                     memory and the hidden buffer shares q/k/v's (small devices)
+``weight_store``    bytes of on-chip weight store: 0 streams every weight from
+                    DRAM each frame; otherwise the weights are resident (the
+                    first frame fills the store, later frames read it)
 ==================  ==============================================================
 
 Every field is checked on construction; a bad value raises ``ValueError`` naming
@@ -39,7 +42,7 @@ from .linear import DIM_BITS, LinearConfig
 from .params import check_int
 
 __all__ = ["LinearArray", "AttentionArray", "AxiPorts", "Capacity", "AcceleratorConfig",
-           "BUFFERS", "PRESETS", "preset"]
+           "BUFFERS", "STORE_LATENCY", "PRESETS", "preset"]
 
 #: On-chip activation buffers: name -> (element dtype, what it holds).
 BUFFERS = {
@@ -50,6 +53,10 @@ BUFFERS = {
     "G": ("int8", "hidden rows: pixels for the patch embedding, fc1 / GELU outputs"),
     "LOGITS": ("int16", "class logits (classifier models)"),
 }
+
+
+#: Cycles from a resident image load's start to the store's first word.
+STORE_LATENCY = 2
 
 
 def _named(prefix, name):
@@ -278,6 +285,13 @@ class AcceleratorConfig:
         ``A`` lives in ``H``'s memory and ``G`` in ``QKV``'s (:meth:`buffer_memory`):
         about a third less activation memory; the compiler's schedule already keeps
         their lifetimes apart.
+    weight_store : int, 0..2**32
+        Bytes of on-chip weight store (UltraRAM). 0: every matrix and LayerNorm image
+        streams from DRAM in every frame. Otherwise the images are **resident**: the
+        store mirrors the image's weight regions by address, the first frame after a
+        program load fills it from DRAM as it reads them, and later frames' image loads
+        read the store, one load-path word per cycle after :data:`STORE_LATENCY`
+        (:mod:`moevit.schedule`); the compiler checks that the model's images fit.
     """
 
     name: str = "default"
@@ -287,6 +301,7 @@ class AcceleratorConfig:
     axi: AxiPorts = AxiPorts()
     capacity: Capacity = Capacity()
     share_buffers: bool = False
+    weight_store: int = 0
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -297,6 +312,7 @@ class AcceleratorConfig:
                 raise ValueError(f"{part} must be a {cls.__name__}, not {value!r}")
         check_int("norm_lanes", self.norm_lanes, 1, 16)
         _check_bool("share_buffers", self.share_buffers)
+        check_int("weight_store", self.weight_store, 0, 1 << 32)
         c = self.capacity
         if c.head_dim % self.attention.dp:
             raise ValueError(f"attention.dp ({self.attention.dp}) must divide capacity.head_dim "
@@ -358,6 +374,11 @@ class AcceleratorConfig:
         return name
 
     @property
+    def resident(self):
+        """Whether the weights are resident on chip (``weight_store > 0``)."""
+        return self.weight_store > 0
+
+    @property
     def buffers(self):
         """Names of the buffers this config has (``LOGITS`` only with ``capacity.classes``)."""
         return tuple(b for b in BUFFERS if b != "LOGITS" or self.capacity.classes)
@@ -385,7 +406,7 @@ class AcceleratorConfig:
         routing = 2 * c.experts * c.tokens * 3                    # two banks of queue entries
         return {"buffers": sum(phys.values()), "linear": kernel, "attention": attention,
                 "layernorm": norm, "combine": combine, "routing": routing,
-                "instructions": c.instructions * 16}
+                "instructions": c.instructions * 16, "weights": self.weight_store}
 
     def multipliers(self):
         """Hard multipliers by part (DSP48E2 or 18x18): the MAC arrays (halved by DSP
@@ -401,7 +422,7 @@ class AcceleratorConfig:
 
     def to_dict(self):
         out = {"name": self.name, "norm_lanes": self.norm_lanes,
-               "share_buffers": self.share_buffers}
+               "share_buffers": self.share_buffers, "weight_store": self.weight_store}
         out.update({part: getattr(self, part).to_dict() for part in _PARTS})
         return out
 
@@ -461,12 +482,14 @@ def zcu102():
 def u280():
     """An Alveo U280 (xcu280: 9,024 DSP48E2, 70.9 Mb block RAM, 270 Mb UltraRAM, HBM2): a
     packed 32x16x3 linear kernel (1,536 MACs), a 16x16x3 attention kernel, four 256-bit
-    HBM pseudo-channel ports (a 1024-bit load path)."""
+    HBM pseudo-channel ports (a 1024-bit load path), and the weights resident in a 24 MiB
+    UltraRAM store (M3ViT-tiny's images take 18.7 MB)."""
     return AcceleratorConfig(
         name="u280", linear=LinearArray(pi=32, po=16, t=3, dsp_packing=True, bank_words=576),
         attention=AttentionArray(r=16, dp=16, h=3), norm_lanes=16,
         axi=AxiPorts(data_bits=256, ports=4, burst_beats=32, outstanding=16, read_latency=64,
-                     write_latency=32))
+                     write_latency=32),
+        weight_store=24 << 20)
 
 
 #: Preset constructors by name.

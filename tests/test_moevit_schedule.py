@@ -1,5 +1,7 @@
 """The schedule model: DMA rules, a hand-timed program, and the rules on a compiled frame."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from golden.weights import init_weights
 from moevit.compiler import compile_model
 from moevit.executor import Execution, execute
 from moevit.images import tensor_bytes
-from moevit.program import DramImage, Instruction, Program, Region
+from moevit.program import DramImage, Instruction, Program, ProgramError, Region
 from moevit.schedule import READ_LATENCY, dma_read, dma_write, schedule
 from rtl import gating_path
 from rtl.config import AcceleratorConfig, AxiPorts, preset
@@ -126,3 +128,23 @@ def test_the_rules_hold_on_a_compiled_frame(frame):
     loaded = sum(s.info["beats"] for s in run.steps if s.queue == Queue.LOAD and "beats" in s.info)
     fetched = -(-run.program.words * 16 // config.axi.path_bytes)
     assert sched.dram_read_bytes == (loaded + fetched) * config.axi.path_bytes
+
+
+def test_resident_weights_come_from_the_store_in_warm_frames():
+    cfg = tiny_test()
+    images = [random_image(cfg, seed=n) for n in range(3)]
+    qp = calibrate(cfg, init_weights(cfg, seed=2), images[:2])
+    config = dataclasses.replace(preset("zcu102"), weight_store=1 << 20)
+    compiled = compile_model(qp, config)
+    _, run = execute(compiled, pixels_from_image(cfg, images[2]), 0)
+    warm, cold = schedule(config, run), schedule(config, run, warm=False)
+    streamed = schedule(preset("zcu102"), run)
+    assert (cold.cycles, cold.dram_read_bytes) == (streamed.cycles, streamed.dram_read_bytes)
+    images_read = sum(s.info["beats"] for s in run.steps
+                      if s.ins.op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM)) * 64
+    assert warm.dram_read_bytes == cold.dram_read_bytes - images_read
+    assert warm.cycles < cold.cycles
+    small = dataclasses.replace(config, weight_store=compiled.weight_bytes - 1)
+    with pytest.raises(ProgramError, match=rf"the resident images take {compiled.weight_bytes} "
+                                           rf"bytes, weight_store = {compiled.weight_bytes - 1}"):
+        compile_model(qp, small)
