@@ -40,7 +40,7 @@ from rtl.control.isa import Base, Buffer, Codes, Index, Opcode, Queue, Rows, Wri
 from rtl.gating_path import lanes_for
 
 from .images import (beats_to_bytes, matrix_image, norm_image, stripe, tensor_bytes,
-                     tensor_from_bytes, unstripe)
+                     tensor_from_bytes, tensor_size, unstripe)
 from .program import (DramImage, Instruction, Program, ProgramError, Region, WORD_BYTES,
                       check_program)
 
@@ -306,7 +306,7 @@ class CompiledModel:
                              f"got {pixels.shape}")
         if not np.issubdtype(pixels.dtype, np.integer) or pixels.min() < 0 or pixels.max() > 255:
             raise ValueError("pixels must be integers in [0, 255]")
-        raw = tensor_bytes(patchify(m, pixels), "uint8")
+        raw = tensor_bytes(patchify(m, pixels), "uint8", self.config.word)
         return stripe(raw, self.config.axi.ports, self.config.axi.data_bytes)
 
     def with_input(self, pixels):
@@ -322,7 +322,7 @@ class CompiledModel:
         raw = unstripe(image.read(offset, region.size), self.config.axi.ports,
                        self.config.axi.data_bytes)
         rows, cols = (1, self.model.num_classes) if self.model.num_classes else self.output_shape
-        out = tensor_from_bytes(raw, "int16", rows, cols).astype(np.int16)
+        out = tensor_from_bytes(raw, "int16", rows, cols, self.config.word).astype(np.int16)
         return out[0] if self.model.num_classes else out
 
 
@@ -347,7 +347,7 @@ def compile_model(qp, config):
     codes = Codes.SQRT2 if qp.scalar("quant.attn_sqrt2") else Codes.LOG2
 
     # Patch embedding: X = position embedding, G = pixels - 128, X[1:] += patches @ W.
-    raw, beats = b.transfer(tensor_bytes(qp["pos_embed"], "int16"))
+    raw, beats = b.transfer(tensor_bytes(qp["pos_embed"], "int16", config.word))
     offset = b.region("pos_embed", len(raw), raw)
     b.emit(Queue.LOAD, Opcode.LOAD_TENSOR, base=Base.MODEL, offset=offset, buffer=Buffer.X,
            row=0, rows=n, cols=d)
@@ -414,8 +414,8 @@ def compile_model(qp, config):
         raise ProgramError(f"model {m.name!r} on config {config.name!r}: the resident images "
                            f"take {weight_bytes} bytes, weight_store = {config.weight_store}")
     streams = place_tokens(b.streams, b.edges)
-    in_raw, _ = b.transfer(bytes(m.num_patches * m.patch_dim))
-    out_raw, _ = b.transfer(bytes(out_rows * out_cols * 2))
+    in_raw, _ = b.transfer(bytes(tensor_size(m.num_patches, m.patch_dim, "uint8", config.word)))
+    out_raw, _ = b.transfer(bytes(tensor_size(out_rows, out_cols, "int16", config.word)))
     program = check_program(Program(streams, input_bytes=len(in_raw),
                                     output_bytes=len(out_raw)), config)
     code = program.to_bytes()

@@ -43,7 +43,7 @@ from rtl.config import BUFFERS
 from rtl.control.isa import Base, Codes, Index, Opcode, Queue, Rows, Write
 
 from .images import (bytes_to_beats, decode_matrix_image, decode_norm_image, stripe,
-                     tensor_bytes, tensor_from_bytes, unstripe)
+                     tensor_bytes, tensor_from_bytes, tensor_size, unstripe)
 from .program import ProgramError
 
 __all__ = ["ExecutionError", "DeadlockError", "RaceError", "Step", "Execution", "execute"]
@@ -328,8 +328,9 @@ class Execution:
         return unstripe(raw, self.config.axi.ports, self.config.axi.data_bytes)
 
     def _tensor_beats(self, ins):
-        elem = 2 if BUFFERS[ins["buffer"].name][0] == "int16" else 1
-        return -(-ins["rows"] * ins["cols"] * elem // self.path), elem
+        size = tensor_size(ins["rows"], ins["cols"], BUFFERS[ins["buffer"].name][0],
+                           self.config.word)
+        return -(-size // self.path)
 
     # ---- load queue -----------------------------------------------------------------
 
@@ -359,21 +360,22 @@ class Execution:
         return [self.norm_users[n - 2]] if n >= 2 else []
 
     def _op_load_tensor(self, ins, step):
-        beats, elem = self._tensor_beats(ins)
-        raw = self._read(ins, beats)
+        raw = self._read(ins, self._tensor_beats(ins))
         if ins["flip_sign"]:
             raw = bytes(b ^ 0x80 for b in raw)
         name = ins["buffer"].name
-        values = tensor_from_bytes(raw, BUFFERS[name][0], ins["rows"], ins["cols"])
-        self.buffers[name][ins["row"]:ins["row"] + ins["rows"], :ins["cols"]] = values
+        # Whole words: the padding of each row is loaded too (it is zero in DRAM).
+        cols = -(-ins["cols"] // self.config.word) * self.config.word
+        values = tensor_from_bytes(raw, BUFFERS[name][0], ins["rows"], cols, self.config.word)
+        self.buffers[name][ins["row"]:ins["row"] + ins["rows"], :cols] = values
         self._access(step, (self._memory(name), True))
 
     def _op_store_tensor(self, ins, step):
-        beats, elem = self._tensor_beats(ins)
+        beats = self._tensor_beats(ins)
         name = ins["buffer"].name
         values = self.buffers[name][ins["row"]:ins["row"] + ins["rows"], :ins["cols"]]
-        raw = stripe(tensor_bytes(values, BUFFERS[name][0]), self.config.axi.ports,
-                     self.config.axi.data_bytes)
+        raw = stripe(tensor_bytes(values, BUFFERS[name][0], self.config.word),
+                     self.config.axi.ports, self.config.axi.data_bytes)
         address = self._address(ins, len(raw))
         step.info.update(address=address, beats=beats)
         try:

@@ -30,7 +30,6 @@ search tunes them.
 """
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 
 from golden.moe import TOPK_MAX
@@ -133,16 +132,16 @@ class AttentionArray(_Part):
     r : int, 1..32
         Query rows in flight.
     dp : int, 1..64
-        Head dims per cycle (divides every head dim the config runs).
+        Head dims per cycle (divides every head dim the config runs); the buffer word.
     h : int, 1..16
-        Heads side by side.
+        Heads side by side (1 in the accelerator top).
     codes : tuple of str
         Code forms the kernel runs, each one of ``golden.softmax.ATTENTION_CODES``.
     """
 
-    r: int = 8
+    r: int = 24
     dp: int = 16
-    h: int = 3
+    h: int = 1
     codes: tuple = ("log2",)
 
     def __post_init__(self):
@@ -314,6 +313,17 @@ class AcceleratorConfig:
         _check_bool("share_buffers", self.share_buffers)
         check_int("weight_store", self.weight_store, 0, 1 << 32)
         c = self.capacity
+        lin, att = self.linear, self.attention
+        if not lin.pi == lin.po == att.dp or lin.pi & (lin.pi - 1):
+            raise ValueError(f"linear.pi, linear.po and attention.dp must be one power of two, "
+                             f"the buffer word (the top moves whole words), not {lin.pi}, "
+                             f"{lin.po} and {att.dp}")
+        if att.h != 1:
+            raise ValueError(f"attention.h must be 1: the top reads one head per buffer word, "
+                             f"not {att.h}")
+        if self.word % self.norm_lanes:
+            raise ValueError(f"norm_lanes ({self.norm_lanes}) must divide the buffer word "
+                             f"({self.word})")
         if c.head_dim % self.attention.dp:
             raise ValueError(f"attention.dp ({self.attention.dp}) must divide capacity.head_dim "
                              f"({c.head_dim})")
@@ -328,6 +338,12 @@ class AcceleratorConfig:
             raise ValueError("the load path must be at least 64 bits wide")
 
     # ---- derived unit configs ---------------------------------------------------------
+
+    @property
+    def word(self):
+        """Elements per buffer word: the linear kernel's PI = PO = the attention kernel's Dp.
+        Buffers are rows of whole words, and so are tensors in DRAM."""
+        return self.linear.pi
 
     def linear_config(self):
         """The :class:`rtl.linear.LinearConfig` of the kernel (int16 outputs, GELU stage,
@@ -355,14 +371,12 @@ class AcceleratorConfig:
     def buffer_shape(self, name):
         """``(rows, cols)`` of activation buffer ``name`` (:data:`BUFFERS`).
 
-        Columns are rounded up so that the linear kernel may read whole input
-        folds (``PI``) and write whole output folds (``PO``).
+        Columns are rounded up to whole words (:attr:`word`).
         """
-        c, pi, po = self.capacity, self.linear.pi, self.linear.po
-        fold = math.lcm(pi, po)
-        cols = {"X": _round_up(c.dim, po), "H": _round_up(c.dim, pi),
-                "QKV": _round_up(3 * c.dim, po), "A": _round_up(c.dim, pi),
-                "G": _round_up(c.hidden, fold), "LOGITS": _round_up(max(c.classes, 1), po)}
+        c, w = self.capacity, self.word
+        cols = {"X": _round_up(c.dim, w), "H": _round_up(c.dim, w),
+                "QKV": _round_up(3 * c.dim, w), "A": _round_up(c.dim, w),
+                "G": _round_up(c.hidden, w), "LOGITS": _round_up(max(c.classes, 1), w)}
         if name not in cols:
             raise ValueError(f"unknown buffer {name!r}; buffers: {', '.join(BUFFERS)}")
         return (1 if name == "LOGITS" else c.tokens), cols[name]
@@ -470,23 +484,23 @@ def ecp5_85f():
 
 def zcu102():
     """A ZCU102 (xczu9eg: 2,520 DSP48E2, 32.1 Mb block RAM): a packed 16x16x3 linear kernel
-    (768 MACs on 384 DSPs), an 8x16x3 attention kernel, the four 128-bit S_AXI_HP ports
+    (768 MACs on 384 DSPs), a 24x16x1 attention kernel, the four 128-bit S_AXI_HP ports
     to the PS DDR4 (a 512-bit load path)."""
     return AcceleratorConfig(
         name="zcu102", linear=LinearArray(pi=16, po=16, t=3, dsp_packing=True, bank_words=576),
-        attention=AttentionArray(r=8, dp=16, h=3), norm_lanes=16,
+        attention=AttentionArray(r=24, dp=16, h=1), norm_lanes=16,
         axi=AxiPorts(data_bits=128, ports=4, burst_beats=64, outstanding=8, read_latency=64,
                      write_latency=32))
 
 
 def u280():
     """An Alveo U280 (xcu280: 9,024 DSP48E2, 70.9 Mb block RAM, 270 Mb UltraRAM, HBM2): a
-    packed 32x16x3 linear kernel (1,536 MACs), a 16x16x3 attention kernel, four 256-bit
+    packed 16x16x6 linear kernel (1,536 MACs), a 32x16x1 attention kernel, four 256-bit
     HBM pseudo-channel ports (a 1024-bit load path), and the weights resident in a 24 MiB
     UltraRAM store (M3ViT-tiny's images take 18.7 MB)."""
     return AcceleratorConfig(
-        name="u280", linear=LinearArray(pi=32, po=16, t=3, dsp_packing=True, bank_words=576),
-        attention=AttentionArray(r=16, dp=16, h=3), norm_lanes=16,
+        name="u280", linear=LinearArray(pi=16, po=16, t=6, dsp_packing=True, bank_words=576),
+        attention=AttentionArray(r=32, dp=16, h=1), norm_lanes=16,
         axi=AxiPorts(data_bits=256, ports=4, burst_beats=32, outstanding=16, read_latency=64,
                      write_latency=32),
         weight_store=24 << 20)

@@ -22,7 +22,7 @@ from golden.weights import init_weights
 from moevit.compiler import compile_model, matrix_chunks
 from moevit.executor import DeadlockError, Execution, RaceError, execute
 from moevit.program import Program, ProgramError
-from rtl.config import PRESETS, AcceleratorConfig, AttentionArray, Capacity, preset
+from rtl.config import PRESETS, AcceleratorConfig, AttentionArray, Capacity, LinearArray, preset
 from rtl.control.isa import Opcode, Queue
 
 
@@ -154,7 +154,8 @@ def test_random_routings_bit_exact(small_models, seed, mode, order, config):
     (dataclasses.replace(tiny_test(), expert_hidden=1024), preset("u280"),
      r"expert_hidden 1024 exceeds capacity.hidden = 768"),
     (dataclasses.replace(tiny_test(), num_heads=1),
-     AcceleratorConfig(attention=AttentionArray(r=4, dp=64, h=1)),
+     AcceleratorConfig(linear=LinearArray(pi=64, po=64, t=1),
+                       attention=AttentionArray(r=4, dp=64)),
      r"head_dim 32 must be a multiple of attention.dp 64"),
     (dataclasses.replace(tiny_test(), num_classes=10), AcceleratorConfig(capacity=Capacity(
         classes=0)), r"num_classes 10 exceeds capacity.classes = 0"),

@@ -32,18 +32,20 @@ def test_json_round_trip(name):
 
 
 def test_unit_configs_are_derived_from_the_config():
-    config = AcceleratorConfig(linear=LinearArray(pi=8, po=16, t=2, dsp_packing=True,
+    config = AcceleratorConfig(linear=LinearArray(pi=8, po=8, t=2, dsp_packing=True,
                                                   bank_words=200),
+                               attention=AttentionArray(r=5, dp=8),
                                axi=AxiPorts(data_bits=128, ports=2))
     lc = config.linear_config()
-    assert lc == LinearConfig(pi=8, po=16, t=2, max_in=768, max_out=1000, max_weight_words=200,
+    assert lc == LinearConfig(pi=8, po=8, t=2, max_in=768, max_out=1000, max_weight_words=200,
                               bus_width=256, dsp_packing=True, out_width=16, gelu=True)
     att = config.attention_config(16, "log2")
-    assert (att.r, att.dp, att.h, att.head_dim, att.max_tokens) == (8, 16, 3, 16, 129)
-    # Buffers hold whole input (PI) and output (PO) folds.
+    assert (att.r, att.dp, att.h, att.head_dim, att.max_tokens) == (5, 8, 1, 16, 129)
+    # Buffers are rows of whole words (PI = PO = Dp elements).
+    assert config.word == 8
     assert config.buffer_shape("H") == (129, 192)
     assert config.buffer_shape("QKV") == (129, 576)
-    assert config.buffer_shape("LOGITS") == (1, 1008)
+    assert config.buffer_shape("LOGITS") == (1, 1000)
     assert set(config.buffers) == set(BUFFERS)
 
 
@@ -68,10 +70,17 @@ def test_shared_buffers_alias_the_readers_memories():
     (lambda: Capacity(top_k=5), r"capacity.top_k must be an integer in \[1, 4\], not 5"),
     (lambda: Capacity(experts=1), r"capacity.experts must be an integer in \[2, 64\], not 1"),
     (lambda: AcceleratorConfig(norm_lanes=0), r"norm_lanes must be an integer in \[1, 16\]"),
-    (lambda: AcceleratorConfig(norm_lanes=5), r"norm_lanes \(5\) must divide capacity.dim \(192\)"),
-    (lambda: AcceleratorConfig(attention=AttentionArray(dp=48)),
-     r"attention.dp \(48\) must divide capacity.head_dim \(64\)"),
-    (lambda: AcceleratorConfig(linear=LinearArray(pi=4, bank_words=100)),
+    (lambda: AcceleratorConfig(norm_lanes=16, capacity=Capacity(dim=200)),
+     r"norm_lanes \(16\) must divide capacity.dim \(200\)"),
+    (lambda: AcceleratorConfig(attention=AttentionArray(dp=8)),
+     r"linear.pi, linear.po and attention.dp must be one power of two, the buffer word"),
+    (lambda: AcceleratorConfig(attention=AttentionArray(h=3)), r"attention.h must be 1"),
+    (lambda: AcceleratorConfig(linear=LinearArray(pi=128, po=128), attention=AttentionArray(
+        dp=128)), r"linear.pi must be an integer in \[1, 64\], not 128"),
+    (lambda: AcceleratorConfig(linear=LinearArray(pi=4, po=4), attention=AttentionArray(dp=4),
+                               norm_lanes=8), r"norm_lanes \(8\) must divide the buffer word"),
+    (lambda: AcceleratorConfig(linear=LinearArray(pi=4, po=4, bank_words=100),
+                               attention=AttentionArray(dp=4)),
      r"linear.bank_words must hold one output fold of the widest input \(ceil\(768 / 4\) = 192"),
     (lambda: AcceleratorConfig(linear={"pi": 4}), r"linear must be a LinearArray"),
     (lambda: AcceleratorConfig(name=""), r"name must be a non-empty string"),
