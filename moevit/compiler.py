@@ -189,9 +189,8 @@ class _Builder:
         return offset
 
     def transfer(self, raw):
-        """A DRAM transfer's bytes in the striped layout and its beat count."""
-        data = stripe(raw, self.config.axi.ports, self.config.axi.data_bytes)
-        return data, len(data) // self.align
+        """A DRAM transfer's bytes in the striped layout and its load-path word count."""
+        return stripe(raw, self.config.axi), self.config.axi.words(len(raw))
 
     # ---- streams ----
     def emit(self, queue, op, **args):
@@ -200,16 +199,14 @@ class _Builder:
 
     def matrices(self, name, images, index):
         """Lay out a group of same-sized matrix images; emit the LOAD_MATRIX of the group."""
-        data = []
-        for beats in images:
-            raw, n = self.transfer(beats_to_bytes(beats, self.lc.bus_width))
-            data.append(raw)
-        if len({len(d) for d in data}) != 1:
+        data = [self.transfer(beats_to_bytes(beats, self.lc.bus_width)) for beats in images]
+        if len({n for _, n in data}) != 1:
             raise ProgramError(f"{name}: the images of one group must have equal sizes")
-        offset = self.region(name, sum(len(d) for d in data), b"".join(data))
+        offset = self.region(name, sum(len(raw) for raw, _ in data),
+                             b"".join(raw for raw, _ in data))
         self.weights.append(name)
         return self.emit(Queue.LOAD, Opcode.LOAD_MATRIX, base=Base.MODEL, offset=offset,
-                         index=index, beats=len(data[0]) // self.align)
+                         index=index, beats=data[0][1])
 
     def norm(self, name, qp, rows, row=0):
         """A LayerNorm: its image, its LOAD_NORM and its NORM (X rows into H)."""
@@ -307,7 +304,7 @@ class CompiledModel:
         if not np.issubdtype(pixels.dtype, np.integer) or pixels.min() < 0 or pixels.max() > 255:
             raise ValueError("pixels must be integers in [0, 255]")
         raw = tensor_bytes(patchify(m, pixels), "uint8", self.config.word)
-        return stripe(raw, self.config.axi.ports, self.config.axi.data_bytes)
+        return stripe(raw, self.config.axi)
 
     def with_input(self, pixels):
         """A copy of the image with ``pixels`` in its input region."""
@@ -319,9 +316,9 @@ class CompiledModel:
         """The output tensor from a DRAM image: int16 ``(N, D)`` (backbone) or ``(C,)`` logits."""
         region = image.region("output")
         offset = region.offset if offset is None else offset
-        raw = unstripe(image.read(offset, region.size), self.config.axi.ports,
-                       self.config.axi.data_bytes)
         rows, cols = (1, self.model.num_classes) if self.model.num_classes else self.output_shape
+        words = self.config.axi.words(tensor_size(rows, cols, "int16", self.config.word))
+        raw = unstripe(image.read(offset, region.size), self.config.axi, words)
         out = tensor_from_bytes(raw, "int16", rows, cols, self.config.word).astype(np.int16)
         return out[0] if self.model.num_classes else out
 

@@ -317,7 +317,7 @@ class Execution:
         return base + offset
 
     def _read(self, ins, beats):
-        size = beats * self.path
+        size = self.config.axi.footprint(beats)
         address = self._address(ins, size)
         step = self._current[2]
         step.info.update(address=address, beats=beats)
@@ -325,7 +325,7 @@ class Execution:
             raw = self.image.read(address, size)
         except ProgramError as e:
             raise ExecutionError(f"{self._current[1]}: {e}") from None
-        return unstripe(raw, self.config.axi.ports, self.config.axi.data_bytes)
+        return unstripe(raw, self.config.axi, beats)
 
     def _tensor_beats(self, ins):
         size = tensor_size(ins["rows"], ins["cols"], BUFFERS[ins["buffer"].name][0],
@@ -374,8 +374,7 @@ class Execution:
         beats = self._tensor_beats(ins)
         name = ins["buffer"].name
         values = self.buffers[name][ins["row"]:ins["row"] + ins["rows"], :ins["cols"]]
-        raw = stripe(tensor_bytes(values, BUFFERS[name][0], self.config.word),
-                     self.config.axi.ports, self.config.axi.data_bytes)
+        raw = stripe(tensor_bytes(values, BUFFERS[name][0], self.config.word), self.config.axi)
         address = self._address(ins, len(raw))
         step.info.update(address=address, beats=beats)
         try:

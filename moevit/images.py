@@ -65,28 +65,32 @@ def bytes_to_beats(raw, bus_width):
     return [int.from_bytes(raw[i:i + n], "little") for i in range(0, len(raw), n)]
 
 
-def stripe(raw, ports, port_bytes):
-    """Bytes of a transfer as the DRAM layout of ``ports`` striped sub-regions.
+def stripe(raw, axi):
+    """Bytes of a transfer as its DRAM layout for the ports ``axi`` (an ``AxiPorts``).
 
-    The transfer is padded with zeros to whole load-path words of ``ports *
-    port_bytes`` bytes; sub-region ``p`` holds bus word ``p`` of every load-path
-    word, one after the other. ``ports = 1`` is the identity (plus padding).
+    The transfer is padded with zeros to whole load-path words (``axi.ports`` bus
+    words each). Sub-region ``p``, at ``p * axi.sub_region(words)``, holds bus word
+    ``p`` of every load-path word, one after the other, then zeros to the next 4 KB
+    (with one port: the transfer itself, padded to a whole word).
     """
-    word = ports * port_bytes
-    words = -(-len(raw) // word)
-    padded = np.zeros(words * word, np.uint8)
+    ports, port = axi.ports, axi.data_bytes
+    words = axi.words(len(raw))
+    padded = np.zeros(words * ports * port, np.uint8)
     padded[:len(raw)] = np.frombuffer(bytes(raw), np.uint8)
-    return padded.reshape(words, ports, port_bytes).transpose(1, 0, 2).tobytes()
+    out = np.zeros((ports, axi.sub_region(words)), np.uint8)
+    out[:, :words * port] = padded.reshape(words, ports, port).transpose(1, 0, 2) \
+        .reshape(ports, -1)
+    return out.tobytes()
 
 
-def unstripe(raw, ports, port_bytes):
-    """Inverse of :func:`stripe` (the padding stays)."""
-    word = ports * port_bytes
-    if len(raw) % word:
-        raise ValueError(f"{len(raw)} bytes are not a whole number of {word}-byte load-path words")
-    words = len(raw) // word
-    return np.frombuffer(bytes(raw), np.uint8).reshape(ports, words, port_bytes) \
-        .transpose(1, 0, 2).tobytes()
+def unstripe(raw, axi, words):
+    """The ``words`` load-path words of a transfer from its :func:`stripe` layout."""
+    ports, port = axi.ports, axi.data_bytes
+    size = axi.footprint(words)
+    if len(raw) < size:
+        raise ValueError(f"a {words}-word transfer takes {size} bytes, got {len(raw)}")
+    sub = np.frombuffer(bytes(raw[:size]), np.uint8).reshape(ports, -1)[:, :words * port]
+    return sub.reshape(ports, words, port).transpose(1, 0, 2).tobytes()
 
 
 def _checked(name, what, values, lo, hi, shape):

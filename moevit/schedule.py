@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from rtl import combine, layernorm
 from rtl.attention import exp_cycles as attention_cycles
-from rtl.config import STORE_LATENCY
+from rtl.config import BOUNDARY, STORE_LATENCY
 from rtl.control.isa import Codes, Opcode, Queue, Write
 from rtl.gating_path import route_cycles
 from rtl.linear import batch_cycles
@@ -64,14 +64,13 @@ WRITE_LATENCY = 1
 ADD_LATENCY = 2
 #: Units whose busy cycles the schedule reports.
 ENGINES = ("fetch", "load", "store", "linear", "gating", "layernorm", "attention", "combine")
-_BOUNDARY = 4096
 
 
 def _bursts(axi, address, words):
     """Burst lengths of ``words`` bus words from byte ``address`` on one port."""
     out = []
     while words:
-        room = (_BOUNDARY - address % _BOUNDARY) // axi.data_bytes
+        room = (BOUNDARY - address % BOUNDARY) // axi.data_bytes
         n = min(words, axi.burst_beats, room)
         out.append(n)
         words -= n
@@ -81,7 +80,7 @@ def _bursts(axi, address, words):
 
 def _ports(axi, address, beats):
     """Per port, the bursts of a striped transfer of ``beats`` load-path words."""
-    return [_bursts(axi, address + p * beats * axi.data_bytes, beats) for p in range(axi.ports)]
+    return [_bursts(axi, address + p * axi.sub_region(beats), beats) for p in range(axi.ports)]
 
 
 def dma_read(axi, start, address, beats):

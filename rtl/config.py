@@ -41,7 +41,7 @@ from .linear import DIM_BITS, LinearConfig
 from .params import check_int
 
 __all__ = ["LinearArray", "AttentionArray", "AxiPorts", "Capacity", "AcceleratorConfig",
-           "BUFFERS", "STORE_LATENCY", "PRESETS", "preset"]
+           "BUFFERS", "STORE_LATENCY", "BOUNDARY", "PRESETS", "preset"]
 
 #: On-chip activation buffers: name -> (element dtype, what it holds).
 BUFFERS = {
@@ -56,6 +56,8 @@ BUFFERS = {
 
 #: Cycles from a resident image load's start to the store's first word.
 STORE_LATENCY = 2
+#: AXI bursts never cross this boundary (bytes).
+BOUNDARY = 4096
 
 
 def _named(prefix, name):
@@ -172,9 +174,10 @@ class AxiPorts(_Part):
     ----------
     data_bits : int, 64..1024, a power of two
         Data width of each port.
-    ports : int, 1..8
+    ports : int, 1, 2, 4 or 8
         Master ports. Every transfer is striped over all of them
-        (:func:`moevit.images.stripe`): the load path is ``ports * data_bits`` wide.
+        (:func:`moevit.images.stripe`): the load path is ``ports * data_bits`` wide; each
+        port reads its own sub-region (:meth:`sub_region`).
     burst_beats : int, 1..256
         Longest burst (AxLEN + 1); bursts never cross a 4 KB boundary either.
     outstanding : int, 1..64
@@ -197,7 +200,8 @@ class AxiPorts(_Part):
         if self.data_bits & (self.data_bits - 1):
             raise ValueError(f"axi.data_bits must be a power of two in [64, 1024], "
                              f"not {self.data_bits}")
-        check_int("axi.ports", self.ports, 1, 8)
+        if self.ports not in (1, 2, 4, 8):
+            raise ValueError(f"axi.ports must be 1, 2, 4 or 8, not {self.ports!r}")
         check_int("axi.burst_beats", self.burst_beats, 1, 256)
         check_int("axi.outstanding", self.outstanding, 1, 64)
         check_int("axi.read_latency", self.read_latency, 1, 4096)
@@ -218,6 +222,21 @@ class AxiPorts(_Part):
     @property
     def path_bytes(self):
         return self.path_bits // 8
+
+    def words(self, nbytes):
+        """Load-path words that carry ``nbytes`` bytes."""
+        return -(-nbytes // self.path_bytes)
+
+    def sub_region(self, beats):
+        """Bytes of one port's part of a ``beats``-word transfer: ``beats`` bus words, rounded
+        up to 4 KB when there are several ports, so that every port's bursts split at the
+        same places (the ports stay in step)."""
+        size = beats * self.data_bytes
+        return size if self.ports == 1 else -(-size // BOUNDARY) * BOUNDARY
+
+    def footprint(self, beats):
+        """DRAM bytes of a ``beats``-word transfer: the stride of TASK / EXPERT indexing."""
+        return self.ports * self.sub_region(beats)
 
 
 @dataclass(frozen=True)

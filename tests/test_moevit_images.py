@@ -9,6 +9,7 @@ from moevit.images import (beats_to_bytes, bytes_to_beats, decode_matrix_image, 
                            matrix_image, norm_image, stripe, tensor_bytes, tensor_from_bytes,
                            unstripe)
 from moevit.packing import pack, pack_rows, unpack, unpack_rows
+from rtl.config import AxiPorts
 from rtl.layernorm import param_layout
 from rtl.linear import LinearConfig, channel_layout, image_beats
 
@@ -65,19 +66,24 @@ def test_norm_image_round_trip(lanes, bus, d):
         norm_image(lanes, bus, "ln", gain, bias, 3, 0)
 
 
-@pytest.mark.parametrize("ports, port_bytes, n", [(1, 32, 100), (4, 16, 64 * 3 + 5), (2, 8, 1)])
-def test_stripe_puts_bus_word_p_of_every_load_path_word_in_sub_region_p(ports, port_bytes, n):
+@pytest.mark.parametrize("ports, bits, n", [(1, 256, 100), (4, 128, 64 * 3 + 5), (2, 64, 1),
+                                           (8, 64, 5000)])
+def test_stripe_puts_bus_word_p_of_every_load_path_word_in_sub_region_p(ports, bits, n):
+    axi = AxiPorts(data_bits=bits, ports=ports)
     raw = bytes(np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8))
-    striped = stripe(raw, ports, port_bytes)
-    word = ports * port_bytes
+    striped = stripe(raw, axi)
+    port, word = bits // 8, ports * bits // 8
     words = -(-n // word)
-    assert len(striped) == words * word
+    assert len(striped) == axi.footprint(words)
+    sub = axi.sub_region(words)
+    assert sub % 4096 == 0 if ports > 1 else sub == words * port
     padded = raw + bytes(words * word - n)
     for p in range(ports):
         for w in range(words):
-            sub = striped[(p * words + w) * port_bytes:(p * words + w + 1) * port_bytes]
-            assert sub == padded[w * word + p * port_bytes:w * word + (p + 1) * port_bytes]
-    assert unstripe(striped, ports, port_bytes) == padded
+            got = striped[p * sub + w * port:p * sub + (w + 1) * port]
+            assert got == padded[w * word + p * port:w * word + (p + 1) * port]
+        assert not any(striped[p * sub + words * port:(p + 1) * sub])
+    assert unstripe(striped, axi, words) == padded
 
 
 def test_tensors_and_beats_round_trip():

@@ -184,7 +184,7 @@ FIELD_DOCS = {
     "body": "instructions in the loop body (1..31)",
     "base": "base register of the DRAM address (MODEL, INPUT, OUTPUT)",
     "offset": "byte offset from the base, a multiple of the load-path word",
-    "index": "address += index * beats * load-path bytes (NONE, TASK, EXPERT)",
+    "index": "address += index * the transfer's DRAM footprint (NONE, TASK, EXPERT)",
     "beats": "load-path words of the transfer",
     "buffer": "on-chip buffer (X, H, QKV, A, G, LOGITS)",
     "row": "first row",
