@@ -303,7 +303,7 @@ class CompiledModel:
                              f"got {pixels.shape}")
         if not np.issubdtype(pixels.dtype, np.integer) or pixels.min() < 0 or pixels.max() > 255:
             raise ValueError("pixels must be integers in [0, 255]")
-        raw = tensor_bytes(patchify(m, pixels), "uint8", self.config.word)
+        raw = tensor_bytes(patchify(m, pixels), "uint8", self.config.row_align("int8"))
         return stripe(raw, self.config.axi)
 
     def with_input(self, pixels):
@@ -317,9 +317,10 @@ class CompiledModel:
         region = image.region("output")
         offset = region.offset if offset is None else offset
         rows, cols = (1, self.model.num_classes) if self.model.num_classes else self.output_shape
-        words = self.config.axi.words(tensor_size(rows, cols, "int16", self.config.word))
+        align = self.config.row_align("int16")
+        words = self.config.axi.words(tensor_size(rows, cols, "int16", align))
         raw = unstripe(image.read(offset, region.size), self.config.axi, words)
-        out = tensor_from_bytes(raw, "int16", rows, cols, self.config.word).astype(np.int16)
+        out = tensor_from_bytes(raw, "int16", rows, cols, align).astype(np.int16)
         return out[0] if self.model.num_classes else out
 
 
@@ -344,7 +345,7 @@ def compile_model(qp, config):
     codes = Codes.SQRT2 if qp.scalar("quant.attn_sqrt2") else Codes.LOG2
 
     # Patch embedding: X = position embedding, G = pixels - 128, X[1:] += patches @ W.
-    raw, beats = b.transfer(tensor_bytes(qp["pos_embed"], "int16", config.word))
+    raw, beats = b.transfer(tensor_bytes(qp["pos_embed"], "int16", config.row_align("int16")))
     offset = b.region("pos_embed", len(raw), raw)
     b.emit(Queue.LOAD, Opcode.LOAD_TENSOR, base=Base.MODEL, offset=offset, buffer=Buffer.X,
            row=0, rows=n, cols=d)
@@ -411,8 +412,10 @@ def compile_model(qp, config):
         raise ProgramError(f"model {m.name!r} on config {config.name!r}: the resident images "
                            f"take {weight_bytes} bytes, weight_store = {config.weight_store}")
     streams = place_tokens(b.streams, b.edges)
-    in_raw, _ = b.transfer(bytes(tensor_size(m.num_patches, m.patch_dim, "uint8", config.word)))
-    out_raw, _ = b.transfer(bytes(tensor_size(out_rows, out_cols, "int16", config.word)))
+    in_raw, _ = b.transfer(bytes(tensor_size(m.num_patches, m.patch_dim, "uint8",
+                                             config.row_align("int8"))))
+    out_raw, _ = b.transfer(bytes(tensor_size(out_rows, out_cols, "int16",
+                                              config.row_align("int16"))))
     program = check_program(Program(streams, input_bytes=len(in_raw),
                                     output_bytes=len(out_raw)), config)
     code = program.to_bytes()

@@ -328,8 +328,8 @@ class Execution:
         return unstripe(raw, self.config.axi, beats)
 
     def _tensor_beats(self, ins):
-        size = tensor_size(ins["rows"], ins["cols"], BUFFERS[ins["buffer"].name][0],
-                           self.config.word)
+        dtype = BUFFERS[ins["buffer"].name][0]
+        size = tensor_size(ins["rows"], ins["cols"], dtype, self.config.row_align(dtype))
         return -(-size // self.path)
 
     # ---- load queue -----------------------------------------------------------------
@@ -364,9 +364,11 @@ class Execution:
         if ins["flip_sign"]:
             raw = bytes(b ^ 0x80 for b in raw)
         name = ins["buffer"].name
-        # Whole words: the padding of each row is loaded too (it is zero in DRAM).
-        cols = -(-ins["cols"] // self.config.word) * self.config.word
-        values = tensor_from_bytes(raw, BUFFERS[name][0], ins["rows"], cols, self.config.word)
+        # Whole memory words: each row's padding is loaded too (it is zero in DRAM).
+        dtype = BUFFERS[name][0]
+        align = self.config.row_align(dtype)
+        cols = -(-ins["cols"] // align) * align
+        values = tensor_from_bytes(raw, dtype, ins["rows"], cols, align)
         self.buffers[name][ins["row"]:ins["row"] + ins["rows"], :cols] = values
         self._access(step, (self._memory(name), True))
 
@@ -374,7 +376,8 @@ class Execution:
         beats = self._tensor_beats(ins)
         name = ins["buffer"].name
         values = self.buffers[name][ins["row"]:ins["row"] + ins["rows"], :ins["cols"]]
-        raw = stripe(tensor_bytes(values, BUFFERS[name][0], self.config.word), self.config.axi)
+        dtype = BUFFERS[name][0]
+        raw = stripe(tensor_bytes(values, dtype, self.config.row_align(dtype)), self.config.axi)
         address = self._address(ins, len(raw))
         step.info.update(address=address, beats=beats)
         try:

@@ -12,8 +12,8 @@ them back, and the RTL units decode them (bit offsets come from the units'
   LayerNorm unit takes on ``p`` (:func:`rtl.layernorm.param_layout`): ``d / lanes``
   words of gain and bias, ``shift`` and ``eps`` in every word.
 * **Tensor** (:func:`tensor_bytes`, :func:`tensor_from_bytes`): a row-major block of
-  int8 / uint8 / int16 elements, little endian, each row padded with zeros to whole
-  buffer words.
+  int8 / uint8 / int16 elements, little endian, each row padded with zeros to a
+  whole buffer memory word (so that a load-path word never spans two rows).
 
 A unit word wider than the bus is split into ``ceil(bits / bus)`` beats, least
 significant first (:func:`split_word`). Beats become bytes little endian
@@ -270,33 +270,34 @@ def decode_norm_image(lanes, bus_width, d, beats, name="norm image"):
 _DTYPES = {"int8": "<i1", "uint8": "<u1", "int16": "<i2"}
 
 
-def _pitch(cols, word):
-    return -(-cols // word) * word
+def _pitch(cols, align):
+    return -(-cols // align) * align
 
 
-def tensor_size(rows, cols, dtype, word=1):
+def tensor_size(rows, cols, dtype, align=1):
     """Bytes of a :func:`tensor_bytes` tensor."""
-    return rows * _pitch(cols, word) * np.dtype(_DTYPES[dtype]).itemsize
+    return rows * _pitch(cols, align) * np.dtype(_DTYPES[dtype]).itemsize
 
 
-def tensor_bytes(array, dtype, word=1):
+def tensor_bytes(array, dtype, align=1):
     """A 2-D tensor as row-major little-endian bytes of ``dtype`` (``int8``, ``uint8``,
-    ``int16``), every row padded with zeros to a multiple of ``word`` elements (the
-    accelerator's buffer word); values must lie in the dtype's range."""
+    ``int16``), every row padded with zeros to a multiple of ``align`` elements (a whole
+    buffer memory word, :meth:`rtl.config.AcceleratorConfig.row_align`); values must lie
+    in the dtype's range."""
     array = np.asarray(array)
     info = np.iinfo(_DTYPES[dtype])
     if array.size and (array.min() < info.min or array.max() > info.max):
         raise ValueError(f"tensor values must be in [{info.min}, {info.max}] for {dtype}, "
                          f"found [{int(array.min())}, {int(array.max())}]")
-    padded = np.zeros((array.shape[0], _pitch(array.shape[1], word)), _DTYPES[dtype])
+    padded = np.zeros((array.shape[0], _pitch(array.shape[1], align)), _DTYPES[dtype])
     padded[:, :array.shape[1]] = array
     return padded.tobytes()
 
 
-def tensor_from_bytes(raw, dtype, rows, cols, word=1):
+def tensor_from_bytes(raw, dtype, rows, cols, align=1):
     """Inverse of :func:`tensor_bytes` (extra trailing bytes, the bus padding, are ignored)."""
-    n = tensor_size(rows, cols, dtype, word)
+    n = tensor_size(rows, cols, dtype, align)
     if len(raw) < n:
         raise ValueError(f"{rows} x {cols} {dtype} need {n} bytes, got {len(raw)}")
-    full = np.frombuffer(bytes(raw[:n]), _DTYPES[dtype]).reshape(rows, _pitch(cols, word))
+    full = np.frombuffer(bytes(raw[:n]), _DTYPES[dtype]).reshape(rows, _pitch(cols, align))
     return full[:, :cols].astype(np.int64)

@@ -60,6 +60,9 @@ STORE_LATENCY = 2
 BOUNDARY = 4096
 
 
+_ELEMENT_BYTES = {"int8": 1, "int16": 2}
+
+
 def _named(prefix, name):
     return f"{prefix}.{name}" if prefix else name
 
@@ -360,9 +363,19 @@ class AcceleratorConfig:
 
     @property
     def word(self):
-        """Elements per buffer word: the linear kernel's PI = PO = the attention kernel's Dp.
-        Buffers are rows of whole words, and so are tensors in DRAM."""
+        """Elements per unit word: the linear kernel's PI = PO = the attention kernel's Dp.
+        Every unit reads and writes the buffers a word at a time."""
         return self.linear.pi
+
+    def memory_word_bytes(self, dtype):
+        """Bytes of a buffer memory word for elements of ``dtype`` (``int8`` or ``int16``): the
+        wider of a unit word and a load-path word, so that a DMA moves one memory word (or
+        a part) per cycle and a unit one word (a part of one)."""
+        return max(self.axi.path_bytes, self.word * _ELEMENT_BYTES[dtype])
+
+    def row_align(self, dtype):
+        """Elements every buffer row and every DRAM tensor row is padded to: one memory word."""
+        return self.memory_word_bytes(dtype) // _ELEMENT_BYTES[dtype]
 
     def linear_config(self):
         """The :class:`rtl.linear.LinearConfig` of the kernel (int16 outputs, GELU stage,
@@ -390,15 +403,15 @@ class AcceleratorConfig:
     def buffer_shape(self, name):
         """``(rows, cols)`` of activation buffer ``name`` (:data:`BUFFERS`).
 
-        Columns are rounded up to whole words (:attr:`word`).
+        Columns are rounded up to whole memory words (:meth:`row_align`).
         """
-        c, w = self.capacity, self.word
-        cols = {"X": _round_up(c.dim, w), "H": _round_up(c.dim, w),
-                "QKV": _round_up(3 * c.dim, w), "A": _round_up(c.dim, w),
-                "G": _round_up(c.hidden, w), "LOGITS": _round_up(max(c.classes, 1), w)}
+        c = self.capacity
+        cols = {"X": c.dim, "H": c.dim, "QKV": 3 * c.dim, "A": c.dim, "G": c.hidden,
+                "LOGITS": max(c.classes, 1)}
         if name not in cols:
             raise ValueError(f"unknown buffer {name!r}; buffers: {', '.join(BUFFERS)}")
-        return (1 if name == "LOGITS" else c.tokens), cols[name]
+        return (1 if name == "LOGITS" else c.tokens), _round_up(cols[name],
+                                                                self.row_align(BUFFERS[name][0]))
 
     def buffer_memory(self, name):
         """The physical memory buffer ``name`` lives in (itself unless ``share_buffers``)."""

@@ -41,11 +41,14 @@ def test_unit_configs_are_derived_from_the_config():
                               bus_width=256, dsp_packing=True, out_width=16, gelu=True)
     att = config.attention_config(16, "log2")
     assert (att.r, att.dp, att.h, att.head_dim, att.max_tokens) == (5, 8, 1, 16, 129)
-    # Buffers are rows of whole words (PI = PO = Dp elements).
+    # Units move words of PI = PO = Dp elements; memory words are the wider of a unit word
+    # and the 256-bit load path; buffer rows are whole memory words.
     assert config.word == 8
+    assert (config.memory_word_bytes("int8"), config.memory_word_bytes("int16")) == (32, 32)
+    assert (config.row_align("int8"), config.row_align("int16")) == (32, 16)
     assert config.buffer_shape("H") == (129, 192)
     assert config.buffer_shape("QKV") == (129, 576)
-    assert config.buffer_shape("LOGITS") == (1, 1000)
+    assert config.buffer_shape("LOGITS") == (1, 1008)
     assert set(config.buffers) == set(BUFFERS)
 
 

@@ -1,0 +1,1 @@
+"""The memory system: DMA engines (:mod:`rtl.memory.dma`)."""
