@@ -69,13 +69,18 @@ def check_model(qp, config):
         if value > bound:
             raise ProgramError(f"{where}: {what} {value} exceeds {field} = {bound}")
 
+    def exact(what, value, field, built):
+        if value != built:
+            raise ProgramError(f"{where}: {what} {value} differs from {field} = {built}, the "
+                               f"size the units are built for (AcceleratorConfig.fitted)")
+
     limit("tokens", m.num_tokens, "capacity.tokens", cap.tokens)
-    limit("embed_dim", m.embed_dim, "capacity.dim", cap.dim)
+    exact("embed_dim", m.embed_dim, "capacity.dim", cap.dim)
     limit("mlp hidden width", m.mlp_hidden, "capacity.hidden", cap.hidden)
     if m.moe_blocks:
         limit("expert_hidden", m.expert_hidden, "capacity.hidden", cap.hidden)
-        limit("num_experts", m.num_experts, "capacity.experts", cap.experts)
-        limit("top_k", m.top_k, "capacity.top_k", cap.top_k)
+        exact("num_experts", m.num_experts, "capacity.experts", cap.experts)
+        exact("top_k", m.top_k, "capacity.top_k", cap.top_k)
         if m.num_experts < 2:
             raise ProgramError(f"{where}: num_experts must be at least 2 for the gating datapath")
         po = config.linear.po
@@ -89,7 +94,7 @@ def check_model(qp, config):
                                f"{lanes_for(config.linear_config(), m.num_experts)}")
     limit("flattened patch (in_chans * patch_size**2)", m.patch_dim, "capacity.hidden",
           cap.hidden)
-    limit("head_dim", m.head_dim, "capacity.head_dim", cap.head_dim)
+    exact("head_dim", m.head_dim, "capacity.head_dim", cap.head_dim)
     limit("num_heads", m.num_heads, "the ATTENTION heads field's", 255)
     limit("num_classes", m.num_classes, "capacity.classes", cap.classes)
     if m.head_dim % config.attention.dp:

@@ -319,6 +319,12 @@ def _check_rows(config, where, ins, buffer, row, rows, cols, col=0):
                            f"in buffer {buffer.name}'s {n_cols} columns")
 
 
+def _check_built(where, ins, name, built, field):
+    if ins[name] != built:
+        raise ProgramError(f"{where}: {ins.op.name} {name} = {ins[name]}, the units are built "
+                           f"for {field} = {built}")
+
+
 def _check_dram(config, where, ins):
     align = config.axi.path_bytes
     if ins["offset"] % align:
@@ -340,9 +346,7 @@ def _check_args(config, where, ins):
                                f"{ins['buffer'].name}")
     elif op == Opcode.NORM:
         _check_rows(config, where, ins, Buffer.X, ins["row"], ins["rows"], ins["cols"])
-        if ins["cols"] % config.norm_lanes or ins["cols"] < 2:
-            raise ProgramError(f"{where}: NORM cols = {ins['cols']} must be a multiple of "
-                               f"norm_lanes {config.norm_lanes} and at least 2")
+        _check_built(where, ins, "cols", cap.dim, "capacity.dim")
     elif op == Opcode.LINEAR:
         if ins["src"] not in (Buffer.H, Buffer.A, Buffer.G):
             raise ProgramError(f"{where}: LINEAR src must be an int8 buffer (H, A, G), not "
@@ -368,14 +372,12 @@ def _check_args(config, where, ins):
         if write == Write.ROUTE:
             if ins["row"] != 0:
                 raise ProgramError(f"{where}: LINEAR ROUTE must start at row 0 (token 0)")
-            _check_range(where, ins, "cols", 2, cap.experts)
-            _check_range(where, ins, "top_k", 1, min(cap.top_k, ins["cols"]))
+            _check_built(where, ins, "cols", cap.experts, "capacity.experts")
+            _check_built(where, ins, "top_k", cap.top_k, "capacity.top_k")
     elif op == Opcode.ATTENTION:
         _check_range(where, ins, "tokens", 1, cap.tokens)
-        _check_range(where, ins, "head_dim", config.attention.dp, cap.head_dim)
-        if ins["head_dim"] % config.attention.dp:
-            raise ProgramError(f"{where}: ATTENTION head_dim = {ins['head_dim']} must be a "
-                               f"multiple of attention.dp {config.attention.dp}")
+        _check_built(where, ins, "head_dim", cap.head_dim, "capacity.head_dim")
+        _check_built(where, ins, "dim", cap.dim, "capacity.dim")
         _check_range(where, ins, "heads", 1, 255)
         top = ins["head"] + ins["heads"]
         if top * ins["head_dim"] > ins["dim"] or 3 * ins["dim"] > config.buffer_shape("QKV")[1]:
@@ -390,6 +392,7 @@ def _check_args(config, where, ins):
         _check_range(where, ins, "shift", 0, 47)
     elif op == Opcode.COMBINE:
         _check_rows(config, where, ins, Buffer.X, 0, ins["rows"], ins["cols"])
+        _check_built(where, ins, "cols", cap.dim, "capacity.dim")
     elif op == Opcode.LOOP:
         _check_range(where, ins, "body", 1, LOOP_MAX)
 

@@ -58,6 +58,8 @@ __all__ = ["READ_LATENCY", "WRITE_LATENCY", "ADD_LATENCY", "ENGINES", "dma_read"
 
 #: Cycles from a step's start to its first buffer word at the unit (a synchronous read).
 READ_LATENCY = 1
+#: Cycles from a STORE_TENSOR's start to its first word at the DMA writer.
+STORE_LATENCY_ = 2
 #: Cycles from a unit's last output to the step's end (the buffer write).
 WRITE_LATENCY = 1
 #: The same for a residual add into X (read, add, write).
@@ -84,12 +86,13 @@ def _ports(axi, address, beats):
 
 
 def dma_read(axi, start, address, beats):
-    """Cycle after the last R beat of a striped read starting (first AR) at ``start``."""
+    """End cycle of a striped read taken at ``start``: the cycle its last load-path word
+    leaves the port FIFOs (:class:`rtl.memory.dma.DmaReader`)."""
     end = start
     for bursts in _ports(axi, address, beats):
         ar, last = [], []
         for i, n in enumerate(bursts):
-            a = start if i == 0 else ar[-1] + 1
+            a = start + 1 if i == 0 else ar[-1] + 1
             if i >= axi.outstanding:
                 a = max(a, last[i - axi.outstanding] + 1)
             first = a + axi.read_latency if i == 0 else max(a + axi.read_latency, last[-1] + 1)
@@ -99,17 +102,22 @@ def dma_read(axi, start, address, beats):
     return end
 
 
-def dma_write(axi, start, address, beats):
-    """Cycle of the last B response of a striped write whose step starts at ``start``."""
+def dma_write(axi, start, address, beats, first_word):
+    """End cycle of a striped write taken at ``start`` whose words arrive one per cycle from
+    ``first_word``: the cycle of its last B response (:class:`rtl.memory.dma.DmaWriter`)."""
     end = start
     for bursts in _ports(axi, address, beats):
-        w_last, b = [], []
+        aw, b = [], []
+        w = first_word - 1          # the last W beat so far
+        k = 0                       # words written so far
         for i, n in enumerate(bursts):
-            first = start + READ_LATENCY if i == 0 else w_last[-1] + 1
+            a = start + 1 if i == 0 else aw[-1] + 1
             if i >= axi.outstanding:
-                first = max(first, b[i - axi.outstanding] + 1)
-            w_last.append(first + n - 1)
-            b.append(w_last[-1] + axi.write_latency)
+                a = max(a, b[i - axi.outstanding] + 1)
+            aw.append(a)
+            w = max(w + 1, a + 1, first_word + k) + n - 1
+            k += n
+            b.append(w + axi.write_latency)
         end = max(end, b[-1])
     return end
 
@@ -164,7 +172,7 @@ def _duration(config, step, start, warm):
         end = dma_read(axi, start, info["address"], info["beats"])
         return end, "load", end - start
     if op == Opcode.STORE_TENSOR:
-        end = dma_write(axi, start, info["address"], info["beats"])
+        end = dma_write(axi, start, info["address"], info["beats"], start + STORE_LATENCY_)
         return end, "store", end - start
     first = start + READ_LATENCY
     if op == Opcode.LINEAR:

@@ -30,7 +30,7 @@ search tunes them.
 """
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from golden.moe import TOPK_MAX
 from golden.softmax import ATTENTION_CODES
@@ -244,22 +244,28 @@ class AxiPorts(_Part):
 
 @dataclass(frozen=True)
 class Capacity(_Part):
-    """The largest model the accelerator runs (the on-chip buffers are sized from it).
+    """The model shape the accelerator is built for (the on-chip buffers are sized from it).
+
+    As FINN and hls4ml build hardware per model, the units are built for the model's
+    **width, head size, experts and top-k exactly** (``dim``, ``head_dim``, ``experts``,
+    ``top_k``: the LayerNorm unit, the attention kernel and the gating datapath are
+    elaborated for them); ``tokens``, ``hidden``, ``classes`` and ``instructions`` are
+    maxima. :meth:`AcceleratorConfig.fitted` sizes a config for a model.
 
     Parameters
     ----------
     tokens : int, 1..1024
-        Tokens per frame N (patches + class token).
+        Largest token count N (patches + class token).
     dim : int, 2..1024
         Model width D.
     hidden : int, 1..16384
-        Width of the hidden buffer: dense and expert FFN widths and the flattened
-        patch (``C * p * p``, the patch embedding's input).
+        Width of the hidden buffer: at least the dense and expert FFN widths and the
+        flattened patch (``C * p * p``, the patch embedding's input).
     head_dim : int, 1..256
     experts : int, 2..64
     top_k : int, 1..4
     classes : int, 0..4096
-        Classifier logits (1000: ImageNet heads); 0: backbone models only.
+        Most classifier logits; 0: backbone models only.
     instructions : int, 16..65536
         Program size (all three streams and the header).
     """
@@ -270,7 +276,7 @@ class Capacity(_Part):
     head_dim: int = 64
     experts: int = 16
     top_k: int = 2
-    classes: int = 1000
+    classes: int = 0
     instructions: int = 1024
 
     def __post_init__(self):
@@ -463,6 +469,18 @@ class AcceleratorConfig:
         linear = lin.macs // (2 if lin.dsp_packing else 1) + lin.po
         attention = att.macs + att.r * att.h + att.dp * att.h * (3 + ("sqrt2" in att.codes))
         return {"linear": linear, "attention": attention, "layernorm": 2 * self.norm_lanes}
+
+    def fitted(self, model, **capacity):
+        """A copy whose capacity is exactly ``model``'s (a :class:`golden.config.ModelConfig`):
+        its tokens, width, the widest hidden row (FFN, experts, flattened patch), head size,
+        experts, top-k and classes; ``capacity`` overrides fields (``instructions=2048``)."""
+        hidden = max(model.mlp_hidden, model.patch_dim,
+                     model.expert_hidden if model.moe_blocks else 0)
+        fields_ = {"tokens": model.num_tokens, "dim": model.embed_dim, "hidden": hidden,
+                   "head_dim": model.head_dim, "experts": max(model.num_experts, 2),
+                   "top_k": model.top_k, "classes": model.num_classes,
+                   "instructions": self.capacity.instructions}
+        return replace(self, capacity=Capacity(**(fields_ | capacity)))
 
     # ---- JSON -------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ def small_models():
 
 
 def _check(qp, pixels, config, tasks=None):
-    compiled = compile_model(qp, config)
+    compiled = compile_model(qp, config.fitted(qp.config))
     reference = int_classify if qp.config.num_classes else int_forward
     for task in range(qp.config.num_tasks) if tasks is None else tasks:
         out, run = execute(compiled, pixels, task)
@@ -89,7 +89,7 @@ def _study(name, attention, n_images=3):
 def test_trained_study_models_bit_exact_at_every_preset(name, attention):
     qp, images = _study(name, attention)
     for preset_name in sorted(PRESETS):
-        config = preset(preset_name)
+        config = preset(preset_name).fitted(qp.config)
         config = dataclasses.replace(config, attention=dataclasses.replace(
             config.attention, codes=("log2", "sqrt2")))
         compiled = compile_model(qp, config)
@@ -130,7 +130,7 @@ def test_random_routings_bit_exact(small_models, seed, mode, order, config):
         else:                                # all logits equal: ties go to the lowest experts
             qp.tensors[p + "weight"] = np.zeros_like(qp[p + "weight"])
             qp.tensors[p + "bias"] = np.zeros(cfg.num_experts, np.int32)
-    compiled = compile_model(qp, preset(config))
+    compiled = compile_model(qp, preset(config).fitted(cfg))
     for task in range(cfg.num_tasks):
         out, run = execute(compiled, pixels, task, seed=order)
         _, trace = int_forward(qp, pixels, task, trace=True)
@@ -144,21 +144,23 @@ def test_random_routings_bit_exact(small_models, seed, mode, order, config):
 
 @pytest.mark.parametrize("model, config, message", [
     (m3vit_small(), preset("zcu102"), r"model 'm3vit_small' on config 'zcu102': embed_dim 384 "
-                                      r"exceeds capacity.dim = 192"),
-    (dataclasses.replace(tiny_test(), top_k=3), preset("zcu102"),
-     r"top_k 3 exceeds capacity.top_k = 2"),
-    (dataclasses.replace(tiny_test(), num_experts=32), preset("u280"),
-     r"num_experts 32 exceeds capacity.experts = 16"),
+                                      r"differs from capacity.dim = 192"),
+    (dataclasses.replace(tiny_test(), top_k=3), preset("zcu102").fitted(tiny_test()),
+     r"top_k 3 differs from capacity.top_k = 2, the size the units are built for"),
+    (dataclasses.replace(tiny_test(), num_experts=16), preset("u280").fitted(tiny_test()),
+     r"num_experts 16 differs from capacity.experts = 4"),
     (dataclasses.replace(tiny_test(), image_size=(16, 16 * 200)), preset("u280"),
      r"tokens 201 exceeds capacity.tokens = 129"),
-    (dataclasses.replace(tiny_test(), expert_hidden=1024), preset("u280"),
+    (m3vit_tiny(), preset("u280").fitted(tiny_test()),
+     r"tokens 129 exceeds capacity.tokens = 7"),
+    (dataclasses.replace(tiny_test(), expert_hidden=1024), preset("u280").fitted(tiny_test()),
      r"expert_hidden 1024 exceeds capacity.hidden = 768"),
-    (dataclasses.replace(tiny_test(), num_heads=1),
-     AcceleratorConfig(linear=LinearArray(pi=64, po=64, t=1),
-                       attention=AttentionArray(r=4, dp=64)),
-     r"head_dim 32 must be a multiple of attention.dp 64"),
-    (dataclasses.replace(tiny_test(), num_classes=10), AcceleratorConfig(capacity=Capacity(
-        classes=0)), r"num_classes 10 exceeds capacity.classes = 0"),
+    (dataclasses.replace(tiny_test(), num_heads=1), AcceleratorConfig(
+        linear=LinearArray(pi=64, po=64, t=1), attention=AttentionArray(r=4, dp=64),
+        capacity=Capacity(dim=32, head_dim=64, experts=4)),
+     r"head_dim 32 differs from capacity.head_dim = 64"),
+    (dataclasses.replace(tiny_test(), num_classes=10), preset("zcu102").fitted(tiny_test()),
+     r"num_classes 10 exceeds capacity.classes = 0"),
 ])
 def test_models_the_config_cannot_run_are_rejected(model, config, message):
     # The limits are checked from the model config alone, before any tensor is read.
@@ -169,14 +171,15 @@ def test_models_the_config_cannot_run_are_rejected(model, config, message):
 def test_quantizations_the_hardware_does_not_implement_are_rejected():
     cfg = tiny_test()
     images = [random_image(cfg, seed=n) for n in range(3)]
+    config = AcceleratorConfig().fitted(cfg)
     qp = calibrate(cfg, init_weights(cfg, seed=0), images, act_bits=6)
     with pytest.raises(ProgramError, match=r"runs 8-bit activations, the parameter set has "
                                            r"quant.act_bits = 6"):
-        compile_model(qp, AcceleratorConfig())
+        compile_model(qp, config)
     qp = calibrate(cfg, init_weights(cfg, seed=0), images, attention="sqrt2")
     with pytest.raises(ProgramError, match=r"uses sqrt2 attention codes, the config builds "
                                            r"attention.codes = \('log2',\)"):
-        compile_model(qp, AcceleratorConfig())
+        compile_model(qp, config)
 
 
 @pytest.mark.parametrize("queue, index, flags, error, message", [
@@ -189,7 +192,7 @@ def test_quantizations_the_hardware_does_not_implement_are_rejected():
 ])
 def test_broken_tokens_are_caught(small_models, queue, index, flags, error, message):
     qp, pixels = small_models["tiny_test"]
-    compiled = compile_model(qp, preset("zcu102"))
+    compiled = compile_model(qp, preset("zcu102").fitted(qp.config))
     streams = dict(compiled.program.streams)
     stream = list(streams[queue])
     stream[index] = dataclasses.replace(stream[index], **flags)
@@ -201,6 +204,6 @@ def test_broken_tokens_are_caught(small_models, queue, index, flags, error, mess
 
 def test_bad_task_is_named(small_models):
     qp, pixels = small_models["tiny_test"]
-    compiled = compile_model(qp, preset("zcu102"))
+    compiled = compile_model(qp, preset("zcu102").fitted(qp.config))
     with pytest.raises(ProgramError, match=r"task must be in \[0, 1\], got 2"):
         execute(compiled, pixels, 2)

@@ -14,7 +14,7 @@ from moevit.compiler import compile_model
 from moevit.executor import Execution, execute
 from moevit.images import tensor_bytes
 from moevit.program import DramImage, Instruction, Program, ProgramError, Region
-from moevit.schedule import READ_LATENCY, dma_read, dma_write, schedule
+from moevit.schedule import dma_read, dma_write, schedule
 from rtl import gating_path
 from rtl.config import AcceleratorConfig, AxiPorts, preset
 from rtl.control.isa import Base, Buffer, Opcode, Queue
@@ -25,15 +25,15 @@ AXI = AxiPorts(data_bits=256, ports=1, burst_beats=16, outstanding=2, read_laten
 
 
 def test_dma_read_bursts_latency_and_outstanding_limit():
-    # One burst: the AR at the start, data read_latency later, one beat per cycle.
-    assert dma_read(AXI, 100, 0, 10) == 100 + 20 + 10
+    # One burst: the AR the cycle after the start, data read_latency later, one beat per
+    # cycle, the last word out of the port FIFO one cycle after it arrived.
+    assert dma_read(AXI, 100, 0, 10) == 100 + 1 + 20 + 10
     # Two bursts in flight: the second streams right behind the first.
-    assert dma_read(AXI, 0, 0, 32) == 20 + 32
-    # A third burst waits for the first to finish before its AR: 16 + 1 cycles later.
-    three = dma_read(AXI, 0, 0, 48)
-    assert three == max(20 + 32, (20 + 16) + 20 + 16)
+    assert dma_read(AXI, 0, 0, 32) == 1 + 20 + 32
+    # A third burst waits for the first to finish before its AR.
+    assert dma_read(AXI, 0, 0, 48) == max(1 + 20 + 32, (1 + 20 + 16) + 20 + 16)
     one = AxiPorts(data_bits=256, burst_beats=16, outstanding=1, read_latency=20)
-    assert dma_read(one, 0, 0, 48) == 3 * (20 + 16)
+    assert dma_read(one, 0, 0, 48) == 1 + 3 * (20 + 16) - 1 + 1
 
 
 def test_dma_bursts_do_not_cross_4k_and_ports_stripe():
@@ -41,18 +41,20 @@ def test_dma_bursts_do_not_cross_4k_and_ports_stripe():
     near = 4096 - 4 * 32
     assert dma_read(AXI, 0, near, 16) == dma_read(AXI, 0, 0, 16)     # still streaming
     serial = AxiPorts(data_bits=256, burst_beats=16, outstanding=1, read_latency=20)
-    assert dma_read(serial, 0, near, 16) == (20 + 4) + (20 + 12)
+    assert dma_read(serial, 0, near, 16) == 1 + (20 + 4) + (20 + 12)
     # Two ports: each moves `beats` words of its own sub-region at the same time.
     two = AxiPorts(data_bits=128, ports=2, burst_beats=16, outstanding=2, read_latency=20)
-    assert dma_read(two, 0, 0, 16) == 20 + 16
+    assert dma_read(two, 0, 0, 16) == 1 + 20 + 16
 
 
 def test_dma_write_responses_limit_outstanding_bursts():
-    # W beats from start + READ_LATENCY; each burst's B write_latency after its last beat.
-    assert dma_write(AXI, 0, 0, 10) == READ_LATENCY + 10 - 1 + 7
-    # Burst 2 waits for burst 0's B: 16 + 16 beats, then B0 at 16 + 7.
-    first_b = READ_LATENCY + 15 + 7
-    assert dma_write(AXI, 0, 0, 48) == max(READ_LATENCY + 47, first_b + 1 + 15) + 7
+    # AW the cycle after the start, W beats from the cycle after the AW (and the first
+    # word), each burst's B write_latency after its last W beat.
+    assert dma_write(AXI, 0, 0, 10, 0) == 2 + 10 - 1 + 7
+    assert dma_write(AXI, 0, 0, 10, 5) == 5 + 10 - 1 + 7
+    # Burst 2 (of 16 beats) waits for burst 0's B before its AW, then one cycle for W.
+    b0 = 2 + 15 + 7
+    assert dma_write(AXI, 0, 0, 48, 0) == max(2 + 47, b0 + 2 + 15) + 7
 
 
 def test_hand_timed_program():
@@ -73,10 +75,10 @@ def test_hand_timed_program():
     run = Execution(config, program, image)
     assert run.image.read(192, 32) == bytes(data[:32])
     sched = schedule(config, run)
-    fetch = 64 + 4                                 # AR at 0, 4 beats from 64
-    load = (fetch + 1) + 64 + 1                    # one beat, then into the buffer
+    fetch = 1 + 64 + 4                             # AR at 1, 4 beats from 65, out of the FIFO
+    load = (fetch + 1) + 1 + 64 + 1                # one beat
     sync = load + 1
-    store = (sync + 1) + READ_LATENCY + 32         # one W beat, then the B response
+    store = (sync + 1) + 2 + 32                    # AW, then the one W beat, then the B
     assert sched.start[:2] == [fetch + 1, load + 1]
     assert sched.end[0] == load
     assert sched.cycles == store + 1 + 1           # store END, then ap_done
@@ -103,7 +105,7 @@ def frame():
     cfg = tiny_test()
     images = [random_image(cfg, seed=n) for n in range(3)]
     qp = calibrate(cfg, init_weights(cfg, seed=2), images[:2])
-    config = preset("zcu102")
+    config = preset("zcu102").fitted(cfg)
     _, run = execute(compile_model(qp, config), pixels_from_image(cfg, images[2]), 1)
     return config, run, schedule(config, run)
 
@@ -134,11 +136,12 @@ def test_resident_weights_come_from_the_store_in_warm_frames():
     cfg = tiny_test()
     images = [random_image(cfg, seed=n) for n in range(3)]
     qp = calibrate(cfg, init_weights(cfg, seed=2), images[:2])
-    config = dataclasses.replace(preset("zcu102"), weight_store=1 << 20)
+    streaming = preset("zcu102").fitted(cfg)
+    config = dataclasses.replace(streaming, weight_store=1 << 20)
     compiled = compile_model(qp, config)
     _, run = execute(compiled, pixels_from_image(cfg, images[2]), 0)
     warm, cold = schedule(config, run), schedule(config, run, warm=False)
-    streamed = schedule(preset("zcu102"), run)
+    streamed = schedule(streaming, run)
     assert (cold.cycles, cold.dram_read_bytes) == (streamed.cycles, streamed.dram_read_bytes)
     images_read = sum(s.info["beats"] for s in run.steps
                       if s.ins.op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM)) * 64

@@ -35,7 +35,8 @@ def test_unit_configs_are_derived_from_the_config():
     config = AcceleratorConfig(linear=LinearArray(pi=8, po=8, t=2, dsp_packing=True,
                                                   bank_words=200),
                                attention=AttentionArray(r=5, dp=8),
-                               axi=AxiPorts(data_bits=128, ports=2))
+                               axi=AxiPorts(data_bits=128, ports=2),
+                               capacity=Capacity(classes=1000))
     lc = config.linear_config()
     assert lc == LinearConfig(pi=8, po=8, t=2, max_in=768, max_out=1000, max_weight_words=200,
                               bus_width=256, dsp_packing=True, out_width=16, gelu=True)
