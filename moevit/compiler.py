@@ -234,7 +234,7 @@ class _Builder:
             self.matrices(f"{name}.{n}", groups(c0, c1), index)
             last = self.emit(Queue.COMPUTE, Opcode.LINEAR, src=src, dst=dst, rows_from=rows_from,
                              write=write, row=row, rows=rows, row_offset=row_offset, col=c0,
-                             cols=c1 - c0, top_k=top_k)
+                             cols=c1 - c0, kb=-(-d_in // self.lc.pi), top_k=top_k)
         return last
 
 
@@ -423,8 +423,8 @@ def compile_model(qp, config):
                                               config.row_align("int16"))))
     program = check_program(Program(streams, input_bytes=len(in_raw),
                                     output_bytes=len(out_raw)), config)
-    code = program.to_bytes()
-    _check_words(program, code)
+    _check_words(program, program.to_bytes())
+    code = program.dram_bytes(config.axi)
     b.region("program", len(code), code)
     b.region("input", len(in_raw))
     b.region("output", len(out_raw))

@@ -428,6 +428,9 @@ class Execution:
             access.append(("the routing table", False))
         else:
             rows = np.arange(ins["row"], ins["row"] + ins["rows"])
+        if ins["kb"] != image["kb"]:
+            raise ExecutionError(f"{where}: kb = {ins['kb']} but the matrix image has "
+                                 f"{image['kb']} input folds")
         kb_cols = image["kb"] * self.lc.pi
         if kb_cols > self.buffers[src].shape[1]:
             raise ExecutionError(f"{where}: the image's {image['kb']} input folds read "

@@ -214,6 +214,14 @@ class Program:
             streams[q] = tuple(stream)
         return cls(streams, head["input_bytes"], head["output_bytes"])
 
+    def dram_bytes(self, axi):
+        """The program as the top fetches it: the header word alone as one transfer (one
+        load-path word), then the three streams as a second, each striped over ``axi``'s
+        ports (:func:`moevit.images.stripe`)."""
+        from .images import stripe
+        raw = self.to_bytes()
+        return stripe(raw[:WORD_BYTES], axi) + stripe(raw[WORD_BYTES:], axi)
+
     def listing(self):
         """A readable listing: ``load[3] LOAD_MATRIX base=MODEL offset=... +push_next``."""
         return "\n".join(f"{q.name.lower()}[{k}] {ins}"
@@ -344,6 +352,10 @@ def _check_args(config, where, ins):
                                                                                Buffer.LOGITS):
             raise ProgramError(f"{where}: LOAD_TENSOR flip_sign needs an int8 buffer, not "
                                f"{ins['buffer'].name}")
+        movable = (Buffer.X, Buffer.G) if op == Opcode.LOAD_TENSOR else (Buffer.X, Buffer.LOGITS)
+        if ins["buffer"] not in movable:
+            raise ProgramError(f"{where}: {op.name} moves {' or '.join(b.name for b in movable)}, "
+                               f"not {ins['buffer'].name}")
     elif op == Opcode.NORM:
         _check_rows(config, where, ins, Buffer.X, ins["row"], ins["rows"], ins["cols"])
         _check_built(where, ins, "cols", cap.dim, "capacity.dim")
@@ -358,6 +370,8 @@ def _check_args(config, where, ins):
             names = ", ".join(b.name for b in allowed[write])
             raise ProgramError(f"{where}: LINEAR write {write.name} needs dst in {names}, "
                                f"not {ins['dst'].name}")
+        _check_range(where, ins, "kb", 1, (1 << 16) - 1)
+        _check_rows(config, where, ins, ins["src"], 0, 1, ins["kb"] * config.linear.pi)
         if ins["rows_from"] == Rows.RANGE:
             _check_rows(config, where, ins, ins["src"], ins["row"], ins["rows"], 1)
             if write != Write.ROUTE:

@@ -1,69 +1,68 @@
 """Schedule model: the cycles of one program run on one config, as the top executes it.
 
 An executable description of the hardware's timing rules, not a fitted curve:
-the RTL top must reproduce it cycle for cycle. It walks the record of a
-reference execution (:attr:`moevit.executor.Execution.steps`: loops unrolled,
-every token, image pairing and bank reuse as an edge) in an order that respects
-every edge, and gives each step a start and an end cycle.
+the RTL top (:class:`rtl.top.accelerator.Accelerator`) must reproduce it cycle for
+cycle. It walks the record of a reference execution
+(:attr:`moevit.executor.Execution.steps`: loops unrolled, every token, image pairing
+and bank reuse as an edge) in an order that respects every edge, and gives each
+step a start and an end cycle.
 
 **Rules.** Cycle 0 is the cycle ``ap_start`` is taken.
 
-* Fetch: the program (header and streams) is read by one DMA from cycle 0; the
-  queues start the cycle after it ends.
+* Fetch: the program header (one load-path word) is read by a DMA taken in cycle 1,
+  the streams by a second DMA taken the cycle after the first ends; the queues
+  start the cycle after that.
 * A step starts at ``max(end of the previous step of its queue, end of every step
   it waits for) + 1``: a token pushed, an image loaded or a bank freed in cycle
   ``c`` is usable from ``c + 1``. Its tokens are pushed in its end cycle.
 * DMA read (LOAD_*, the fetch), per port (each port moves ``beats`` bus words of
-  its striped sub-region): bursts of at most ``axi.burst_beats`` words that do not
-  cross 4 KB; burst ``i``'s AR goes out at the start (``i = 0``), else one cycle
-  after the previous AR and once burst ``i - outstanding`` has delivered its last
-  beat; its first R beat comes ``read_latency`` cycles after its AR and after the
-  previous burst's last beat; one beat per cycle. The step ends the cycle after
-  the last beat of all ports (the destination takes it then).
-* DMA write (STORE_TENSOR), per port: W beats from ``start + READ_LATENCY``, one per
-  cycle, burst ``i`` once burst ``i - outstanding``'s B response is in; a burst's B
-  comes ``write_latency`` cycles after its last W beat; the step ends with the
-  last B of all ports.
-* Units: the first input beat leaves the buffer ``READ_LATENCY`` cycle after the
-  start, the unit model gives the last output (``rtl.linear.batch_cycles``,
-  ``rtl.gating_path.route_cycles`` for a ROUTE, ``rtl.layernorm.exp_cycles``,
-  ``rtl.attention.exp_cycles``, ``rtl.combine.exp_cycles`` for the flush), and the
-  step ends :data:`WRITE_LATENCY` cycles later (the write into the buffer; a
-  residual add reads, adds and writes: :data:`ADD_LATENCY`).
+  its striped sub-region; the ports split alike): bursts of at most
+  ``axi.burst_beats`` words that do not cross 4 KB; burst 0's AR goes out the cycle
+  after the DMA is taken, burst ``i``'s one cycle after burst ``i - 1``'s and once
+  burst ``i - outstanding`` has delivered its last beat; its first R beat comes
+  ``read_latency`` cycles after its AR and after the previous burst's last beat;
+  one beat per cycle; the last word leaves the port FIFOs the cycle after it came
+  (:func:`dma_read`). A LOAD's DMA is taken the cycle after the step starts and the
+  step ends with its last word (the destination takes it in that cycle).
+* DMA write (STORE_TENSOR, :func:`dma_write`): taken the cycle after the start;
+  AW ``i`` one cycle after AW ``i - 1`` (the first after the DMA is taken) and once
+  burst ``i - outstanding``'s B is in; W beats from the cycle after their burst's AW
+  and from the first word, :data:`SOURCE_LATENCY` cycles after the start; a burst's
+  B comes ``write_latency`` cycles after its last W beat; the step ends with the last B.
+* Units: their first input beat leaves the buffers :data:`SOURCE_LATENCY` cycles
+  after the start (a two-stage row generator, then the buffer reader), the unit
+  model gives the last output (``rtl.linear.batch_cycles``,
+  ``rtl.layernorm.exp_cycles``, ``rtl.attention.exp_cycles``), and the step ends
+  with that output's write (a residual add or an accumulation into the combiner
+  one cycle later). A ROUTE then reads the logits back into the gating unit
+  (``rtl.gating.exp_cycles``, from :data:`SOURCE_LATENCY` cycles after the last
+  logit) and ends with its last queue entry. COMBINE flushes the combiner
+  (:data:`FLUSH_LATENCY` plus one beat per token and fold, then the residual add).
 * Resident weights (``config.weight_store``): in a warm frame (every frame after the
   first since the program was loaded) a LOAD_MATRIX / LOAD_NORM reads the on-chip
   store: its end is ``start + STORE_LATENCY + beats`` and it reads no DRAM; a cold
   frame reads DRAM as above (and fills the store).
 * LOOP, SYNC and END end in their start cycle. ``ap_done`` rises the cycle after
   the last END.
-
-The one estimate is the gating chain of a ROUTE (``rtl.gating_path.route_cycles``,
-measured 0-3 % below the RTL of :class:`rtl.gating_path.GatingPath`); everything
-else is an exact unit model.
 """
 
 from dataclasses import dataclass, field
 
-from rtl import combine, layernorm
+from rtl import gating, layernorm
 from rtl.attention import exp_cycles as attention_cycles
 from rtl.config import BOUNDARY, STORE_LATENCY
 from rtl.control.isa import Codes, Opcode, Queue, Write
-from rtl.gating_path import route_cycles
 from rtl.linear import batch_cycles
 
 from .program import WORD_BYTES
 
-__all__ = ["READ_LATENCY", "WRITE_LATENCY", "ADD_LATENCY", "ENGINES", "dma_read", "dma_write",
+__all__ = ["SOURCE_LATENCY", "FLUSH_LATENCY", "ENGINES", "dma_read", "dma_write", "fetch_cycles",
            "Schedule", "schedule"]
 
-#: Cycles from a step's start to its first buffer word at the unit (a synchronous read).
-READ_LATENCY = 1
-#: Cycles from a STORE_TENSOR's start to its first word at the DMA writer.
-STORE_LATENCY_ = 2
-#: Cycles from a unit's last output to the step's end (the buffer write).
-WRITE_LATENCY = 1
-#: The same for a residual add into X (read, add, write).
-ADD_LATENCY = 2
+#: Cycles from a step's start to its first buffer beat at a unit (or the DMA writer).
+SOURCE_LATENCY = 5
+#: Cycles from a COMBINE's start to the combiner's first output beat.
+FLUSH_LATENCY = 3
 #: Units whose busy cycles the schedule reports.
 ENGINES = ("fetch", "load", "store", "linear", "gating", "layernorm", "attention", "combine")
 
@@ -100,6 +99,14 @@ def dma_read(axi, start, address, beats):
             last.append(first + n - 1)
         end = max(end, last[-1] + 1)
     return end
+
+
+def fetch_cycles(axi, address, words):
+    """End cycle of the fetch of a program of ``words`` instruction words (header included)
+    at ``address``: the header's DMA, then the streams'."""
+    header = dma_read(axi, 1, address, 1)
+    return dma_read(axi, header + 1, address + axi.footprint(1),
+                    axi.words((words - 1) * WORD_BYTES))
 
 
 def dma_write(axi, start, address, beats, first_word):
@@ -169,34 +176,33 @@ def _duration(config, step, start, warm):
     if _from_store(config, step, warm):
         return start + STORE_LATENCY + info["beats"], "load", STORE_LATENCY + info["beats"]
     if op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):
-        end = dma_read(axi, start, info["address"], info["beats"])
+        end = dma_read(axi, start + 1, info["address"], info["beats"])
         return end, "load", end - start
     if op == Opcode.STORE_TENSOR:
-        end = dma_write(axi, start, info["address"], info["beats"], start + STORE_LATENCY_)
+        end = dma_write(axi, start + 1, info["address"], info["beats"], start + SOURCE_LATENCY)
         return end, "store", end - start
-    first = start + READ_LATENCY
+    first = start + SOURCE_LATENCY
     if op == Opcode.LINEAR:
         lc = config.linear_config()
-        if ins["write"] == Write.ROUTE:
-            cycles = route_cycles(lc, info["experts"], info["k"], info["kb"] * lc.pi,
-                                  info["tokens"])
-            return first + cycles - 1 + WRITE_LATENCY, "gating", cycles
         cycles = batch_cycles(lc, info["kb"], info["nb"], info["tokens"])
-        latency = ADD_LATENCY if ins["write"] == Write.ADD else WRITE_LATENCY
-        return first + cycles - 1 + latency, "linear", cycles
+        last = first + cycles - 1
+        if ins["write"] == Write.ROUTE:
+            routing = gating.exp_cycles(info["experts"], info["k"], list(info["lengths"]))
+            end = last + SOURCE_LATENCY + routing
+            return end, "gating", end - start
+        return last + (ins["write"] in (Write.ADD, Write.COMBINE)), "linear", cycles
     if op == Opcode.NORM:
         cycles = layernorm.exp_cycles(info["d"], config.norm_lanes, info["tokens"])
-        return first + cycles - 1 + WRITE_LATENCY, "layernorm", cycles
+        return first + cycles - 1, "layernorm", cycles
     if op == Opcode.ATTENTION:
         att = config.attention_config(info["head_dim"],
                                       "sqrt2" if ins["codes"] == Codes.SQRT2 else "log2")
-        groups = -(-info["heads"] // att.h)
-        cycles = attention_cycles(att, info["tokens"], groups)
-        return first + cycles - 1 + WRITE_LATENCY, "attention", cycles
+        cycles = attention_cycles(att, info["tokens"], -(-info["heads"] // att.h))
+        return first + cycles - 1, "attention", cycles
     if op == Opcode.COMBINE:
-        folds = -(-info["cols"] // config.linear.po)
-        cycles = combine.exp_cycles(0, info["tokens"], folds)
-        return first + cycles - 1 + ADD_LATENCY, "combine", cycles
+        beats = info["tokens"] * -(-config.capacity.dim // config.linear.po)
+        end = start + FLUSH_LATENCY + beats
+        return end, "combine", end - start
     return start, None, 0
 
 
@@ -204,8 +210,8 @@ def schedule(config, execution, warm=True):
     """The :class:`Schedule` of a :class:`moevit.executor.Execution`; ``warm=False``: the first
     frame after a program load (resident weights come from DRAM)."""
     steps = execution.steps
-    program_beats = -(-execution.program.words * WORD_BYTES // config.axi.path_bytes)
-    fetch_end = dma_read(config.axi, 0, execution.image.region("program").offset, program_beats)
+    fetch_end = fetch_cycles(config.axi, execution.image.region("program").offset,
+                             execution.program.words)
     busy = {u: 0 for u in ENGINES}
     busy["fetch"] = fetch_end
     results = {}
@@ -225,7 +231,8 @@ def schedule(config, execution, warm=True):
             previous = end[n]
         results[serial] = (max(end) + 1, start, end)
     cycles, start, end = results[False]
-    read = program_beats * config.axi.path_bytes
+    read = (1 + config.axi.words((execution.program.words - 1) * WORD_BYTES)) \
+        * config.axi.path_bytes
     write = macs = 0
     for step in steps:
         if step.ins.op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):

@@ -67,7 +67,7 @@ def test_hand_timed_program():
         Queue.STORE: (Instruction.make(Opcode.STORE_TENSOR, {"pop_prev"}, base=Base.OUTPUT,
                                        offset=0, buffer=Buffer.X, row=0, rows=1, cols=16), end),
     }, input_bytes=32, output_bytes=32)
-    code = program.to_bytes()                      # 7 words: 4 beats of 32 bytes
+    code = program.dram_bytes(config.axi)          # the header beat, then 6 words: 3 beats
     data = bytearray(tensor_bytes(np.arange(16)[None], "int16") + code + bytes(16 + 64))
     image = DramImage(data, {"x": Region("x", 0, 32), "program": Region("program", 32, 128),
                              "input": Region("input", 160, 32),
@@ -75,10 +75,11 @@ def test_hand_timed_program():
     run = Execution(config, program, image)
     assert run.image.read(192, 32) == bytes(data[:32])
     sched = schedule(config, run)
-    fetch = 1 + 64 + 4                             # AR at 1, 4 beats from 65, out of the FIFO
-    load = (fetch + 1) + 1 + 64 + 1                # one beat
+    header = 1 + 1 + 64 + 1                        # DMA at 1, AR at 2, the beat, out of the FIFO
+    fetch = header + 1 + 1 + 64 + 3                # the streams: 3 beats
+    load = (fetch + 1) + 1 + 1 + 64 + 1            # DMA the cycle after the start, one beat
     sync = load + 1
-    store = (sync + 1) + 2 + 32                    # AW, then the one W beat, then the B
+    store = (sync + 1) + 5 + 32                    # the word 5 cycles after the start, then B
     assert sched.start[:2] == [fetch + 1, load + 1]
     assert sched.end[0] == load
     assert sched.cycles == store + 1 + 1           # store END, then ap_done
