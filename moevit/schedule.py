@@ -62,7 +62,7 @@ __all__ = ["SOURCE_LATENCY", "FLUSH_LATENCY", "ENGINES", "dma_read", "dma_write"
 #: Cycles from a step's start to its first buffer beat at a unit (or the DMA writer).
 SOURCE_LATENCY = 5
 #: Cycles from a COMBINE's start to the combiner's first output beat.
-FLUSH_LATENCY = 3
+FLUSH_LATENCY = 4
 #: Units whose busy cycles the schedule reports.
 ENGINES = ("fetch", "load", "store", "linear", "gating", "layernorm", "attention", "combine")
 

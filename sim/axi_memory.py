@@ -49,15 +49,20 @@ class AxiMemory(wiring.Component):
             raise ValueError(f"the simulation memory needs axi.read_latency and "
                              f"axi.write_latency >= 2, not {axi.read_latency} and "
                              f"{axi.write_latency}")
-        self._axi, self._depth, self._init = axi, depth, list(init)
+        self._axi, self._depth = axi, depth
+        self.storage = memory.Memory(shape=axi.data_bits, depth=depth, init=list(init))
         super().__init__({f"s{p}": In(axi4_signature(axi.data_bits)) for p in range(axi.ports)})
+
+    @property
+    def storage_data(self):
+        """The words (``ctx.get(storage_data[i])`` in the Amaranth simulator)."""
+        return self.storage.data
 
     def elaborate(self, platform):
         m = Module()
         axi = self._axi
         shift = exact_log2(axi.data_bytes)
-        m.submodules.storage = storage = memory.Memory(shape=axi.data_bits, depth=self._depth,
-                                                       init=self._init)
+        m.submodules.storage = storage = self.storage
         now = Signal(_NOW_BITS)
         m.d.sync += now.eq(now + 1)
         burst = data.StructLayout({"addr": ADDR_BITS, "len": 8, "due": _NOW_BITS})

@@ -94,7 +94,7 @@ class Sequencer(wiring.Component):
         m.d.comb += self.bad_opcode.eq(pending & ~known)
 
         issue = pending & self.go & known
-        body = ARGS[Opcode.LOOP](ins.args).body
+        body = ARGS[Opcode.LOOP](ins.args[:ARGS[Opcode.LOOP].size]).body
         next_pc = Signal(pc_bits)
         m.d.comb += next_pc.eq(pc + 1)
         with m.If(issue):

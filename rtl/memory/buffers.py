@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 __all__ = ["read_signature", "write_signature", "Buffer", "row_layout", "beat_layout",
-           "BufferReader"]
+           "BufferReader", "rows_command_layout", "entry_layout", "RowGenerator"]
 
 
 def read_signature(addr_bits, word_bits):
@@ -189,4 +189,85 @@ class BufferReader(wiring.Component):
                                        r_info.last)),
                      self.o.valid.eq(out.r_rdy), self.o.payload.eq(out.r_data),
                      out.r_en.eq(self.o.ready)]
+        return m
+
+
+def rows_command_layout(row_bits, col_bits, entry_bits):
+    """What a :class:`RowGenerator` runs: ``groups`` groups of ``rows`` rows each; group ``g``
+    reads columns from ``col + g * col_step``; rows from ``row`` (``from_table = 0``) or the
+    ``rows`` table entries from ``entry`` (``from_table = 1``: the routing table's queue)."""
+    return data.StructLayout({"row": row_bits, "rows": row_bits, "col": col_bits,
+                              "col_step": col_bits, "groups": 8, "from_table": 1,
+                              "entry": entry_bits})
+
+
+def entry_layout(row_bits):
+    """One routing-table entry: a token and its Q0.8 gate score."""
+    return data.StructLayout({"token": row_bits, "score": 8})
+
+
+class RowGenerator(wiring.Component):
+    """The row stream of a :class:`BufferReader`: a range of rows or a routing-table queue.
+
+    Two stages: an index (a row counter, or the table address), then the row (the
+    counter's value, or the table's data): the first row is valid 2 cycles after
+    ``start``, then one per cycle while ``o`` is ready. ``last`` marks the final row of
+    each group (the attention kernel's tensors end per head).
+
+    Members
+    -------
+    start : In(1)
+    command : In(rows_command_layout(...))
+        Taken with ``start``.
+    table : Out(read_signature(entry_bits, entry_layout(row_bits).size))
+    o : Out(stream.Signature(row_layout(row_bits, col_bits)))
+    busy : Out(1)
+    """
+
+    def __init__(self, row_bits, col_bits, entry_bits):
+        self._p = (row_bits, col_bits, entry_bits)
+        super().__init__({
+            "start": In(1), "command": In(rows_command_layout(row_bits, col_bits, entry_bits)),
+            "table": Out(read_signature(entry_bits, entry_layout(row_bits).size)),
+            "o": Out(stream.Signature(row_layout(row_bits, col_bits))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        row_bits, col_bits, entry_bits = self._p
+        cmd = Signal(rows_command_layout(row_bits, col_bits, entry_bits))
+        active = Signal()
+        i = Signal(row_bits)
+        g = Signal(8)
+        col = Signal(col_bits)
+        # Stage 2: the row on o, and whether it came from the table.
+        o_valid = Signal()
+        o_row = Signal(row_layout(row_bits, col_bits))
+        o_table = Signal()
+        advance = ~o_valid | self.o.ready
+        step = active & advance
+        row_end = i + 1 == cmd.rows
+        group_end = g + 1 == cmd.groups
+        m.d.comb += [self.table.en.eq(step & cmd.from_table),
+                     self.table.addr.eq(Mux(step & cmd.from_table, cmd.entry + i, 0)),
+                     self.busy.eq(active | o_valid)]
+        entry = entry_layout(row_bits)(self.table.data)
+        with m.If(advance):
+            m.d.sync += o_valid.eq(step)
+        with m.If(step):
+            m.d.sync += [o_row.row.eq(cmd.row + i), o_row.col.eq(col), o_row.score.eq(0),
+                         o_row.last.eq(row_end), o_table.eq(cmd.from_table)]
+            with m.If(row_end):
+                m.d.sync += [i.eq(0), g.eq(g + 1), col.eq(col + cmd.col_step)]
+                with m.If(group_end):
+                    m.d.sync += active.eq(0)
+            with m.Else():
+                m.d.sync += i.eq(i + 1)
+        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(o_row)]
+        with m.If(o_table):
+            m.d.comb += [self.o.payload.row.eq(entry.token), self.o.payload.score.eq(entry.score)]
+        with m.If(self.start):
+            m.d.sync += [cmd.eq(self.command), active.eq(self.command.rows != 0), i.eq(0),
+                         g.eq(0), col.eq(self.command.col)]
         return m
