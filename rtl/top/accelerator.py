@@ -173,6 +173,7 @@ class Accelerator(wiring.Component):
             shape=entry_layout(_ROW_BITS), depth=entries, init=[])
         table_wr = table.write_port()
         table_rd = table.read_port()
+        m.d.comb += table_rd.en.eq(0)          # a read port's enable is high unless driven
         starts = Signal(data.ArrayLayout(entry_bits, cap.experts))
         counts = Signal(data.ArrayLayout(_ROW_BITS + 1, cap.experts))
         active_list = Signal(data.ArrayLayout(range(cap.experts), cap.experts))
@@ -415,7 +416,11 @@ class Accelerator(wiring.Component):
         # Internal signals for testbenches (read after elaboration).
         self.probes = {"issue": issue, "done": done, "candidate": {q: seqs[q].candidate for q in Queue},
                        "finished": {q: seqs[q].finished for q in Queue}, "error": error,
-                       "running": running, "channels": channels, "counters": counters}
+                       "running": running, "channels": channels, "counters": counters,
+                       "linear_x": linear.x, "linear_y": linear.y, "gate_o": gate.o,
+                       "combiner_o": combiner.o, "n_active": n_active,
+                       "x_generators": self._x_generators, "table_rd": table_rd,
+                       "table": table}
 
         # ---- busy counters ----------------------------------------------------------------------
         engine_busy = {"load": busy[Queue.LOAD], "compute": busy[Queue.COMPUTE],
@@ -759,6 +764,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += [table_rd.addr.eq(gen.table.addr), table_rd.en.eq(1)]
             m.d.comb += gen.table.data.eq(table_rd.data)
             x_sources.append((srcs, rd))
+            self._x_generators = getattr(self, "_x_generators", []) + [gen]
         for srcs, rd in x_sources:
             with m.If(Cat(l.src == s for s in srcs).any()):
                 m.d.comb += [linear.x.valid.eq(rd.o.valid & l_active),
