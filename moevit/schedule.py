@@ -9,7 +9,8 @@ step a start and an end cycle.
 
 **Rules.** Cycle 0 is the cycle ``ap_start`` is taken.
 
-* Fetch: the program header (one load-path word) is read by a DMA taken in cycle 1,
+* Fetch: the program header (one instruction word: one load-path word, two on a
+  64-bit path) is read by a DMA taken in cycle 1,
   the streams by a second DMA taken the cycle after the first ends; the queues
   start the cycle after that.
 * A step starts at ``max(end of the previous step of its queue, end of every step
@@ -104,8 +105,9 @@ def dma_read(axi, start, address, beats):
 def fetch_cycles(axi, address, words):
     """End cycle of the fetch of a program of ``words`` instruction words (header included)
     at ``address``: the header's DMA, then the streams'."""
-    header = dma_read(axi, 1, address, 1)
-    return dma_read(axi, header + 1, address + axi.footprint(1),
+    words_ = axi.words(WORD_BYTES)
+    header = dma_read(axi, 1, address, words_)
+    return dma_read(axi, header + 1, address + axi.footprint(words_),
                     axi.words((words - 1) * WORD_BYTES))
 
 
@@ -231,8 +233,8 @@ def schedule(config, execution, warm=True):
             previous = end[n]
         results[serial] = (max(end) + 1, start, end)
     cycles, start, end = results[False]
-    read = (1 + config.axi.words((execution.program.words - 1) * WORD_BYTES)) \
-        * config.axi.path_bytes
+    read = (config.axi.words(WORD_BYTES)
+            + config.axi.words((execution.program.words - 1) * WORD_BYTES)) * config.axi.path_bytes
     write = macs = 0
     for step in steps:
         if step.ins.op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):

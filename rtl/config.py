@@ -546,14 +546,14 @@ def zcu102():
 def u280():
     """An Alveo U280 (xcu280: 9,024 DSP48E2, 70.9 Mb block RAM, 270 Mb UltraRAM, HBM2): a
     packed 16x16x6 linear kernel (1,536 MACs), a 32x16x1 attention kernel, four 256-bit
-    HBM pseudo-channel ports (a 1024-bit load path), and the weights resident in a 24 MiB
-    UltraRAM store (M3ViT-tiny's images take 18.7 MB)."""
+    HBM pseudo-channel ports (a 1024-bit load path), every weight streamed each frame
+    (``weight_store`` would keep them in UltraRAM: M3ViT-tiny's images take 18.7 MB of
+    its 33.75 MB; the top does not build the store yet)."""
     return AcceleratorConfig(
         name="u280", linear=LinearArray(pi=16, po=16, t=6, dsp_packing=True, bank_words=576),
         attention=AttentionArray(r=32, dp=16, h=1), norm_lanes=16,
         axi=AxiPorts(data_bits=256, ports=4, burst_beats=32, outstanding=16, read_latency=64,
-                     write_latency=32),
-        weight_store=24 << 20)
+                     write_latency=32))
 
 
 #: Preset constructors by name.

@@ -129,7 +129,7 @@ def test_the_rules_hold_on_a_compiled_frame(frame):
                  if s.ins.op == Opcode.LINEAR and "experts" not in s.info)
     assert sched.busy["linear"] == linear
     loaded = sum(s.info["beats"] for s in run.steps if s.queue == Queue.LOAD and "beats" in s.info)
-    fetched = 1 + config.axi.words((run.program.words - 1) * 16)     # header, then the streams
+    fetched = config.axi.words(16) + config.axi.words((run.program.words - 1) * 16)
     assert sched.dram_read_bytes == (loaded + fetched) * config.axi.path_bytes
 
 

@@ -95,7 +95,11 @@ class Accelerator(wiring.Component):
                 raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
             if len(config.attention.codes) != 1:
                 raise ValueError(f"the top builds one attention code form, not "
-                                 f"{config.attention.codes}")
+                                 f"attention.codes = {config.attention.codes}")
+            if config.resident:
+                raise ValueError(f"the top streams every weight from DRAM: weight_store must be "
+                                 f"0, not {config.weight_store} (the resident store exists in "
+                                 f"the schedule model only)")
         self._config = config
         axi = config.axi
         super().__init__({
@@ -202,6 +206,9 @@ class Accelerator(wiring.Component):
 
         # ---- run control: fetch, frames, errors ------------------------------------------------
         header = Signal(HEADER)
+        if path < INSTRUCTION_BITS:
+            header_bits = Signal(INSTRUCTION_BITS)
+            m.d.comb += header.eq(header_bits[:HEADER.size])
         error = Signal(8)
         running = Signal()            # the queues may issue
         busy_run = Signal()
@@ -230,13 +237,19 @@ class Accelerator(wiring.Component):
                     m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += [owner_fetch.eq(1), fetch_cmd_valid.eq(1),
-                             fetch_cmd.address.eq(args.program), fetch_cmd.beats.eq(1)]
+                             fetch_cmd.address.eq(args.program),
+                             fetch_cmd.beats.eq(axi.words(INSTRUCTION_BITS // 8))]
                 with m.If(reader.cmd.ready):
                     m.next = "HEADER_WAIT"
             with m.State("HEADER_WAIT"):
                 m.d.comb += owner_fetch.eq(1)
-                with m.If(reader.o.valid):
-                    m.d.sync += header.eq(reader.o.payload[:HEADER.size])
+                # The header arrives in one load-path word, or in halves on a 64-bit path.
+                if path >= INSTRUCTION_BITS:
+                    with m.If(reader.o.valid):
+                        m.d.sync += header.eq(reader.o.payload[:HEADER.size])
+                else:
+                    with m.If(reader.o.valid):
+                        m.d.sync += header_bits.eq(Cat(header_bits[path:], reader.o.payload))
                 with m.If(reader.done):
                     m.next = "CHECK"
             with m.State("CHECK"):
@@ -248,7 +261,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += [owner_fetch.eq(1)]
                 with m.If(ok):
                     m.d.comb += [fetch_cmd_valid.eq(1),
-                                 fetch_cmd.address.eq(args.program + axi.footprint(1)),
+                                 fetch_cmd.address.eq(
+                                     args.program + axi.footprint(axi.words(INSTRUCTION_BITS // 8))),
                                  fetch_cmd.beats.eq(((count * 16) + axi.path_bytes - 1)
                                                     >> exact_log2(axi.path_bytes))]
                     m.d.sync += [total.eq(count + 1), fetch_word.eq(0)]
