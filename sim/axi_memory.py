@@ -11,21 +11,37 @@ tests reach the accelerator's bus-error path.
 
 All ports share one storage of ``axi.data_bits``-wide words (the striped layout
 puts each port's data in its own sub-region). ``init`` fills it at elaboration
-(the Amaranth simulator); :func:`verilog_with_backdoor` gives Verilog that loads
-and dumps it with ``$readmemh`` / ``$writememh`` instead (Verilator, large images).
+(the Amaranth simulator, small images). With ``backdoor=True`` the storage is the
+Verilog module ``sim/hdl/moevit_sim_ram.v`` instead (:data:`RAM_SOURCE`), which
+loads a hex file at time 0 and dumps a range while ``dump`` is high: whole frames
+in Verilator, with images of any size and no per-word Python.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from pathlib import Path
+
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In
 from amaranth.utils import exact_log2
 
 from rtl.bus.axi import ADDR_BITS, axi4_signature
 
-__all__ = ["AxiMemory", "DECERR"]
+__all__ = ["AxiMemory", "DECERR", "RAM_SOURCE"]
+
+#: The backdoor RAM's Verilog.
+RAM_SOURCE = Path(__file__).resolve().parent / "hdl" / "moevit_sim_ram.v"
 
 DECERR = 0b11
 _NOW_BITS = 40
+
+
+class _Port:
+    """Address, data and enable signals of one storage port."""
+
+    def __init__(self, addr_bits, data_bits, name):
+        self.addr = Signal(addr_bits, name=f"{name}_addr")
+        self.data = Signal(data_bits, name=f"{name}_data")
+        self.en = Signal(name=f"{name}_en")
 
 
 class AxiMemory(wiring.Component):
@@ -38,20 +54,27 @@ class AxiMemory(wiring.Component):
     depth : int
         Words of ``axi.data_bits``.
     init : sequence of int, optional
+    backdoor : bool
+        Use the Verilog RAM of :data:`RAM_SOURCE` (loaded from ``+image=<hex file>``).
 
     Members
     -------
     s0 .. s{ports-1} : In(rtl.bus.axi.axi4_signature(axi.data_bits))
+    dump : In(1)
+        Backdoor only: dump the plusarg range while high.
     """
 
-    def __init__(self, axi, depth, init=()):
+    def __init__(self, axi, depth, init=(), backdoor=False):
         if axi.read_latency < 2 or axi.write_latency < 2:
             raise ValueError(f"the simulation memory needs axi.read_latency and "
                              f"axi.write_latency >= 2, not {axi.read_latency} and "
                              f"{axi.write_latency}")
-        self._axi, self._depth = axi, depth
-        self.storage = memory.Memory(shape=axi.data_bits, depth=depth, init=list(init))
-        super().__init__({f"s{p}": In(axi4_signature(axi.data_bits)) for p in range(axi.ports)})
+        self._axi, self._depth, self._backdoor = axi, depth, backdoor
+        self.storage = None if backdoor else memory.Memory(shape=axi.data_bits, depth=depth,
+                                                           init=list(init))
+        super().__init__({**{f"s{p}": In(axi4_signature(axi.data_bits))
+                             for p in range(axi.ports)},
+                          **({"dump": In(1)} if backdoor else {})})
 
     @property
     def storage_data(self):
@@ -62,7 +85,7 @@ class AxiMemory(wiring.Component):
         m = Module()
         axi = self._axi
         shift = exact_log2(axi.data_bytes)
-        m.submodules.storage = storage = self.storage
+        ports = self._ports(m)
         now = Signal(_NOW_BITS)
         m.d.sync += now.eq(now + 1)
         burst = data.StructLayout({"addr": ADDR_BITS, "len": 8, "due": _NOW_BITS})
@@ -74,7 +97,7 @@ class AxiMemory(wiring.Component):
             head = burst(ar.r_data)
             m.d.comb += [port.arready.eq(ar.w_rdy), ar.w_en.eq(port.arvalid),
                          ar.w_data.eq(Cat(port.araddr, port.arlen, now + axi.read_latency))]
-            rd = storage.read_port()
+            rd, wr = ports[p]
             r_addr = Signal(ADDR_BITS - shift, name=f"r{p}_addr")
             r_left = Signal(9, name=f"r{p}_left")              # beats of the burst to issue
             r_bad = Signal(name=f"r{p}_bad")
@@ -109,7 +132,6 @@ class AxiMemory(wiring.Component):
                          aw.w_data.eq(Cat(port.awaddr, port.awlen, now)),
                          port.wready.eq(wq.w_rdy), wq.w_en.eq(port.wvalid),
                          wq.w_data.eq(Cat(port.wdata, port.wlast, now))]
-            wr = storage.write_port()
             w_head = burst(aw.r_data)
             w_offset = Signal(9, name=f"w{p}_offset")
             w_bad = Signal(name=f"w{p}_bad")
@@ -134,3 +156,22 @@ class AxiMemory(wiring.Component):
                          port.bresp.eq(Mux(bq.r_data[_NOW_BITS], DECERR, 0)),
                          bq.r_en.eq(port.bvalid & port.bready)]
         return m
+
+    def _ports(self, m):
+        """Per AXI port, a (read, write) pair onto the Amaranth memory or the backdoor RAM."""
+        axi, depth = self._axi, self._depth
+        if not self._backdoor:
+            m.submodules.storage = self.storage
+            return [(self.storage.read_port(), self.storage.write_port()) for _ in range(axi.ports)]
+        aw = max(1, (depth - 1).bit_length())
+        pairs = [(_Port(aw, axi.data_bits, f"ram_r{p}"), _Port(aw, axi.data_bits, f"ram_w{p}"))
+                 for p in range(axi.ports)]
+        m.submodules.ram = Instance(
+            "moevit_sim_ram", p_WIDTH=axi.data_bits, p_DEPTH=depth, p_AW=aw, p_PORTS=axi.ports,
+            i_clk=ClockSignal(), i_dump=self.dump,
+            i_ren=Cat(r.en for r, _ in pairs), i_raddr=Cat(r.addr for r, _ in pairs),
+            o_rdata=Cat(r.data for r, _ in pairs),
+            i_wen=Cat(w.en for _, w in pairs), i_waddr=Cat(w.addr for _, w in pairs),
+            i_wdata=Cat(w.data for _, w in pairs))
+        return pairs
+

@@ -3,12 +3,19 @@
 :class:`FrameHarness` is :class:`rtl.top.accelerator.Accelerator` with an
 :class:`sim.axi_memory.AxiMemory` on its AXI ports, holding a compiled DRAM image
 (:class:`moevit.compiler.CompiledModel`); only the control port is left for the
-testbench. :func:`run_pysim` drives it in the Amaranth simulator the way a host
-driver does (arguments, ap_start, wait for ap_done, read the status) and returns
-the output tensor, the cycle count and the error code.
+testbench. Both runners drive it the way a host driver does (arguments, ap_start,
+wait for ap_done, read the status) and return the output tensor, the cycle count
+and the error code: :func:`run_pysim` in the Amaranth simulator (small models),
+:func:`run_verilator` in Verilator under cocotb with the image loaded through the
+memory's backdoor and no per-cycle Python while a frame runs (whole M3ViT-tiny
+frames; several runs share one build and one simulation).
 """
 
 from dataclasses import dataclass
+
+import hashlib
+import json
+import time
 
 import numpy as np
 from amaranth.hdl import Module
@@ -22,9 +29,11 @@ from rtl.control.registers import ARGUMENTS, CONTROL, GIE, IER, STATUS
 from rtl.top.accelerator import Accelerator
 
 from .axi_lite import lite_read, lite_write
-from .axi_memory import AxiMemory
+from .axi_memory import RAM_SOURCE, AxiMemory
+from .runner import run_cocotb
+from .verilog import design_dir
 
-__all__ = ["FrameHarness", "FrameResult", "arguments", "run_pysim"]
+__all__ = ["FrameHarness", "FrameResult", "arguments", "run_pysim", "run_verilator"]
 
 
 class FrameHarness(wiring.Component):
@@ -36,13 +45,13 @@ class FrameHarness(wiring.Component):
     interrupt : Out(1)
     """
 
-    def __init__(self, config, image):
+    def __init__(self, config, depth, words=None):
         self.config = config
-        axi = config.axi
-        words = bytes_to_beats(bytes(image.data), axi.data_bits)
         self.top = Accelerator(config)
-        self.memory = AxiMemory(axi, len(words), words)
-        super().__init__({"s_axi_control": In(lite_signature()), "interrupt": Out(1)})
+        backdoor = words is None
+        self.memory = AxiMemory(config.axi, depth, () if backdoor else words, backdoor=backdoor)
+        super().__init__({"s_axi_control": In(lite_signature()), "interrupt": Out(1),
+                          **({"dump": In(1)} if backdoor else {})})
 
     def elaborate(self, platform):
         m = Module()
@@ -51,6 +60,8 @@ class FrameHarness(wiring.Component):
         m.d.comb += self.interrupt.eq(self.top.interrupt)
         for p in range(self.config.axi.ports):
             wiring.connect(m, getattr(self.top, f"m_axi{p}"), getattr(self.memory, f"s{p}"))
+        if "dump" in self.signature.members:
+            m.d.comb += self.memory.dump.eq(self.dump)
         return m
 
 
@@ -73,7 +84,9 @@ class FrameResult:
 def run_pysim(compiled, pixels, task, timeout=2_000_000):
     """One frame of ``compiled`` on ``pixels`` for ``task`` in the Amaranth simulator."""
     image = compiled.with_input(pixels)
-    dut = FrameHarness(compiled.config, image)
+    axi = compiled.config.axi
+    dut = FrameHarness(compiled.config, len(image.data) // axi.data_bytes,
+                       bytes_to_beats(bytes(image.data), axi.data_bits))
     result = {}
 
     async def bench(ctx):
@@ -110,3 +123,63 @@ def run_pysim(compiled, pixels, task, timeout=2_000_000):
     sim.add_testbench(bench)
     sim.run()
     return FrameResult(result["output"], result["cycles"], result["error"], result["busy"])
+
+
+def _hex(raw, data_bytes):
+    words = np.frombuffer(bytes(raw), np.uint8).reshape(-1, data_bytes)[:, ::-1]
+    return "\n".join(row.tobytes().hex() for row in words) + "\n"
+
+
+def _unhex(text, data_bytes):
+    rows = [line.strip() for line in text.splitlines()
+            if line.strip() and not line.startswith(("//", "@"))]
+    return b"".join(bytes.fromhex(r.zfill(2 * data_bytes))[::-1] for r in rows)
+
+
+def run_verilator(compiled, runs, timeout=None):
+    """Runs of ``compiled`` in Verilator: ``runs`` is a list of ``(pixels, task)``.
+
+    The DRAM image gets one input and one output slot per run after the compiled
+    image; the runs go one after the other in one simulation. Returns a list of
+    :class:`FrameResult` (their ``busy`` includes ``wall_s``, the simulation time of
+    the frame) and the build + simulation wall time.
+    """
+    config, axi = compiled.config, compiled.config.axi
+    base = compiled.image
+    in_size, out_size = base.region("input").size, base.region("output").size
+    data = bytearray(base.data)
+    inputs = []
+    for pixels, _ in runs:
+        inputs.append(len(data))
+        data += compiled.input_bytes(pixels).ljust(in_size, b"\0")
+    outputs = len(data)
+    data += bytes(out_size * len(runs))
+    depth = len(data) // axi.data_bytes
+    key = hashlib.sha256(config.to_json().encode()).hexdigest()[:10]
+    params = {"config": f"{config.name}-{key}", "words": depth}
+    folder = design_dir("frame", params)
+    (folder / "image.hex").write_text(_hex(data, axi.data_bytes))
+    dump, result = folder / "outputs.hex", folder / "result.json"
+    spec = {"result": str(result), "runs": [
+        {"arguments": {"program": base.region("program").offset, "model": 0, "input": inputs[k],
+                       "output": outputs + k * out_size, "task": task, "frames": 1},
+         "timeout": timeout or 50_000_000}
+        for k, (_, task) in enumerate(runs)]}
+    first = outputs // axi.data_bytes
+    last = (outputs + out_size * len(runs)) // axi.data_bytes - 1
+    start = time.perf_counter()
+    run_cocotb("frame", params, FrameHarness(config, depth), "sim.tb_frame",
+               env={"TB_SPEC": json.dumps(spec)}, sources=[RAM_SOURCE],
+               plusargs=[f"+image={folder / 'image.hex'}", f"+dump={dump}",
+                         f"+dump_first={first}", f"+dump_last={last}"])
+    wall = time.perf_counter() - start
+    raw = _unhex(dump.read_text(), axi.data_bytes)
+    out = []
+    for k, status in enumerate(json.loads(result.read_text())):
+        image = base.copy()
+        image.write(image.region("output").offset, raw[k * out_size:(k + 1) * out_size])
+        s = status["status"]
+        busy = {name[5:]: v for name, v in s.items() if name.startswith("busy_")}
+        busy["wall_s"] = status["wall_s"]
+        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["error"], busy))
+    return out, wall

@@ -46,15 +46,16 @@ def default_simulator():
     return sim
 
 
-def _run(sim, vfile, build_dir, test_module, env, testcase, waves):
+def _run(sim, vfiles, build_dir, test_module, env, testcase, waves, plusargs):
     if sim == "verilator":
         _setup_verilator()
     runner = get_runner(sim)
-    runner.build(sources=[vfile], hdl_toplevel="top", build_dir=build_dir,
+    runner.build(sources=vfiles, hdl_toplevel="top", build_dir=build_dir,
                  timescale=("1ns", "1ps"), waves=waves,
                  build_args=["-Wno-fatal"] if sim == "verilator" else [])
     results = runner.test(hdl_toplevel="top", test_module=test_module, build_dir=build_dir,
-                          test_dir=build_dir, extra_env=env, testcase=testcase, waves=waves)
+                          test_dir=build_dir, extra_env=env, testcase=testcase, waves=waves,
+                          plusargs=list(plusargs))
     # Under pytest the runner raises on failure itself; from a script it does not.
     tests, failed = get_results(results)
     if failed or not tests:
@@ -62,7 +63,8 @@ def _run(sim, vfile, build_dir, test_module, env, testcase, waves):
     return results
 
 
-def run_cocotb(design, params, component, test_module, *, env=None, testcase=None, sim=None):
+def run_cocotb(design, params, component, test_module, *, env=None, testcase=None, sim=None,
+               sources=(), plusargs=()):
     """Emit ``component`` as Verilog and run the cocotb module ``test_module`` on it.
 
     Parameters
@@ -80,6 +82,10 @@ def run_cocotb(design, params, component, test_module, *, env=None, testcase=Non
         Extra environment variables for the testbench.
     testcase : str or list of str, optional
         Run only these ``@cocotb.test()`` functions.
+    sources : sequence of Path
+        Verilog files the design instantiates (simulation models).
+    plusargs : sequence of str
+        ``+name=value`` arguments of the simulation run.
 
     Raises
     ------
@@ -93,8 +99,9 @@ def run_cocotb(design, params, component, test_module, *, env=None, testcase=Non
     # cocotb's runner reads WAVES itself; a traced build lives in its own directory.
     waves = waves_requested()
     build_dir = base / (f"{sim}-waves" if waves else sim)
+    vfiles = [vfile, *sources]
     try:
-        return _run(sim, vfile, build_dir, test_module, env, testcase, waves)
+        return _run(sim, vfiles, build_dir, test_module, env, testcase, waves, plusargs)
     except (SystemExit, Exception) as exc:
         if waves:
             raise
@@ -102,7 +109,7 @@ def run_cocotb(design, params, component, test_module, *, env=None, testcase=Non
         saved = os.environ.get("WAVES")
         os.environ["WAVES"] = "1"
         try:
-            _run(sim, vfile, wave_dir, test_module, env, testcase, True)
+            _run(sim, vfiles, wave_dir, test_module, env, testcase, True, plusargs)
         except (SystemExit, Exception):
             pass
         finally:
