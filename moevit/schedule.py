@@ -65,7 +65,8 @@ SOURCE_LATENCY = 5
 #: Cycles from a COMBINE's start to the combiner's first output beat.
 FLUSH_LATENCY = 4
 #: Units whose busy cycles the schedule reports.
-ENGINES = ("fetch", "load", "store", "linear", "gating", "layernorm", "attention", "combine")
+ENGINES = ("fetch", "load", "compute", "store", "linear", "gating", "layernorm", "attention",
+           "combine")
 
 
 def _bursts(axi, address, words):
@@ -172,40 +173,44 @@ def _from_store(config, step, warm):
 
 
 def _duration(config, step, start, warm):
-    """``(end, unit, busy cycles)`` of a step starting at ``start``."""
+    """``(end, {unit: busy cycles})`` of a step starting at ``start``. A unit is busy from the
+    cycle after the start to the end (what the top's busy counters count); a ROUTE keeps
+    the linear kernel busy to its last logit, then the gating unit."""
     ins, info, axi = step.ins, step.info, config.axi
     op = ins.op
     if _from_store(config, step, warm):
-        return start + STORE_LATENCY + info["beats"], "load", STORE_LATENCY + info["beats"]
+        end = start + STORE_LATENCY + info["beats"]
+        return end, {"load": end - start}
     if op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):
         end = dma_read(axi, start + 1, info["address"], info["beats"])
-        return end, "load", end - start
+        return end, {"load": end - start}
     if op == Opcode.STORE_TENSOR:
         end = dma_write(axi, start + 1, info["address"], info["beats"], start + SOURCE_LATENCY)
-        return end, "store", end - start
+        return end, {"store": end - start}
     first = start + SOURCE_LATENCY
     if op == Opcode.LINEAR:
         lc = config.linear_config()
-        cycles = batch_cycles(lc, info["kb"], info["nb"], info["tokens"])
-        last = first + cycles - 1
+        last = first + batch_cycles(lc, info["kb"], info["nb"], info["tokens"]) - 1
         if ins["write"] == Write.ROUTE:
             routing = gating.exp_cycles(info["experts"], info["k"], list(info["lengths"]))
             end = last + SOURCE_LATENCY + routing
-            return end, "gating", end - start
-        return last + (ins["write"] in (Write.ADD, Write.COMBINE)), "linear", cycles
+            return end, {"compute": end - start, "linear": last + 1 - start,
+                         "gating": end - last - 1}
+        end = last + (ins["write"] in (Write.ADD, Write.COMBINE))
+        return end, {"compute": end - start, "linear": end - start}
     if op == Opcode.NORM:
-        cycles = layernorm.exp_cycles(info["d"], config.norm_lanes, info["tokens"])
-        return first + cycles - 1, "layernorm", cycles
+        end = first + layernorm.exp_cycles(info["d"], config.norm_lanes, info["tokens"]) - 1
+        return end, {"compute": end - start, "layernorm": end - start}
     if op == Opcode.ATTENTION:
         att = config.attention_config(info["head_dim"],
                                       "sqrt2" if ins["codes"] == Codes.SQRT2 else "log2")
-        cycles = attention_cycles(att, info["tokens"], -(-info["heads"] // att.h))
-        return first + cycles - 1, "attention", cycles
+        end = first + attention_cycles(att, info["tokens"], -(-info["heads"] // att.h)) - 1
+        return end, {"compute": end - start, "attention": end - start}
     if op == Opcode.COMBINE:
         beats = info["tokens"] * -(-config.capacity.dim // config.linear.po)
         end = start + FLUSH_LATENCY + beats
-        return end, "combine", end - start
-    return start, None, 0
+        return end, {"compute": end - start, "combine": end - start}
+    return start, {}
 
 
 def schedule(config, execution, warm=True):
@@ -226,9 +231,10 @@ def schedule(config, execution, warm=True):
             if serial:
                 s = max(s, previous + 1)
             start[n] = s
-            end[n], unit, cycles = _duration(config, step, s, warm)
-            if unit and not serial:
-                busy[unit] += cycles
+            end[n], cycles = _duration(config, step, s, warm)
+            if not serial:
+                for unit, count in cycles.items():
+                    busy[unit] += count
             last[step.queue] = end[n]
             previous = end[n]
         results[serial] = (max(end) + 1, start, end)

@@ -124,10 +124,13 @@ def test_the_rules_hold_on_a_compiled_frame(frame):
     # Loads overlap compute (weight prefetch), so overlapping beats the serial order.
     assert sched.cycles < sched.serial_cycles
     assert all(0 < sched.busy[u] < sched.cycles for u in ("load", "linear", "attention"))
-    linear = sum(batch_cycles(config.linear_config(), s.info["kb"], s.info["nb"],
-                              s.info["tokens"]) for s in run.steps
-                 if s.ins.op == Opcode.LINEAR and "experts" not in s.info)
-    assert sched.busy["linear"] == linear
+    # Engines are busy from the cycle after a step's start to its end.
+    for queue, engine in ((Queue.LOAD, "load"), (Queue.COMPUTE, "compute"),
+                          (Queue.STORE, "store")):
+        assert sched.busy[engine] == sum(sched.end[n] - sched.start[n]
+                                         for n, s in enumerate(run.steps) if s.queue == queue)
+    assert sched.busy["linear"] + sched.busy["gating"] + sched.busy["layernorm"] \
+        + sched.busy["attention"] + sched.busy["combine"] == sched.busy["compute"]
     loaded = sum(s.info["beats"] for s in run.steps if s.queue == Queue.LOAD and "beats" in s.info)
     fetched = config.axi.words(16) + config.axi.words((run.program.words - 1) * 16)
     assert sched.dram_read_bytes == (loaded + fetched) * config.axi.path_bytes

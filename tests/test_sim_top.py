@@ -1,0 +1,63 @@
+"""The accelerator top in Verilator: whole frames through the simulation DRAM's backdoor.
+
+Every run is checked against the reference executor (bit for bit, which equals the
+integer model) and the schedule model (cycle for cycle).
+"""
+
+import numpy as np
+import pytest
+
+from golden.config import m3vit_tiny, tiny_test
+from golden.datasets import dataset
+from golden.float_model import random_image
+from golden.int_model import int_classify, pixels_from_image
+from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
+from golden.weights import init_weights
+from moevit.compiler import compile_model
+from moevit.executor import execute
+from moevit.schedule import schedule
+from rtl.config import preset
+from sim.frame import run_verilator
+
+
+def _check(compiled, runs):
+    results, _ = run_verilator(compiled, runs)
+    for (pixels, task), result in zip(runs, results):
+        expected, run = execute(compiled, pixels, task)
+        assert result.error == 0
+        assert np.array_equal(result.output, expected), f"task {task}"
+        assert result.cycles == schedule(compiled.config, run).cycles, f"task {task}"
+    return results
+
+
+def _seeded(cfg, seed=2):
+    images = [random_image(cfg, seed=n) for n in range(3)]
+    return calibrate(cfg, init_weights(cfg, seed=seed), images[:2]), pixels_from_image(cfg, images[2])
+
+
+def test_tiny_test_both_tasks():
+    qp, pixels = _seeded(tiny_test())
+    compiled = compile_model(qp, preset("zcu102").fitted(qp.config))
+    _check(compiled, [(pixels, 0), (pixels, 1)])
+
+
+def test_mnist5k_classifies_exactly_like_the_integer_model():
+    data = dataset("mnist5k")
+    cfg = data.config()
+    images, _ = data.load_split("calibration")
+    qp = calibrate(cfg, data.load_weights(), images[:-(-MIN_SAMPLES_PER_CHANNEL // cfg.num_tokens)],
+                   method="dual_stage")
+    test, labels = data.load_split("test")
+    pixels = [pixels_from_image(cfg, image) for image in test[:24]]
+    compiled = compile_model(qp, preset("zcu102").fitted(cfg))
+    results = _check(compiled, [(p, 0) for p in pixels])
+    predicted = [int(np.argmax(r.output)) for r in results]
+    assert predicted == [int(np.argmax(int_classify(qp, p, 0))) for p in pixels]
+    assert np.mean(np.array(predicted) == labels[:24]) > 0.8
+
+
+@pytest.mark.slow
+def test_m3vit_tiny_both_tasks_at_zcu102():
+    qp, pixels = _seeded(m3vit_tiny())
+    compiled = compile_model(qp, preset("zcu102"))
+    _check(compiled, [(pixels, 0), (pixels, 1)])
