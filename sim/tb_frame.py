@@ -2,9 +2,9 @@
 
 The DRAM lives in the design (``sim/hdl/moevit_sim_ram.v``, loaded from a hex file
 at time 0), so between register accesses no Python runs per cycle: the testbench
-writes each run's arguments with cocotbext-axi's AxiLiteMaster, sets ap_start,
-waits for the interrupt, reads the status registers, and finally has the memory
-dump the output slots. ``TB_SPEC`` (JSON) lists the runs; results go to its
+writes each run's arguments (:class:`sim.cocotb_lite.LiteManager`, which runs only
+during its transactions), sets ap_start, waits for the interrupt, reads the status
+registers, and finally has the memory dump the output slots. ``TB_SPEC`` (JSON) lists the runs; results go to its
 ``result`` file.
 """
 
@@ -15,36 +15,33 @@ import time
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
-from cocotbext.axi import AxiLiteBus, AxiLiteMaster
-
 from rtl.control.registers import ARGUMENTS, CONTROL, GIE, IER, ISR, STATUS
+from sim.cocotb_lite import LiteManager
 
 
 @cocotb.test()
 async def frames(dut):
     spec = json.loads(os.environ["TB_SPEC"])
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, 10, unit="ns", impl="gpi").start()
     dut.rst.value = 1
     dut.dump.value = 0
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
-    master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control_"), dut.clk, dut.rst)
-    master.write_if.log.setLevel("WARNING")
-    master.read_if.log.setLevel("WARNING")
-    await master.write_dword(GIE, 1)
-    await master.write_dword(IER, 1)
+    master = LiteManager(dut, "s_axi_control__", dut.clk)
+    await master.write(GIE, 1)
+    await master.write(IER, 1)
     results = []
     for run in spec["runs"]:
         for name, value in run["arguments"].items():
             offset, bits = ARGUMENTS[name]
             for word in range(-(-bits // 32)):
-                await master.write_dword(offset + 4 * word, (value >> (32 * word)) & 0xFFFFFFFF)
+                await master.write(offset + 4 * word, (value >> (32 * word)) & 0xFFFFFFFF)
         start = time.perf_counter()
-        await master.write_dword(CONTROL, 1)
+        await master.write(CONTROL, 1)
         await with_timeout(RisingEdge(dut.interrupt), run["timeout"] * 10, "ns")
         wall = time.perf_counter() - start
-        status = {name: await master.read_dword(offset) for name, offset in STATUS.items()}
-        await master.write_dword(ISR, 1)                      # clear the interrupt
+        status = {name: await master.read(offset) for name, offset in STATUS.items()}
+        await master.write(ISR, 1)                      # clear the interrupt
         results.append({"status": status, "wall_s": wall})
     dut.dump.value = 1
     await RisingEdge(dut.clk)

@@ -21,11 +21,14 @@ module moevit_sim_ram #(
     input [PORTS*WIDTH-1:0] wdata
 );
     reg [WIDTH-1:0] mem [0:DEPTH-1];
-    reg [8*1024-1:0] path;
-    integer first, last, p;
+    reg [8*1024-1:0] path, dump_path;
+    integer first, last, p, dumping;
+    // The plusargs are read once: a $value$plusargs in the clocked block would run every cycle.
     initial begin
         if ($value$plusargs("image=%s", path))
             $readmemh(path, mem);
+        dumping = $value$plusargs("dump=%s", dump_path) && $value$plusargs("dump_first=%d", first)
+                  && $value$plusargs("dump_last=%d", last);
     end
     always @(posedge clk) begin
         for (p = 0; p < PORTS; p = p + 1) begin
@@ -34,8 +37,7 @@ module moevit_sim_ram #(
             if (wen[p])
                 mem[waddr[p*AW +: AW]] <= wdata[p*WIDTH +: WIDTH];
         end
-        if (dump && $value$plusargs("dump=%s", path) && $value$plusargs("dump_first=%d", first)
-                && $value$plusargs("dump_last=%d", last))
-            $writememh(path, mem, first, last);
+        if (dump && dumping != 0)
+            $writememh(dump_path, mem, first, last);
     end
 endmodule
