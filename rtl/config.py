@@ -319,6 +319,10 @@ class AcceleratorConfig:
         program load fills it from DRAM as it reads them, and later frames' image loads
         read the store, one load-path word per cycle after :data:`STORE_LATENCY`
         (:mod:`moevit.schedule`); the compiler checks that the model's images fit.
+    watchdog : int, 16..2**31-1
+        Cycles a run may go without any instruction issuing or completing before the
+        top ends it with the ``watchdog`` error code (a deadlocked program, a bus that
+        never answers).
     """
 
     name: str = "default"
@@ -329,6 +333,7 @@ class AcceleratorConfig:
     capacity: Capacity = Capacity()
     share_buffers: bool = False
     weight_store: int = 0
+    watchdog: int = 1 << 20
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -340,6 +345,7 @@ class AcceleratorConfig:
         check_int("norm_lanes", self.norm_lanes, 1, 16)
         _check_bool("share_buffers", self.share_buffers)
         check_int("weight_store", self.weight_store, 0, 1 << 32)
+        check_int("watchdog", self.watchdog, 16, (1 << 31) - 1)
         c = self.capacity
         lin, att = self.linear, self.attention
         if not lin.pi == lin.po == att.dp or lin.pi & (lin.pi - 1):
@@ -486,7 +492,8 @@ class AcceleratorConfig:
 
     def to_dict(self):
         out = {"name": self.name, "norm_lanes": self.norm_lanes,
-               "share_buffers": self.share_buffers, "weight_store": self.weight_store}
+               "share_buffers": self.share_buffers, "weight_store": self.weight_store,
+               "watchdog": self.watchdog}
         out.update({part: getattr(self, part).to_dict() for part in _PARTS})
         return out
 

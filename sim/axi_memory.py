@@ -96,7 +96,8 @@ class AxiMemory(wiring.Component):
             m.submodules[f"ar{p}"] = ar
             head = burst(ar.r_data)
             m.d.comb += [port.arready.eq(ar.w_rdy), ar.w_en.eq(port.arvalid),
-                         ar.w_data.eq(Cat(port.araddr, port.arlen, now + axi.read_latency))]
+                         ar.w_data.eq(Cat(port.araddr, port.arlen,
+                                         (now + axi.read_latency)[:_NOW_BITS]))]
             rd, wr = ports[p]
             r_addr = Signal(ADDR_BITS - shift, name=f"r{p}_addr")
             r_left = Signal(9, name=f"r{p}_left")              # beats of the burst to issue
@@ -147,7 +148,8 @@ class AxiMemory(wiring.Component):
                          # A burst's B is due write_latency cycles after its last W beat was
                          # taken; it answers DECERR if any of its words was outside.
                          bq.w_en.eq(write & last),
-                         bq.w_data.eq(Cat(taken_at + axi.write_latency, w_bad | outside))]
+                         bq.w_data.eq(Cat((taken_at + axi.write_latency)[:_NOW_BITS],
+                                         w_bad | outside))]
             with m.If(write):
                 m.d.sync += [w_offset.eq(Mux(last, 0, w_offset + 1)),
                              w_bad.eq(~last & (w_bad | outside))]

@@ -18,14 +18,14 @@ import json
 import time
 
 import numpy as np
-from amaranth.hdl import Module
+from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from moevit.images import bytes_to_beats
 from rtl.bus.axi import lite_signature
-from rtl.control.registers import ARGUMENTS, CONTROL, GIE, IER, STATUS
+from rtl.control.registers import ARGUMENTS, CONTROL, GIE, IER, ISR, STATUS
 from rtl.top.accelerator import Accelerator
 
 from .axi_lite import lite_read, lite_write
@@ -33,7 +33,8 @@ from .axi_memory import RAM_SOURCE, AxiMemory
 from .runner import run_cocotb
 from .verilog import design_dir
 
-__all__ = ["FrameHarness", "FrameResult", "arguments", "run_pysim", "run_verilator"]
+__all__ = ["FrameHarness", "FrameResult", "PysimHost", "arguments", "simulate", "run_pysim",
+           "run_verilator"]
 
 
 class FrameHarness(wiring.Component):
@@ -43,19 +44,29 @@ class FrameHarness(wiring.Component):
     -------
     s_axi_control : In(lite_signature())
     interrupt : Out(1)
+    dump : In(1)
+        With the backdoor memory (``words`` None): dump the output slots.
+    reset : In(1)
+        With ``resettable``: the reset of the top and of the memory's AXI side.
     """
 
-    def __init__(self, config, depth, words=None):
+    def __init__(self, config, depth, words=None, resettable=False):
         self.config = config
         self.top = Accelerator(config)
         backdoor = words is None
         self.memory = AxiMemory(config.axi, depth, () if backdoor else words, backdoor=backdoor)
         super().__init__({"s_axi_control": In(lite_signature()), "interrupt": Out(1),
-                          **({"dump": In(1)} if backdoor else {})})
+                          **({"dump": In(1)} if backdoor else {}),
+                          **({"reset": In(1)} if resettable else {})})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.top, m.submodules.memory = self.top, self.memory
+        # The reset (a kernel's ap_rst_n) goes to the top and to the memory's AXI side, as it
+        # goes to an interconnect with the kernel; the memory keeps its contents.
+        resettable = "reset" in self.signature.members
+        m.submodules.top = ResetInserter(self.reset)(self.top) if resettable else self.top
+        m.submodules.memory = (ResetInserter(self.reset)(self.memory) if resettable
+                               else self.memory)
         wiring.connect(m, wiring.flipped(self.s_axi_control), self.top.s_axi_control)
         m.d.comb += self.interrupt.eq(self.top.interrupt)
         for p in range(self.config.axi.ports):
@@ -81,48 +92,97 @@ class FrameResult:
     busy: dict
 
 
-def run_pysim(compiled, pixels, task, timeout=2_000_000):
-    """One frame of ``compiled`` on ``pixels`` for ``task`` in the Amaranth simulator."""
-    image = compiled.with_input(pixels)
-    axi = compiled.config.axi
-    dut = FrameHarness(compiled.config, len(image.data) // axi.data_bytes,
-                       bytes_to_beats(bytes(image.data), axi.data_bits))
-    result = {}
+class PysimHost:
+    """The host's driver sequence inside an Amaranth-simulator testbench of a
+    :class:`FrameHarness` holding ``image`` (a :class:`moevit.program.DramImage`)."""
 
-    async def bench(ctx):
-        bus = dut.s_axi_control
-        for name, value in arguments(image, task).items():
+    def __init__(self, ctx, dut, compiled, image):
+        self.ctx, self.dut, self.compiled, self.image = ctx, dut, compiled, image
+        self.bus = dut.s_axi_control
+
+    async def write_arguments(self, values):
+        for name, value in values.items():
             offset, bits = ARGUMENTS[name]
             for word in range(-(-bits // 32)):
-                await lite_write(ctx, bus, offset + 4 * word, (value >> (32 * word)) & 0xFFFFFFFF)
-        await lite_write(ctx, bus, GIE, 1)
-        await lite_write(ctx, bus, IER, 1)
-        await lite_write(ctx, bus, CONTROL, 1)
-        for _ in range(timeout // 1000):
-            await ctx.tick().repeat(1000)
-            if ctx.get(dut.interrupt):
+                await lite_write(self.ctx, self.bus, offset + 4 * word,
+                                 (value >> (32 * word)) & 0xFFFFFFFF)
+
+    async def start(self):
+        await lite_write(self.ctx, self.bus, GIE, 1)
+        await lite_write(self.ctx, self.bus, IER, 1)
+        await lite_write(self.ctx, self.bus, CONTROL, 1)
+
+    async def wait(self, timeout):
+        """Until the interrupt (ap_done); then clear it."""
+        for _ in range(-(-timeout // 100)):
+            await self.ctx.tick().repeat(100)
+            if self.ctx.get(self.dut.interrupt):
                 break
         else:
             raise AssertionError(f"no ap_done within {timeout} cycles")
-        result["cycles"] = await lite_read(ctx, bus, STATUS["cycles"])
-        result["error"] = await lite_read(ctx, bus, STATUS["error"])
-        result["busy"] = {name[5:]: await lite_read(ctx, bus, offset)
-                          for name, offset in STATUS.items() if name.startswith("busy_")}
-        storage = dut.memory.storage_data
-        region = image.region("output")
-        first = region.offset // compiled.config.axi.data_bytes
-        count = region.size // compiled.config.axi.data_bytes
-        raw = b"".join(ctx.get(storage[first + n]).to_bytes(compiled.config.axi.data_bytes,
-                                                             "little") for n in range(count))
-        out = image.copy()
+        await lite_write(self.ctx, self.bus, ISR, 1)
+
+    def write(self, offset, raw):
+        """Write bytes into the simulated DRAM (whole words) and into :attr:`image`."""
+        size = self.compiled.config.axi.data_bytes
+        storage = self.dut.memory.storage_data
+        for n in range(0, len(raw), size):
+            self.ctx.set(storage[(offset + n) // size], int.from_bytes(raw[n:n + size], "little"))
+        self.image.write(offset, raw)
+
+    async def status(self, name):
+        return await lite_read(self.ctx, self.bus, STATUS[name])
+
+    def output(self, offset=None):
+        """The output tensor, read from the simulated DRAM at ``offset`` (default: the image's
+        output region)."""
+        region = self.image.region("output")
+        offset = region.offset if offset is None else offset
+        size = self.compiled.config.axi.data_bytes
+        storage = self.dut.memory.storage_data
+        raw = b"".join(self.ctx.get(storage[offset // size + n]).to_bytes(size, "little")
+                       for n in range(region.size // size))
+        out = self.image.copy()
         out.write(region.offset, raw)
-        result["output"] = compiled.read_output(out)
+        return self.compiled.read_output(out)
+
+    async def run(self, values, timeout, read_output=True):
+        """Arguments, start, wait: the :class:`FrameResult` (``output`` None unless
+        ``read_output``)."""
+        await self.write_arguments(values)
+        await self.start()
+        await self.wait(timeout)
+        busy = {name[5:]: await lite_read(self.ctx, self.bus, offset)
+                for name, offset in STATUS.items() if name.startswith("busy_")}
+        output = self.output(values.get("output")) if read_output else None
+        return FrameResult(output, await self.status("cycles"), await self.status("error"), busy)
+
+
+def simulate(compiled, image, bench, resettable=False):
+    """Simulate a :class:`FrameHarness` of ``image`` running ``await bench(host)``."""
+    axi = compiled.config.axi
+    dut = FrameHarness(compiled.config, len(image.data) // axi.data_bytes,
+                       bytes_to_beats(bytes(image.data), axi.data_bits), resettable=resettable)
+
+    async def testbench(ctx):
+        await bench(PysimHost(ctx, dut, compiled, image))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(bench)
+    sim.add_testbench(testbench)
     sim.run()
-    return FrameResult(result["output"], result["cycles"], result["error"], result["busy"])
+
+
+def run_pysim(compiled, pixels, task, timeout=2_000_000):
+    """One frame of ``compiled`` on ``pixels`` for ``task`` in the Amaranth simulator."""
+    image = compiled.with_input(pixels)
+    result = []
+
+    async def bench(host):
+        result.append(await host.run(arguments(image, task), timeout))
+
+    simulate(compiled, image, bench)
+    return result[0]
 
 
 def _hex(raw, data_bytes):

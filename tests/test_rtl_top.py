@@ -13,10 +13,15 @@ from golden.ptq import calibrate
 from golden.weights import init_weights
 from moevit.compiler import compile_model
 from moevit.executor import execute
+from moevit.images import stripe
+from moevit.program import Program
 from moevit.schedule import schedule
 from rtl.config import AttentionArray, preset
+from rtl.control.isa import Queue
+from rtl.control.registers import CONTROL, ERRORS
 from rtl.top.accelerator import Accelerator
-from sim.frame import run_pysim
+from sim.axi_lite import lite_write
+from sim.frame import arguments, run_pysim, simulate
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +54,82 @@ def test_tiny_frame_bit_and_cycle_exact(tiny, name, task):
 def test_configs_the_top_cannot_build_are_named(change, message):
     with pytest.raises(ValueError, match=message):
         Accelerator(dataclasses.replace(preset("zcu102"), **change))
+
+
+def _compiled(qp, **change):
+    config = dataclasses.replace(preset("zcu102").fitted(qp.config), **change)
+    return compile_model(qp, config)
+
+
+def _with_program(compiled, host, program_bytes):
+    """Replace the simulated program with ``program_bytes`` (plain encoding)."""
+    axi = compiled.config.axi
+    raw = stripe(program_bytes[:16], axi) + stripe(program_bytes[16:], axi)
+    host.write(host.image.region("program").offset, raw)
+
+
+def _faulty(tiny, fault):
+    """Run a faulty frame, then a good one on the same simulated accelerator."""
+    qp, pixels = tiny
+    compiled = _compiled(qp, watchdog=512)
+    image = compiled.with_input(pixels)
+    expected, run = execute(compiled, pixels, 0)
+    model = schedule(compiled.config, run).cycles
+    good = arguments(image, 0)
+    results = {}
+
+    async def bench(host):
+        if fault == "opcode":                  # the compute stream's 3rd word gets opcode 15
+            code = bytearray(compiled.program.to_bytes())
+            word = 1 + len(compiled.program.streams[Queue.LOAD]) + 2
+            code[16 * word] = (code[16 * word] & 0xF0) | 0xF
+            _with_program(compiled, host, bytes(code))
+            results["fault"] = await host.run(good, 10 * model)
+            _with_program(compiled, host, compiled.program.to_bytes())
+        elif fault == "decerr":                # the output lies beyond the memory
+            bad = dict(good, output=len(image.data) + 4096)
+            results["fault"] = await host.run(bad, 10 * model, read_output=False)
+        elif fault == "watchdog":              # compute's END waits for a token never pushed
+            streams = dict(compiled.program.streams)
+            stream = list(streams[Queue.COMPUTE])
+            stream[-1] = dataclasses.replace(stream[-1], pop_prev=True)
+            streams[Queue.COMPUTE] = tuple(stream)
+            _with_program(compiled, host, Program(
+                streams, compiled.program.input_bytes, compiled.program.output_bytes).to_bytes())
+            results["fault"] = await host.run(good, 10 * model)
+            _with_program(compiled, host, compiled.program.to_bytes())
+        elif fault == "busy_start":            # a start written while a frame runs
+            await host.write_arguments(good)
+            await host.start()
+            await host.ctx.tick().repeat(200)
+            await lite_write(host.ctx, host.bus, CONTROL, 1)
+            await host.wait(10 * model)
+            results["ignored"] = await host.status("ignored_starts")
+        elif fault == "reset":                 # the reset in the middle of a frame
+            await host.write_arguments(good)
+            await host.start()
+            await host.ctx.tick().repeat(model // 2)
+            host.ctx.set(host.dut.reset, 1)
+            await host.ctx.tick().repeat(2)
+            host.ctx.set(host.dut.reset, 0)
+        results["after"] = await host.run(good, 10 * model)
+
+    simulate(compiled, image, bench, resettable=fault == "reset")
+    assert np.array_equal(results["after"].output, expected)
+    assert results["after"].error == 0 and results["after"].cycles == model
+    return results
+
+
+@pytest.mark.parametrize("fault, code", [("opcode", "opcode"), ("decerr", "write_response"),
+                                         ("watchdog", "watchdog")])
+def test_faults_end_in_a_named_error_then_the_next_frame_is_right(tiny, fault, code):
+    results = _faulty(tiny, fault)
+    assert results["fault"].error == ERRORS[code]
+
+
+def test_a_start_while_busy_is_ignored_and_counted(tiny):
+    assert _faulty(tiny, "busy_start")["ignored"] == 1
+
+
+def test_a_reset_mid_frame_returns_to_idle(tiny):
+    _faulty(tiny, "reset")

@@ -96,7 +96,8 @@ class DmaReader(wiring.Component):
     done : Out(1)
         Pulses in the cycle the transfer's last word leaves on ``o``.
     error : Out(1)
-        Set by an R response other than OKAY; cleared by the next command.
+        An R response other than OKAY came in this transfer (from its cycle on); cleared by
+        the next command.
     """
 
     def __init__(self, axi):
@@ -114,7 +115,7 @@ class DmaReader(wiring.Component):
         sub = _sub_region(m, axi, self.cmd.payload.beats, "sub_region")
         take = self.cmd.valid & self.cmd.ready
         m.d.comb += self.cmd.ready.eq(~active)
-        fifos = []
+        fifos, bad = [], []
         for p in range(axi.ports):
             port = getattr(self, f"m{p}")
             split = _Splitter(m, axi, f"port{p}")
@@ -137,8 +138,10 @@ class DmaReader(wiring.Component):
             with m.If(take):
                 m.d.sync += [split.addr.eq(self.cmd.payload.address + p * sub),
                              split.left.eq(self.cmd.payload.beats)]
-            with m.If(port.rvalid & port.rready & (port.rresp != OKAY)):
-                m.d.sync += self.error.eq(1)
+            bad.append(port.rvalid & port.rready & (port.rresp != OKAY))
+        sticky = Signal()
+        m.d.sync += sticky.eq((sticky | Cat(bad).any()) & ~take)
+        m.d.comb += self.error.eq(sticky | Cat(bad).any())
         ready = Signal()
         m.d.comb += ready.eq(Cat(f.r_rdy for f in fifos).all())
         m.d.comb += [self.o.valid.eq(active & ready),
@@ -153,7 +156,7 @@ class DmaReader(wiring.Component):
                 m.d.sync += active.eq(0)
         with m.If(take):
             m.d.sync += [active.eq(self.cmd.payload.beats != 0),
-                         words_left.eq(self.cmd.payload.beats), self.error.eq(0)]
+                         words_left.eq(self.cmd.payload.beats)]
         return m
 
 
@@ -169,7 +172,8 @@ class DmaWriter(wiring.Component):
     done : Out(1)
         Pulses in the cycle of the transfer's last B response.
     error : Out(1)
-        Set by a B response other than OKAY; cleared by the next command.
+        A B response other than OKAY came in this transfer (from its cycle on); cleared by
+        the next command.
     """
 
     def __init__(self, axi):
@@ -186,7 +190,7 @@ class DmaWriter(wiring.Component):
         sub = _sub_region(m, axi, self.cmd.payload.beats, "sub_region")
         take = self.cmd.valid & self.cmd.ready
         m.d.comb += self.cmd.ready.eq(~active)
-        lasts, finals, dones, sents = [], [], [], []
+        lasts, finals, dones, bad = [], [], [], []
         consume = Signal()
         for p in range(axi.ports):
             port = getattr(self, f"m{p}")
@@ -223,19 +227,21 @@ class DmaWriter(wiring.Component):
                 m.d.sync += w_count.eq(Mux(port.wlast, 0, w_count + 1))
             m.d.comb += lengths.r_en.eq(beat & port.wlast)
             m.d.sync += sent.eq(Mux(consume, 0, sent | beat))
-            with m.If(responded & (port.bresp != OKAY)):
-                m.d.sync += self.error.eq(1)
+            bad.append(responded & (port.bresp != OKAY))
             dones.append(sent | beat)
             lasts.append(responded)
             # The port is finished once every burst was addressed, written and answered.
             finals.append((split.left == 0) & ~lengths.r_rdy
                           & ((inflight == 0) | ((inflight == 1) & responded)))
         m.d.comb += [consume.eq(self.i.valid & Cat(dones).all()), self.i.ready.eq(consume)]
+        sticky = Signal()
+        m.d.sync += sticky.eq((sticky | Cat(bad).any()) & ~take)
+        m.d.comb += self.error.eq(sticky | Cat(bad).any())
         # Every port's writes are in step; done pulses when the last port's last B arrives.
         finishing = Cat(lasts).any() & Cat(finals).all()
         with m.If(active & finishing):
             m.d.comb += self.done.eq(1)
             m.d.sync += active.eq(0)
         with m.If(take):
-            m.d.sync += [active.eq(self.cmd.payload.beats != 0), self.error.eq(0)]
+            m.d.sync += active.eq(self.cmd.payload.beats != 0)
         return m

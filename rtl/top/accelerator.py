@@ -24,7 +24,7 @@ cycles after the start (a :class:`rtl.memory.buffers.RowGenerator`, then a
 :class:`rtl.memory.buffers.BufferReader`); outputs are written as they leave.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -115,16 +115,32 @@ class Accelerator(wiring.Component):
     # ------------------------------------------------------------------------------------
 
     def elaborate(self, platform):
+        # The register file stays up; everything else is the core, which is reset after an
+        # error (once its DMA transfers have finished) so that the next run starts clean.
+        top = Module()
+        top.submodules.registers = regs = ControlRegisters()
+        wiring.connect(top, wiring.flipped(self.s_axi_control), regs.s_axi)
+        top.d.comb += self.interrupt.eq(regs.interrupt)
         m = Module()
+        core_reset = Signal()
+        top.submodules.core = ResetInserter(core_reset)(m)
+        status = self._core(m, regs)
+        error_hold, cycles_hold = Signal(8), Signal(32)
+        with top.If(regs.run):
+            top.d.sync += error_hold.eq(0)
+        with top.Elif(status["error"] != 0):
+            top.d.sync += error_hold.eq(status["error"])
+        with top.If(regs.finished):
+            top.d.sync += cycles_hold.eq(status["cycles"])
+        top.d.comb += [regs.error.eq(error_hold), regs.cycles.eq(cycles_hold),
+                       core_reset.eq(status["recover"])]
+        return top
+
+    def _core(self, m, regs):
         cfg = self._config
         cap, axi, w = cfg.capacity, cfg.axi, cfg.word
         lc = cfg.linear_config()
         path = axi.path_bits
-
-        # ---- registers, DMA ---------------------------------------------------------------
-        m.submodules.registers = regs = ControlRegisters()
-        wiring.connect(m, wiring.flipped(self.s_axi_control), regs.s_axi)
-        m.d.comb += self.interrupt.eq(regs.interrupt)
         args = regs.arguments
         m.submodules.reader = reader = DmaReader(axi)
         m.submodules.writer = writer = DmaWriter(axi)
@@ -218,8 +234,14 @@ class Accelerator(wiring.Component):
         total = Signal(pc_bits + 1)
         fetch_word = Signal(pc_bits + 1)
         owner_fetch = Signal()        # the fetch owns the DMA reader
+        draining = Signal()           # after an error: drop the reads still arriving
+        self._draining = draining
         header_done = Signal()        # the fetch reads the streams (into the imem)
-        m.d.comb += [regs.busy.eq(busy_run), regs.error.eq(error), regs.cycles.eq(cycles)]
+        m.d.comb += regs.busy.eq(busy_run)
+        recover = Signal()
+        # No instruction issued or completed for cfg.watchdog cycles: the run ends.
+        idle_cycles = Signal(range(cfg.watchdog + 1))
+        progress = Signal()
         finished_all = Cat(seqs[q].finished for q in Queue).all()
         with m.If(busy_run & ~regs.finished):
             m.d.sync += cycles.eq(cycles + 1)
@@ -282,8 +304,10 @@ class Accelerator(wiring.Component):
                         m.d.sync += running.eq(1)
                         m.next = "RUN"
             with m.State("RUN"):
+                with m.If(idle_cycles == cfg.watchdog):
+                    m.d.sync += error.eq(ERRORS["watchdog"])
                 with m.If(error != 0):
-                    m.d.sync += running.eq(0)
+                    m.d.sync += [running.eq(0), idle_cycles.eq(0)]
                     m.next = "DRAIN"
                 with m.Elif(finished_all):
                     # The cycle after the last END: the frame is done.
@@ -297,11 +321,13 @@ class Accelerator(wiring.Component):
                         m.d.sync += busy_run.eq(0)
                         m.next = "IDLE"
             with m.State("DRAIN"):
-                # An error: let the DMA engines finish their transfers, then stop.
-                with m.If(reader.cmd.ready & writer.cmd.ready):
+                # An error: let the DMA engines finish their transfers (reads are taken and
+                # dropped), then stop; a bus that never answers ends it after the watchdog.
+                m.d.comb += draining.eq(1)
+                with m.If((reader.cmd.ready & writer.cmd.ready) | (idle_cycles == cfg.watchdog)):
                     m.next = "FINISH"
             with m.State("FINISH"):
-                m.d.comb += regs.finished.eq(1)
+                m.d.comb += [regs.finished.eq(1), recover.eq(error != 0)]
                 m.d.sync += busy_run.eq(0)
                 m.next = "IDLE"
         # The streams land in the instruction memory as they arrive (one load-path word per
@@ -427,6 +453,10 @@ class Accelerator(wiring.Component):
                              norm, gate, combiner, mem, mem_a, table_wr, table_rd, starts,
                              counts, active_list, n_active, done[Queue.COMPUTE])
 
+        m.d.comb += progress.eq(Cat(issue[q] | done[q] for q in Queue).any())
+        with m.If(running | draining):
+            m.d.sync += idle_cycles.eq(Mux(progress | (idle_cycles == cfg.watchdog), 0,
+                                           idle_cycles + 1))
         # Internal signals for testbenches (read after elaboration).
         self.probes = {"issue": issue, "done": done, "candidate": {q: seqs[q].candidate for q in Queue},
                        "finished": {q: seqs[q].finished for q in Queue}, "error": error,
@@ -447,7 +477,7 @@ class Accelerator(wiring.Component):
             with m.Elif(flag & busy_run):
                 m.d.sync += count.eq(count + 1)
             m.d.comb += regs.busy_cycles[ENGINES.index(name)].eq(count)
-        return m
+        return {"error": error, "cycles": cycles, "recover": recover}
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -530,7 +560,7 @@ class Accelerator(wiring.Component):
             with m.If(reader.error):
                 m.d.sync += error.eq(ERRORS["read_response"])
         ready = Signal(name="load_ready")
-        m.d.comb += out.ready.eq(Mux(owner_fetch, 1, ready))
+        m.d.comb += out.ready.eq(Mux(owner_fetch | self._draining, 1, ready))
         # LOAD_MATRIX: straight into the linear kernel's weight bank.
         m.d.comb += [linear.w.valid.eq(mine & out.valid & (op == Opcode.LOAD_MATRIX)),
                      linear.w.payload.eq(out.payload)]
