@@ -11,6 +11,7 @@
 #             BOARD  ?= ulx3s     board of the board flows: zcu102 | u280 (Vivado trees),
 #                                 ulx3s | orangecrab (open ECP5 flow); any for synth-report
 #             UNIT                synth-report: an rtl/units.py unit instead of the self-test top
+#             CONFIG ?= zcu102    accelerator preset of make frame: zcu102 | u280 | ecp5_85f
 
 PYTHON ?= python3
 VENV   := .venv
@@ -20,6 +21,7 @@ SIM    ?= verilator
 BOARD  ?= ulx3s
 UNIT   ?=
 DATASET ?= mnist5k
+CONFIG ?= zcu102
 export SIM
 
 .DEFAULT_GOAL := help
@@ -70,6 +72,9 @@ train-moevit: $(STAMP)  ## retrain a study MoE-ViT (DATASET=digits|mnist5k; inst
 	$(BIN)/python -m pip install -q -e ".[train]"
 	$(BIN)/python -m examples.train_moevit --dataset $(DATASET)
 
+frame: $(STAMP)  ## one M3ViT-tiny frame per task through the RTL top in Verilator (CONFIG=zcu102|u280|ecp5_85f) -> build/frame/
+	$(BIN)/python -m bench.frame --config $(CONFIG)
+
 program: $(STAMP)  ## M3ViT-tiny compiled for every preset: reference executor vs integer model, schedule-model cycles -> build/program/
 	$(BIN)/python -m bench.program
 
@@ -87,5 +92,5 @@ clean:  ## remove build outputs (keeps .venv)
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-moevit program bench \
+.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-moevit frame program bench \
         clean distclean
