@@ -50,9 +50,11 @@ def _run(sim, vfiles, build_dir, test_module, env, testcase, waves, plusargs):
     if sim == "verilator":
         _setup_verilator()
     runner = get_runner(sim)
+    threads = os.environ.get("MOEVIT_VERILATOR_THREADS")
+    args = ["-Wno-fatal"] + (["--threads", threads] if threads else [])
     runner.build(sources=vfiles, hdl_toplevel="top", build_dir=build_dir,
                  timescale=("1ns", "1ps"), waves=waves,
-                 build_args=["-Wno-fatal"] if sim == "verilator" else [])
+                 build_args=args if sim == "verilator" else [])
     results = runner.test(hdl_toplevel="top", test_module=test_module, build_dir=build_dir,
                           test_dir=build_dir, extra_env=env, testcase=testcase, waves=waves,
                           plusargs=list(plusargs))
@@ -98,7 +100,8 @@ def run_cocotb(design, params, component, test_module, *, env=None, testcase=Non
     env = {**{f"TB_{k.upper()}": str(v) for k, v in params.items()}, **(env or {})}
     # cocotb's runner reads WAVES itself; a traced build lives in its own directory.
     waves = waves_requested()
-    build_dir = base / (f"{sim}-waves" if waves else sim)
+    threads = os.environ.get("MOEVIT_VERILATOR_THREADS")
+    build_dir = base / ((f"{sim}-waves" if waves else sim) + (f"-t{threads}" if threads else ""))
     vfiles = [vfile, *sources]
     try:
         return _run(sim, vfiles, build_dir, test_module, env, testcase, waves, plusargs)
