@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install the pinned dependencies
 
-demo: $(STAMP)  ## main job: M3ViT-tiny qkv projection + attention in RTL, bit-exact vs golden, with cycles
+demo: $(STAMP)  ## main job: M3ViT-tiny frames (both tasks) and mnist5k digits through the RTL top, bit- and cycle-exact
 	$(BIN)/python -m examples.demo
 
 test: $(STAMP)  ## default test suite (golden, Amaranth-simulator and cocotb tests; no slow ones)

@@ -37,7 +37,6 @@ from golden.float_model import patchify
 from golden.int_model import QuantParams
 from rtl.config import AcceleratorConfig
 from rtl.control.isa import Base, Buffer, Codes, Index, Opcode, Queue, Rows, Write
-from rtl.gating_path import lanes_for
 
 from .images import (beats_to_bytes, matrix_image, norm_image, stripe, tensor_bytes,
                      tensor_from_bytes, tensor_size, unstripe)
@@ -83,15 +82,6 @@ def check_model(qp, config):
         exact("top_k", m.top_k, "capacity.top_k", cap.top_k)
         if m.num_experts < 2:
             raise ProgramError(f"{where}: num_experts must be at least 2 for the gating datapath")
-        po = config.linear.po
-        if m.num_experts > po and (m.num_experts % po or config.linear.t != 1):
-            raise ProgramError(f"{where}: num_experts {m.num_experts} above linear.po {po} must "
-                               f"be a multiple of it with linear.t = 1 (one token's logits in "
-                               f"consecutive beats)")
-        if lanes_for(config.linear_config(), m.num_experts) > 16:
-            raise ProgramError(f"{where}: the gate's softmax takes at most 16 logits per beat, "
-                               f"min(num_experts, linear.po) = "
-                               f"{lanes_for(config.linear_config(), m.num_experts)}")
     limit("flattened patch (in_chans * patch_size**2)", m.patch_dim, "capacity.hidden",
           cap.hidden)
     exact("head_dim", m.head_dim, "capacity.head_dim", cap.head_dim)

@@ -7,15 +7,13 @@ share one list instead of repeating parameters.
 from .attention import AttentionConfig, AttentionKernel
 from .combine import Combiner
 from .config import PRESETS
-from .dispatch import Dispatcher
 from .gating import Gating
 from .gelu import GeluUnit
 from .layernorm import LayerNormUnit
 from .linear import LinearConfig, LinearKernel
-from .routing import Router
 from .softmax import SoftmaxUnit
 from .systolic import SystolicArray
-from .topk import TopK
+from .top.accelerator import Accelerator
 
 __all__ = ["UNITS"]
 
@@ -58,19 +56,12 @@ UNITS = {
     # The same with the reference's log-sqrt2 codes (second numerator, sqrt(2) at the output).
     "attention_8x16x3_sqrt2": lambda: AttentionKernel(AttentionConfig(
         r=8, dp=16, h=3, max_tokens=129, codes="sqrt2")),
-    # Gating selection and dispatch: M3ViT-tiny (E = 16, top-2, 129 tokens) and E = 64, top-4.
-    "gating_topk_e16_k2": lambda: TopK(16, 2),
-    "gating_topk_e16_k2_l16": lambda: TopK(16, 2, lanes=16),
-    "gating_topk_e64_k4": lambda: TopK(64, 4),
-    "gating_topk_e64_k4_l4": lambda: TopK(64, 4, lanes=4),
-    "gating_topk_e64_k4_l16": lambda: TopK(64, 4, lanes=16),
-    "dispatcher_e16_k2_n129": lambda: Dispatcher(16, 2, 129),
-    "dispatcher_e64_k4_n129": lambda: Dispatcher(64, 4, 129),
-    "router_e16_k2_n129": lambda: Router(16, 2, 129),
 }
 
-# The kernels of every accelerator preset, built from its AcceleratorConfig.
+# The kernels of every accelerator preset, built from its AcceleratorConfig, and the whole
+# accelerator top (its RTL is long to synthesize: name it on the command line).
 for _name, _preset in PRESETS.items():
+    UNITS[f"accelerator_{_name}"] = lambda p=_preset: Accelerator(p())
     UNITS[f"linear_{_name}"] = lambda p=_preset: LinearKernel(p().linear_config())
     UNITS[f"attention_{_name}"] = lambda p=_preset: AttentionKernel(p().attention_config())
     UNITS[f"layernorm_{_name}"] = lambda p=_preset: LayerNormUnit(p().capacity.dim,

@@ -196,13 +196,14 @@ def _unhex(text, data_bytes):
     return b"".join(bytes.fromhex(r.zfill(2 * data_bytes))[::-1] for r in rows)
 
 
-def run_verilator(compiled, runs, timeout=None):
+def run_verilator(compiled, runs, timeout=None, log_dir=None):
     """Runs of ``compiled`` in Verilator: ``runs`` is a list of ``(pixels, task)``.
 
     The DRAM image gets one input and one output slot per run after the compiled
     image; the runs go one after the other in one simulation. Returns a list of
     :class:`FrameResult` (their ``busy`` includes ``wall_s``, the simulation time of
-    the frame) and the build + simulation wall time.
+    the frame) and the build + simulation wall time. ``log_dir``: where the Verilator
+    build and simulation logs go instead of the terminal.
     """
     config, axi = compiled.config, compiled.config.axi
     base = compiled.image
@@ -231,7 +232,7 @@ def run_verilator(compiled, runs, timeout=None):
     run_cocotb("frame", params, FrameHarness(config, depth), "sim.tb_frame",
                env={"TB_SPEC": json.dumps(spec)}, sources=[RAM_SOURCE],
                plusargs=[f"+image={folder / 'image.hex'}", f"+dump={dump}",
-                         f"+dump_first={first}", f"+dump_last={last}"])
+                         f"+dump_first={first}", f"+dump_last={last}"], log_dir=log_dir)
     wall = time.perf_counter() - start
     raw = _unhex(dump.read_text(), axi.data_bytes)
     out = []

@@ -46,18 +46,22 @@ def default_simulator():
     return sim
 
 
-def _run(sim, vfiles, build_dir, test_module, env, testcase, waves, plusargs):
+def _run(sim, vfiles, build_dir, test_module, env, testcase, waves, plusargs, log_dir=None):
     if sim == "verilator":
         _setup_verilator()
     runner = get_runner(sim)
     threads = os.environ.get("MOEVIT_VERILATOR_THREADS")
     args = ["-Wno-fatal"] + (["--threads", threads] if threads else [])
+    logs = {}
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        logs = {"build": log_dir / "build.log", "test": log_dir / "sim.log"}
     runner.build(sources=vfiles, hdl_toplevel="top", build_dir=build_dir,
                  timescale=("1ns", "1ps"), waves=waves,
-                 build_args=args if sim == "verilator" else [])
+                 build_args=args if sim == "verilator" else [], log_file=logs.get("build"))
     results = runner.test(hdl_toplevel="top", test_module=test_module, build_dir=build_dir,
                           test_dir=build_dir, extra_env=env, testcase=testcase, waves=waves,
-                          plusargs=list(plusargs))
+                          plusargs=list(plusargs), log_file=logs.get("test"))
     # Under pytest the runner raises on failure itself; from a script it does not.
     tests, failed = get_results(results)
     if failed or not tests:
@@ -66,7 +70,7 @@ def _run(sim, vfiles, build_dir, test_module, env, testcase, waves, plusargs):
 
 
 def run_cocotb(design, params, component, test_module, *, env=None, testcase=None, sim=None,
-               sources=(), plusargs=()):
+               sources=(), plusargs=(), log_dir=None):
     """Emit ``component`` as Verilog and run the cocotb module ``test_module`` on it.
 
     Parameters
@@ -88,6 +92,9 @@ def run_cocotb(design, params, component, test_module, *, env=None, testcase=Non
         Verilog files the design instantiates (simulation models).
     plusargs : sequence of str
         ``+name=value`` arguments of the simulation run.
+    log_dir : Path, optional
+        Write the build and simulation output to ``build.log`` and ``sim.log`` there
+        instead of the terminal.
 
     Raises
     ------
@@ -104,7 +111,7 @@ def run_cocotb(design, params, component, test_module, *, env=None, testcase=Non
     build_dir = base / ((f"{sim}-waves" if waves else sim) + (f"-t{threads}" if threads else ""))
     vfiles = [vfile, *sources]
     try:
-        return _run(sim, vfiles, build_dir, test_module, env, testcase, waves, plusargs)
+        return _run(sim, vfiles, build_dir, test_module, env, testcase, waves, plusargs, log_dir)
     except (SystemExit, Exception) as exc:
         if waves:
             raise

@@ -15,7 +15,6 @@ from moevit.executor import Execution, execute
 from moevit.images import tensor_bytes
 from moevit.program import DramImage, Instruction, Program, ProgramError, Region
 from moevit.schedule import dma_read, dma_write, schedule
-from rtl import gating_path
 from rtl.config import AcceleratorConfig, AxiPorts, preset
 from rtl.control.isa import Base, Buffer, Opcode, Queue
 from rtl.linear import LinearConfig, batch_cycles, exp_cycles, image_beats
@@ -88,17 +87,12 @@ def test_hand_timed_program():
     assert (sched.dram_read_bytes, sched.dram_write_bytes) == (128 + 32, 32)
 
 
-def test_batch_and_route_models_are_the_unit_models_minus_the_image():
+def test_the_batch_model_is_the_kernel_model_minus_the_image():
     config = LinearConfig(pi=16, po=16, t=3, max_in=768, max_out=768, bus_width=512)
     for kb, nb, tokens in [(12, 36, 129), (48, 12, 5), (1, 1, 1), (12, 24, 40)]:
         jobs = [(kb * 16, nb * 16, tokens)]
         assert batch_cycles(config, kb, nb, tokens) + image_beats(config, kb, nb) == \
             exp_cycles(config, jobs)
-    for experts, k, tokens in [(16, 2, 129), (4, 1, 7), (16, 4, 10)]:
-        kb, nb = 12, -(-experts // 16)
-        assert gating_path.exp_cycles(config, experts, k, 192, [tokens]) == \
-            image_beats(config, kb, nb) + gating_path.route_cycles(config, experts, k, 192,
-                                                                   tokens) + 1 + k * tokens
 
 
 @pytest.fixture(scope="module")
