@@ -4,8 +4,8 @@ The DRAM lives in the design (``sim/hdl/moevit_sim_ram.v``, loaded from a hex fi
 at time 0), so between register accesses no Python runs per cycle: the testbench
 writes each run's arguments (:class:`sim.cocotb_lite.LiteManager`, which runs only
 during its transactions), sets ap_start, waits for the interrupt, reads the status
-registers, and finally has the memory dump the output slots. ``TB_SPEC`` (JSON) lists the runs; results go to its
-``result`` file.
+registers, and finally has the memory dump the output slots. ``TB_SPEC`` (JSON) lists
+the runs; results go to its ``result`` file.
 """
 
 import json

@@ -1,10 +1,9 @@
-"""DMA engines on the simulation memory: data in the striped layout, cycles == the schedule model."""
+"""DMA engines on the simulation memory: striped data, cycles equal to the schedule model."""
 
 import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from moevit.schedule import dma_read, dma_write

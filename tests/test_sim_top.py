@@ -32,7 +32,8 @@ def _check(compiled, runs):
 
 def _seeded(cfg, seed=2):
     images = [random_image(cfg, seed=n) for n in range(3)]
-    return calibrate(cfg, init_weights(cfg, seed=seed), images[:2]), pixels_from_image(cfg, images[2])
+    qp = calibrate(cfg, init_weights(cfg, seed=seed), images[:2])
+    return qp, pixels_from_image(cfg, images[2])
 
 
 def test_tiny_test_both_tasks():

@@ -1,1 +1,1 @@
-"""The accelerator top: registers, fetch, the queues and the engines (:mod:`rtl.top.accelerator`)."""
+"""The accelerator top: registers, fetch, queues, engines (:mod:`rtl.top.accelerator`)."""

@@ -29,7 +29,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from ..attention import AttentionKernel, beat_layout
+from ..attention import AttentionKernel
 from ..bus.axi import axi4_signature, forward, lite_signature, read_signature, write_signature
 from ..combine import Combiner
 from ..config import BUFFERS, AcceleratorConfig
@@ -41,7 +41,7 @@ from ..gating import Gating
 from ..layernorm import LayerNormUnit, param_layout
 from ..linear import LinearKernel
 from ..memory.buffers import Buffer as BufferMemory
-from ..memory.buffers import BufferReader, RowGenerator, entry_layout, rows_command_layout
+from ..memory.buffers import BufferReader, RowGenerator, entry_layout
 from ..memory.dma import BEATS_BITS, DmaReader, DmaWriter
 from ..params import validating
 
@@ -284,7 +284,8 @@ class Accelerator(wiring.Component):
                 with m.If(ok):
                     m.d.comb += [fetch_cmd_valid.eq(1),
                                  fetch_cmd.address.eq(
-                                     args.program + axi.footprint(axi.words(INSTRUCTION_BITS // 8))),
+                                     args.program
+                                     + axi.footprint(axi.words(INSTRUCTION_BITS // 8))),
                                  fetch_cmd.beats.eq(((count * 16) + axi.path_bytes - 1)
                                                     >> exact_log2(axi.path_bytes))]
                     m.d.sync += [total.eq(count + 1), fetch_word.eq(0)]
@@ -434,7 +435,7 @@ class Accelerator(wiring.Component):
             for n in channels.values():
                 m.d.sync += n.eq(0)
 
-        # ---- engines ------------------------------------------------------------------------------
+        # ---- engines -----------------------------------------------------------------------
         bases = {Base.MODEL: args.model, Base.INPUT: in_base, Base.OUTPUT: out_base}
         start_load = issue[Queue.LOAD] & ~((load_op == Opcode.END) | (load_op == Opcode.SYNC)
                                            | (load_op == Opcode.LOOP))
@@ -457,15 +458,6 @@ class Accelerator(wiring.Component):
         with m.If(running | draining):
             m.d.sync += idle_cycles.eq(Mux(progress | (idle_cycles == cfg.watchdog), 0,
                                            idle_cycles + 1))
-        # Internal signals for testbenches (read after elaboration).
-        self.probes = {"issue": issue, "done": done, "candidate": {q: seqs[q].candidate for q in Queue},
-                       "finished": {q: seqs[q].finished for q in Queue}, "error": error,
-                       "running": running, "channels": channels, "counters": counters,
-                       "linear_x": linear.x, "linear_y": linear.y, "gate_o": gate.o,
-                       "combiner_o": combiner.o, "n_active": n_active,
-                       "x_generators": self._x_generators, "table_rd": table_rd,
-                       "table": table}
-
         # ---- busy counters ----------------------------------------------------------------------
         engine_busy = {"load": busy[Queue.LOAD], "compute": busy[Queue.COMPUTE],
                        "store": busy[Queue.STORE]}
@@ -524,7 +516,7 @@ class Accelerator(wiring.Component):
 
     def _load_engine(self, m, cfg, cand, start, expert, args, bases, reader, owner_fetch,
                      fetch_cmd, fetch_cmd_valid, linear, norm, mem, done, error):
-        axi, path = cfg.axi, cfg.axi.path_bits
+        path = cfg.axi.path_bits
         op = Signal(Opcode, name="load_op")
         matrix = ARGS[Opcode.LOAD_MATRIX](cand.args[:ARGS[Opcode.LOAD_MATRIX].size])
         params = ARGS[Opcode.LOAD_NORM](cand.args[:ARGS[Opcode.LOAD_NORM].size])
@@ -626,7 +618,7 @@ class Accelerator(wiring.Component):
     # ---- the store queue's engine ---------------------------------------------------------
 
     def _store_engine(self, m, cfg, cand, start, bases, writer, mem, done, error):
-        axi, path = cfg.axi, cfg.axi.path_bits
+        path = cfg.axi.path_bits
         tensor = ARGS[Opcode.STORE_TENSOR](cand.args[:ARGS[Opcode.STORE_TENSOR].size])
         beats, row_words, per_row = self._tensor_beats(m, cfg, tensor, "store_tensor")
         address = self._dram_address(m, cfg, tensor, bases, 0, beats, "store")
@@ -651,13 +643,7 @@ class Accelerator(wiring.Component):
         sources = [b for b in (Buffer.X, Buffer.LOGITS) if b.name in mem]
         outs = []
         for b in sources:
-            unit = mem[b.name]
-            gen = RowGenerator(_ROW_BITS, _COL_BITS, 1)
-            rd = BufferReader(unit.unit.addr_bits, unit.word_bits, path, unit.pitch,
-                              _ROW_BITS, _COL_BITS)
-            m.submodules[f"store_rows_{b.name}"], m.submodules[f"store_reader_{b.name}"] = gen, rd
-            wiring.connect(m, gen.o, rd.rows)
-            wiring.connect(m, rd.bus, unit.reader())
+            gen, rd = self._reader(m, mem[b.name], path, f"store_{b.name}")
             m.d.comb += [gen.start.eq(start & (tensor.buffer == b)),
                          gen.command.row.eq(tensor.row), gen.command.rows.eq(tensor.rows),
                          gen.command.groups.eq(1),
@@ -702,8 +688,9 @@ class Accelerator(wiring.Component):
                      port.en.eq(Mux(valid, ((1 << count) - 1) << (offset >> exact_log2(g)), 0))]
 
     @staticmethod
-    def _reader(m, unit, sub_bits, name):
-        gen = RowGenerator(_ROW_BITS, _COL_BITS, 1)
+    def _reader(m, unit, sub_bits, name, entry_bits=1):
+        """A row generator and a buffer reader of ``sub_bits`` beats on ``unit``."""
+        gen = RowGenerator(_ROW_BITS, _COL_BITS, entry_bits)
         rd = BufferReader(unit.unit.addr_bits, unit.word_bits, sub_bits, unit.pitch,
                           _ROW_BITS, _COL_BITS)
         m.submodules[f"{name}_rows"], m.submodules[f"{name}_reader"] = gen, rd
@@ -781,21 +768,16 @@ class Accelerator(wiring.Component):
         l_args = ARGS[Opcode.LINEAR](cand.args[:ARGS[Opcode.LINEAR].size])
         l_start = start & (op == Opcode.LINEAR)
         l_active = Signal(name="linear_active")
-        l = Signal(ARGS[Opcode.LINEAR], name="linear_args")
+        lin = Signal(ARGS[Opcode.LINEAR], name="linear_args")
         with m.If(l_start):
-            m.d.sync += [l.eq(l_args), l_active.eq(1)]
+            m.d.sync += [lin.eq(l_args), l_active.eq(1)]
         sources = {Buffer.H: mem["H"], Buffer.A: mem_a, Buffer.G: mem["G"]}
         x_sources = []
         for b, unit in sources.items():
             name = f"linear_x_{b.name}"
             if cfg.share_buffers and b == Buffer.A:
                 continue
-            gen = RowGenerator(_ROW_BITS, _COL_BITS, table_rd.addr.shape().width)
-            rd = BufferReader(unit.unit.addr_bits, unit.word_bits, w * 8, unit.pitch,
-                              _ROW_BITS, _COL_BITS)
-            m.submodules[f"{name}_rows"], m.submodules[f"{name}_reader"] = gen, rd
-            wiring.connect(m, gen.o, rd.rows)
-            wiring.connect(m, rd.bus, unit.reader())
+            gen, rd = self._reader(m, unit, w * 8, name, table_rd.addr.shape().width)
             srcs = (b,) if not (cfg.share_buffers and b == Buffer.H) else (Buffer.H, Buffer.A)
             mine = Cat(l_args.src == s for s in srcs).any()
             from_table = l_args.rows_from == Rows.EXPERT
@@ -803,14 +785,13 @@ class Accelerator(wiring.Component):
                          gen.command.rows.eq(Mux(from_table, counts[expert], l_args.rows)),
                          gen.command.from_table.eq(from_table),
                          gen.command.entry.eq(starts[expert]), gen.command.groups.eq(1),
-                         rd.words.eq(l.kb)]
+                         rd.words.eq(lin.kb)]
             with m.If(gen.table.en):
                 m.d.comb += [table_rd.addr.eq(gen.table.addr), table_rd.en.eq(1)]
             m.d.comb += gen.table.data.eq(table_rd.data)
             x_sources.append((srcs, rd))
-            self._x_generators = getattr(self, "_x_generators", []) + [gen]
         for srcs, rd in x_sources:
-            with m.If(Cat(l.src == s for s in srcs).any()):
+            with m.If(Cat(lin.src == s for s in srcs).any()):
                 m.d.comb += [linear.x.valid.eq(rd.o.valid & l_active),
                              linear.x.payload.data.eq(rd.o.payload.data),
                              linear.x.payload.token.eq(rd.o.payload.row),
@@ -820,22 +801,23 @@ class Accelerator(wiring.Component):
         y = linear.y
         y_take = y.valid & y.ready
         y_last = y_take & y.payload.last
-        unit_index = (l.col >> exact_log2(w)) + y.payload.fold
-        target = y.payload.token + l.row_offset
-        m.d.comb += y.ready.eq(Mux(l.write == Write.COMBINE, combiner.i.ready, 1))
+        unit_index = (lin.col >> exact_log2(w)) + y.payload.fold
+        target = y.payload.token + lin.row_offset
+        m.d.comb += y.ready.eq(Mux(lin.write == Write.COMBINE, combiner.i.ready, 1))
         # STORE: into Q / K / V (by column section), G or LOGITS.
         dw = cap.dim // w
         narrow = Cat(*[y.payload.data[lane][:8] for lane in range(w)])
-        for name, dst, lo in (("Q", Buffer.QKV, 0), ("K", Buffer.QKV, dw), ("V", Buffer.QKV, 2 * dw),
-                              ("G", Buffer.G, None), ("LOGITS", Buffer.LOGITS, None)):
+        for name, dst, lo in (("Q", Buffer.QKV, 0), ("K", Buffer.QKV, dw),
+                              ("V", Buffer.QKV, 2 * dw), ("G", Buffer.G, None),
+                              ("LOGITS", Buffer.LOGITS, None)):
             if name not in mem:
                 continue
             unit = mem[name]
             if lo is None:
-                sel = y_take & (l.write == Write.STORE) & (l.dst == dst)
+                sel = y_take & (lin.write == Write.STORE) & (lin.dst == dst)
                 index = unit_index
             else:
-                sel = (y_take & (l.write == Write.STORE) & (l.dst == dst)
+                sel = (y_take & (lin.write == Write.STORE) & (lin.dst == dst)
                        & (unit_index >= lo) & (unit_index < lo + dw))
                 index = unit_index - lo
             value = narrow if unit.dtype == "int8" else Cat(*[y.payload.data[k] for k in range(w)])
@@ -843,23 +825,23 @@ class Accelerator(wiring.Component):
             self._sub_write(m, unit.writer(), unit, sel, target, index * bits, value, bits,
                             f"linear_{name}")
         # ADD: the residual adder.
-        add_from_linear = y_take & (l.write == Write.ADD)
+        add_from_linear = y_take & (lin.write == Write.ADD)
         # COMBINE: into the combiner; count the batches since the last flush.
         batches = Signal(8, name="combine_batches")
-        m.d.comb += [combiner.i.valid.eq(y.valid & (l.write == Write.COMBINE) & l_active),
+        m.d.comb += [combiner.i.valid.eq(y.valid & (lin.write == Write.COMBINE) & l_active),
                      combiner.i.payload.eq(y.payload)]
-        with m.If(y_last & (l.write == Write.COMBINE)):
+        with m.If(y_last & (lin.write == Write.COMBINE)):
             m.d.sync += batches.eq(batches + 1)
         # ROUTE: logits into U, then through the gating unit into the routing table.
         u = mem["U"]
-        route_y = y_take & (l.write == Write.ROUTE)
+        route_y = y_take & (lin.write == Write.ROUTE)
         self._sub_write(m, u.writer(), u, route_y, y.payload.token, y.payload.fold * (w * 16),
                         Cat(*[y.payload.data[k] for k in range(w)]), w * 16, "route_u")
         phase2 = Signal(name="route_phase2")
-        m.d.sync += phase2.eq(y_last & (l.write == Write.ROUTE))
+        m.d.sync += phase2.eq(y_last & (lin.write == Write.ROUTE))
         g_active = Signal(name="gating_active")
         gen_u, rd_u = self._reader(m, u, 16, "route")
-        m.d.comb += [gen_u.start.eq(phase2), gen_u.command.rows.eq(l.rows),
+        m.d.comb += [gen_u.start.eq(phase2), gen_u.command.rows.eq(lin.rows),
                      gen_u.command.groups.eq(1), rd_u.words.eq(cap.experts),
                      gate.i.valid.eq(rd_u.o.valid), gate.i.payload.u.eq(rd_u.o.payload.data),
                      gate.i.payload.last.eq(rd_u.o.payload.last), rd_u.o.ready.eq(gate.i.ready),
@@ -881,15 +863,16 @@ class Accelerator(wiring.Component):
             m.d.sync += [g_active.eq(0), l_active.eq(0)]
         l_done = Signal(name="linear_done")
         l_done_late = Signal(name="linear_done_late")       # ADD / COMBINE: one cycle later
-        m.d.sync += l_done_late.eq(y_last & ((l.write == Write.ADD) | (l.write == Write.COMBINE)))
-        m.d.comb += l_done.eq((y_last & (l.write == Write.STORE)) | l_done_late | g_done)
+        m.d.sync += l_done_late.eq(y_last & ((lin.write == Write.ADD)
+                                             | (lin.write == Write.COMBINE)))
+        m.d.comb += l_done.eq((y_last & (lin.write == Write.STORE)) | l_done_late | g_done)
         with m.If(l_done & ~g_done):
             m.d.sync += l_active.eq(0)
         dones.append(l_done)
         self._unit_busy["linear"] = l_active & ~g_active
         self._unit_busy["gating"] = g_active
 
-        # ---- ATTENTION: Q, K, V -> attention -> A --------------------------------------------------
+        # ---- ATTENTION: Q, K, V -> attention -> A ----------------------------------------
         a_args = ARGS[Opcode.ATTENTION](cand.args[:ARGS[Opcode.ATTENTION].size])
         a_start = start & (op == Opcode.ATTENTION)
         a_active = Signal(name="attention_active")
