@@ -34,7 +34,7 @@ from .runner import run_cocotb
 from .verilog import design_dir
 
 __all__ = ["FrameHarness", "FrameResult", "PysimHost", "arguments", "simulate", "run_pysim",
-           "run_verilator"]
+           "run_verilator", "run_with_stalls"]
 
 
 class FrameHarness(wiring.Component):
@@ -244,3 +244,45 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
         busy["wall_s"] = status["wall_s"]
         out.append(FrameResult(compiled.read_output(image), s["cycles"], s["error"], busy))
     return out, wall
+
+
+def run_with_stalls(compiled, runs, pause=0.3, seed=1, timeout=None):
+    """Runs of ``compiled`` on the bare top in Verilator against cocotbext-axi's AXI RAMs with
+    random pauses (a share ``pause`` of the cycles) on every channel: the protocol test.
+    Returns the :class:`FrameResult` of each run."""
+    config, axi = compiled.config, compiled.config.axi
+    base = compiled.image
+    in_size, out_size = base.region("input").size, base.region("output").size
+    data = bytearray(base.data)
+    inputs = []
+    for pixels, _ in runs:
+        inputs.append(len(data))
+        data += compiled.input_bytes(pixels).ljust(in_size, b"\0")
+    outputs = len(data)
+    data += bytes(out_size * len(runs))
+    key = hashlib.sha256(config.to_json().encode()).hexdigest()[:10]
+    folder = design_dir("stalls", {"config": f"{config.name}-{key}"})
+    (folder / "image.bin").write_bytes(bytes(data))
+    result = folder / "result.json"
+    spec = {"image": str(folder / "image.bin"), "size": 1 << (len(data) - 1).bit_length(),
+            "ports": axi.ports, "pause": pause, "seed": seed, "result": str(result),
+            "runs": [{"arguments": {"program": base.region("program").offset, "model": 0,
+                                    "input": inputs[k], "output": outputs + k * out_size,
+                                    "task": task, "frames": 1},
+                      "output_bytes": out_size, "timeout": timeout or 5_000_000}
+                     for k, (_, task) in enumerate(runs)]}
+    run_cocotb("stalls", {"config": f"{config.name}-{key}"}, Accelerator(config),
+               "sim.tb_axi_stalls", env={"TB_SPEC": json.dumps(spec)}, log_dir=folder / "logs")
+    out = []
+    for k, entry in enumerate(json.loads(result.read_text())):
+        image = base.copy()
+        sub = out_size // axi.ports              # one port's sub-region of the output
+        raw = bytearray(out_size)
+        for p, part in enumerate(entry["outputs"]):
+            chunk = bytes.fromhex(part)
+            raw[p * sub:(p + 1) * sub] = chunk[p * sub:(p + 1) * sub]
+        image.write(image.region("output").offset, bytes(raw))
+        s = entry["status"]
+        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["error"],
+                               {name[5:]: v for name, v in s.items() if name.startswith("busy_")}))
+    return out
