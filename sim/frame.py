@@ -196,6 +196,35 @@ def _unhex(text, data_bytes):
     return b"".join(bytes.fromhex(r.zfill(2 * data_bytes))[::-1] for r in rows)
 
 
+def _run_image(compiled, runs, timeout):
+    """The DRAM image of ``runs`` (``(pixels, task)``): the compiled image, then one input
+    and one output slot per run. Returns the bytes, the output slots' offset and size, and
+    each run's kernel arguments and timeout."""
+    base = compiled.image
+    in_size, out_size = base.region("input").size, base.region("output").size
+    data = bytearray(base.data)
+    inputs = []
+    for pixels, _ in runs:
+        inputs.append(len(data))
+        data += compiled.input_bytes(pixels).ljust(in_size, b"\0")
+    outputs = len(data)
+    data += bytes(out_size * len(runs))
+    specs = [{"arguments": {"program": base.region("program").offset, "model": 0,
+                            "input": inputs[k], "output": outputs + k * out_size,
+                            "task": task, "frames": 1},
+              "timeout": timeout}
+             for k, (_, task) in enumerate(runs)]
+    return data, outputs, out_size, specs
+
+
+def _design_key(config):
+    return f"{config.name}-{hashlib.sha256(config.to_json().encode()).hexdigest()[:10]}"
+
+
+def _busy(status):
+    return {name[5:]: v for name, v in status.items() if name.startswith("busy_")}
+
+
 def run_verilator(compiled, runs, timeout=None, log_dir=None):
     """Runs of ``compiled`` in Verilator: ``runs`` is a list of ``(pixels, task)``.
 
@@ -207,25 +236,13 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
     """
     config, axi = compiled.config, compiled.config.axi
     base = compiled.image
-    in_size, out_size = base.region("input").size, base.region("output").size
-    data = bytearray(base.data)
-    inputs = []
-    for pixels, _ in runs:
-        inputs.append(len(data))
-        data += compiled.input_bytes(pixels).ljust(in_size, b"\0")
-    outputs = len(data)
-    data += bytes(out_size * len(runs))
+    data, outputs, out_size, specs = _run_image(compiled, runs, timeout or 50_000_000)
     depth = len(data) // axi.data_bytes
-    key = hashlib.sha256(config.to_json().encode()).hexdigest()[:10]
-    params = {"config": f"{config.name}-{key}", "words": depth}
+    params = {"config": _design_key(config), "words": depth}
     folder = design_dir("frame", params)
     (folder / "image.hex").write_text(_hex(data, axi.data_bytes))
     dump, result = folder / "outputs.hex", folder / "result.json"
-    spec = {"result": str(result), "runs": [
-        {"arguments": {"program": base.region("program").offset, "model": 0, "input": inputs[k],
-                       "output": outputs + k * out_size, "task": task, "frames": 1},
-         "timeout": timeout or 50_000_000}
-        for k, (_, task) in enumerate(runs)]}
+    spec = {"result": str(result), "runs": specs}
     first = outputs // axi.data_bytes
     last = (outputs + out_size * len(runs)) // axi.data_bytes - 1
     start = time.perf_counter()
@@ -240,7 +257,7 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
         image = base.copy()
         image.write(image.region("output").offset, raw[k * out_size:(k + 1) * out_size])
         s = status["status"]
-        busy = {name[5:]: v for name, v in s.items() if name.startswith("busy_")}
+        busy = _busy(s)
         busy["wall_s"] = status["wall_s"]
         out.append(FrameResult(compiled.read_output(image), s["cycles"], s["error"], busy))
     return out, wall
@@ -252,26 +269,15 @@ def run_with_stalls(compiled, runs, pause=0.3, seed=1, timeout=None):
     Returns the :class:`FrameResult` of each run."""
     config, axi = compiled.config, compiled.config.axi
     base = compiled.image
-    in_size, out_size = base.region("input").size, base.region("output").size
-    data = bytearray(base.data)
-    inputs = []
-    for pixels, _ in runs:
-        inputs.append(len(data))
-        data += compiled.input_bytes(pixels).ljust(in_size, b"\0")
-    outputs = len(data)
-    data += bytes(out_size * len(runs))
-    key = hashlib.sha256(config.to_json().encode()).hexdigest()[:10]
-    folder = design_dir("stalls", {"config": f"{config.name}-{key}"})
+    data, outputs, out_size, specs = _run_image(compiled, runs, timeout or 5_000_000)
+    key = _design_key(config)
+    folder = design_dir("stalls", {"config": key})
     (folder / "image.bin").write_bytes(bytes(data))
     result = folder / "result.json"
     spec = {"image": str(folder / "image.bin"), "size": 1 << (len(data) - 1).bit_length(),
             "ports": axi.ports, "pause": pause, "seed": seed, "result": str(result),
-            "runs": [{"arguments": {"program": base.region("program").offset, "model": 0,
-                                    "input": inputs[k], "output": outputs + k * out_size,
-                                    "task": task, "frames": 1},
-                      "output_bytes": out_size, "timeout": timeout or 5_000_000}
-                     for k, (_, task) in enumerate(runs)]}
-    run_cocotb("stalls", {"config": f"{config.name}-{key}"}, Accelerator(config),
+            "output_bytes": out_size, "runs": specs}
+    run_cocotb("stalls", {"config": key}, Accelerator(config),
                "sim.tb_axi_stalls", env={"TB_SPEC": json.dumps(spec)}, log_dir=folder / "logs")
     out = []
     for k, entry in enumerate(json.loads(result.read_text())):
@@ -283,6 +289,5 @@ def run_with_stalls(compiled, runs, pause=0.3, seed=1, timeout=None):
             raw[p * sub:(p + 1) * sub] = chunk[p * sub:(p + 1) * sub]
         image.write(image.region("output").offset, bytes(raw))
         s = entry["status"]
-        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["error"],
-                               {name[5:]: v for name, v in s.items() if name.startswith("busy_")}))
+        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["error"], _busy(s)))
     return out

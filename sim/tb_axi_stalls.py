@@ -63,7 +63,7 @@ async def stalled_frames(dut):
         await master.write_dword(ISR, 1)
         out = run["arguments"]["output"]
         # Port p wrote sub-region p of every transfer into its own RAM.
-        parts = [ram.read(out, run["output_bytes"]).hex() for ram in rams]
+        parts = [ram.read(out, spec["output_bytes"]).hex() for ram in rams]
         results.append({"status": status, "outputs": parts})
     with open(spec["result"], "w") as f:
         json.dump(results, f)
