@@ -25,7 +25,7 @@ from amaranth.sim import Simulator
 
 from moevit.images import bytes_to_beats
 from rtl.bus.axi import lite_signature
-from rtl.control.registers import ARGUMENTS, CONTROL, GIE, IER, ISR, STATUS
+from rtl.control.registers import CONTROL, GIE, IER, ISR, STATUS, argument_words
 from rtl.top.accelerator import Accelerator
 
 from .axi_lite import lite_read, lite_write
@@ -101,11 +101,8 @@ class PysimHost:
         self.bus = dut.s_axi_control
 
     async def write_arguments(self, values):
-        for name, value in values.items():
-            offset, bits = ARGUMENTS[name]
-            for word in range(-(-bits // 32)):
-                await lite_write(self.ctx, self.bus, offset + 4 * word,
-                                 (value >> (32 * word)) & 0xFFFFFFFF)
+        for offset, word in argument_words(values):
+            await lite_write(self.ctx, self.bus, offset, word)
 
     async def start(self):
         await lite_write(self.ctx, self.bus, GIE, 1)

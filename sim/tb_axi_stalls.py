@@ -17,7 +17,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-from rtl.control.registers import ARGUMENTS, CONTROL, GIE, IER, ISR, STATUS
+from rtl.control.registers import CONTROL, GIE, IER, ISR, STATUS, argument_words
 
 
 def _pauses(rng, share):
@@ -36,13 +36,11 @@ async def stalled_frames(dut):
     for p in range(spec["ports"]):
         ram = AxiRam(AxiBus.from_prefix(dut, f"m_axi{p}_"), dut.clk, dut.rst, size=spec["size"])
         ram.write(0, image)
-        for channel in ("aw", "w", "b", "ar", "r"):
-            getattr(ram, f"{'write' if channel in 'awb' else 'read'}_if").log.setLevel("WARNING")
-        ram.write_if.aw_channel.set_pause_generator(_pauses(rng, spec["pause"]))
-        ram.write_if.w_channel.set_pause_generator(_pauses(rng, spec["pause"]))
-        ram.write_if.b_channel.set_pause_generator(_pauses(rng, spec["pause"]))
-        ram.read_if.ar_channel.set_pause_generator(_pauses(rng, spec["pause"]))
-        ram.read_if.r_channel.set_pause_generator(_pauses(rng, spec["pause"]))
+        ram.write_if.log.setLevel("WARNING")
+        ram.read_if.log.setLevel("WARNING")
+        for channel in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel,
+                        ram.read_if.ar_channel, ram.read_if.r_channel):
+            channel.set_pause_generator(_pauses(rng, spec["pause"]))
         rams.append(ram)
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
@@ -53,10 +51,8 @@ async def stalled_frames(dut):
     await master.write_dword(IER, 1)
     results = []
     for run in spec["runs"]:
-        for name, value in run["arguments"].items():
-            offset, bits = ARGUMENTS[name]
-            for word in range(-(-bits // 32)):
-                await master.write_dword(offset + 4 * word, (value >> (32 * word)) & 0xFFFFFFFF)
+        for offset, word in argument_words(run["arguments"]):
+            await master.write_dword(offset, word)
         await master.write_dword(CONTROL, 1)
         await with_timeout(RisingEdge(dut.interrupt), run["timeout"] * 10, "ns")
         status = {name: await master.read_dword(offset) for name, offset in STATUS.items()}

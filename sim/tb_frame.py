@@ -15,7 +15,7 @@ import time
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
-from rtl.control.registers import ARGUMENTS, CONTROL, GIE, IER, ISR, STATUS
+from rtl.control.registers import CONTROL, GIE, IER, ISR, STATUS, argument_words
 from sim.cocotb_lite import LiteManager
 
 
@@ -32,10 +32,8 @@ async def frames(dut):
     await master.write(IER, 1)
     results = []
     for run in spec["runs"]:
-        for name, value in run["arguments"].items():
-            offset, bits = ARGUMENTS[name]
-            for word in range(-(-bits // 32)):
-                await master.write(offset + 4 * word, (value >> (32 * word)) & 0xFFFFFFFF)
+        for offset, word in argument_words(run["arguments"]):
+            await master.write(offset, word)
         start = time.perf_counter()
         await master.write(CONTROL, 1)
         await with_timeout(RisingEdge(dut.interrupt), run["timeout"] * 10, "ns")

@@ -2,7 +2,8 @@
 
 from amaranth.sim import Simulator
 
-from rtl.control.registers import (ARGUMENTS, CONTROL, GIE, IER, ISR, STATUS, ControlRegisters)
+from rtl.control.registers import (ARGUMENTS, CONTROL, GIE, IER, ISR, STATUS, ControlRegisters,
+                                   argument_words)
 from sim.axi_lite import lite_read, lite_write
 
 
@@ -77,3 +78,10 @@ def test_auto_restart_starts_again_after_done():
         assert runs == 3
         assert await lite_read(ctx, dut.s_axi, CONTROL) & 0x80
     _simulate(bench)
+
+
+def test_argument_words_follow_the_register_map():
+    # 64-bit arguments are two registers, low word first; narrow ones are one.
+    words = argument_words({"program": 0x9_1234_5678, "task": 1})
+    assert words == [(ARGUMENTS["program"][0], 0x1234_5678), (ARGUMENTS["program"][0] + 4, 0x9),
+                     (ARGUMENTS["task"][0], 1)]

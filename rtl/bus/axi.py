@@ -7,16 +7,16 @@ Directions are the manager's (master's): a subordinate takes ``In(...)`` of them
 The accelerator uses a subset: INCR bursts (``axburst = 1``) of full-width beats
 (``axsize = log2(data bytes)``), one ID (``awid`` / ``arid`` are a constant 0 of
 :data:`ID_BITS` bits, there so that bus models and interconnects that require them
-connect; the channels answer in order), all byte strobes set; responses other than OKAY are errors (SLVERR
-``0b10``, DECERR ``0b11``).
+connect; the channels answer in order), all byte strobes set; responses other than
+OKAY are errors (SLVERR ``0b10``, DECERR ``0b11``).
 """
 
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["ADDR_BITS", "ID_BITS", "LITE_ADDR_BITS", "INCR", "OKAY", "read_signature", "write_signature",
-           "axi4_signature", "lite_signature", "forward"]
+__all__ = ["ADDR_BITS", "ID_BITS", "LITE_ADDR_BITS", "INCR", "OKAY", "read_signature",
+           "write_signature", "axi4_signature", "lite_signature", "forward"]
 
 #: Address width of the AXI4 master ports.
 ADDR_BITS = 64
@@ -32,18 +32,18 @@ OKAY = 0
 def read_signature(data_bits):
     """The read address and read data channels (AR, R)."""
     return wiring.Signature({
-        "arid": Out(ID_BITS), "araddr": Out(ADDR_BITS), "arlen": Out(8), "arsize": Out(3), "arburst": Out(2),
-        "arvalid": Out(1), "arready": In(1),
-        "rid": In(ID_BITS), "rdata": In(data_bits), "rresp": In(2), "rlast": In(1), "rvalid": In(1),
-        "rready": Out(1),
+        "arid": Out(ID_BITS), "araddr": Out(ADDR_BITS), "arlen": Out(8), "arsize": Out(3),
+        "arburst": Out(2), "arvalid": Out(1), "arready": In(1),
+        "rid": In(ID_BITS), "rdata": In(data_bits), "rresp": In(2), "rlast": In(1),
+        "rvalid": In(1), "rready": Out(1),
     })
 
 
 def write_signature(data_bits):
     """The write address, write data and write response channels (AW, W, B)."""
     return wiring.Signature({
-        "awid": Out(ID_BITS), "awaddr": Out(ADDR_BITS), "awlen": Out(8), "awsize": Out(3), "awburst": Out(2),
-        "awvalid": Out(1), "awready": In(1),
+        "awid": Out(ID_BITS), "awaddr": Out(ADDR_BITS), "awlen": Out(8), "awsize": Out(3),
+        "awburst": Out(2), "awvalid": Out(1), "awready": In(1),
         "wdata": Out(data_bits), "wstrb": Out(data_bits // 8), "wlast": Out(1),
         "wvalid": Out(1), "wready": In(1),
         "bid": In(ID_BITS), "bresp": In(2), "bvalid": In(1), "bready": Out(1),

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from ..bus.axi import OKAY, lite_signature
 
 __all__ = ["CONTROL", "GIE", "IER", "ISR", "ARGUMENTS", "STATUS", "ENGINES", "ERRORS",
-           "arguments_layout", "ControlRegisters"]
+           "arguments_layout", "argument_words", "ControlRegisters"]
 
 CONTROL, GIE, IER, ISR = 0x00, 0x04, 0x08, 0x0C
 #: Kernel arguments: name -> (offset, bits).
@@ -48,6 +48,14 @@ ERRORS = {"none": 0, "opcode": 1, "read_response": 2, "write_response": 3, "watc
           "header": 5, "token": 6}
 
 arguments_layout = data.StructLayout({name: bits for name, (_, bits) in ARGUMENTS.items()})
+
+
+def argument_words(values):
+    """The register writes of kernel arguments ``{name: value}``: ``(offset, 32-bit word)``
+    pairs, low word first (what a host writes before ap_start)."""
+    return [(offset + 4 * word, (values[name] >> (32 * word)) & 0xFFFFFFFF)
+            for name in values for offset, bits in [ARGUMENTS[name]]
+            for word in range(-(-bits // 32))]
 
 
 class ControlRegisters(wiring.Component):
