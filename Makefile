@@ -78,9 +78,13 @@ frame: $(STAMP)  ## one M3ViT-tiny frame per task through the RTL top in Verilat
 program: $(STAMP)  ## M3ViT-tiny compiled for every preset: reference executor vs integer model, schedule-model cycles -> build/program/
 	$(BIN)/python -m bench.program
 
-bench: $(STAMP)  ## benchmarks: golden frame, program cycles per preset, units (linear, attention, nonlinear) -> build/
+throughput: $(STAMP)  ## cycles per frame at each preset next to Edge-MoE and CoQMoE, and the ablation of the throughput levers -> build/bench/
+	$(BIN)/python -m bench.throughput
+
+bench: $(STAMP)  ## benchmarks: golden frame, program cycles per preset, throughput and its ablation, units (linear, attention, nonlinear) -> build/
 	$(BIN)/python -m bench.golden_frame
 	$(BIN)/python -m bench.program
+	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.nonlinear
 	$(BIN)/python -m bench.attention
 	$(BIN)/python -m bench.linear
@@ -92,5 +96,5 @@ clean:  ## remove build outputs (keeps .venv)
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-moevit frame program bench \
+.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-moevit frame program throughput bench \
         clean distclean

@@ -149,6 +149,9 @@ class Schedule:
     dram_read_bytes, dram_write_bytes : int
     macs : int
         Useful multiply-accumulates of the linear kernel (tokens x d_in x d_out).
+    attention_macs : int
+        Multiplies of the attention kernel's score pass (tokens x tokens x head_dim per
+        head; P.V runs on shift-and-add lanes, not multipliers).
     """
 
     cycles: int
@@ -159,13 +162,15 @@ class Schedule:
     dram_read_bytes: int
     dram_write_bytes: int
     macs: int
+    attention_macs: int
 
     def to_dict(self):
         return {"cycles": self.cycles, "serial_cycles": self.serial_cycles,
                 "unit_busy": dict(self.busy),
                 "unit_share": {u: round(b / self.cycles, 4) for u, b in self.busy.items()},
                 "dram_read_bytes": self.dram_read_bytes,
-                "dram_write_bytes": self.dram_write_bytes, "linear_macs": self.macs}
+                "dram_write_bytes": self.dram_write_bytes, "linear_macs": self.macs,
+                "attention_macs": self.attention_macs}
 
 
 def _from_store(config, step, warm):
@@ -241,7 +246,7 @@ def schedule(config, execution, warm=True):
     cycles, start, end = results[False]
     read = (config.axi.words(WORD_BYTES)
             + config.axi.words((execution.program.words - 1) * WORD_BYTES)) * config.axi.path_bytes
-    write = macs = 0
+    write = macs = attention_macs = 0
     for step in steps:
         if step.ins.op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):
             if not _from_store(config, step, warm):
@@ -251,4 +256,6 @@ def schedule(config, execution, warm=True):
         elif step.ins.op == Opcode.LINEAR:
             macs += step.info["tokens"] * step.info["kb"] * step.info["nb"] \
                 * config.linear.pi * config.linear.po
-    return Schedule(cycles, results[True][0], start, end, busy, read, write, macs)
+        elif step.ins.op == Opcode.ATTENTION:
+            attention_macs += step.info["tokens"] ** 2 * step.info["head_dim"] * step.info["heads"]
+    return Schedule(cycles, results[True][0], start, end, busy, read, write, macs, attention_macs)

@@ -64,7 +64,7 @@ class AttentionConfig:
 
     Parameters
     ----------
-    r : int, 1..32
+    r : int, 1..128
         Query rows in flight (a block).
     dp : int, 1..64
         Head dims per cycle; divides ``head_dim``.
@@ -87,7 +87,7 @@ class AttentionConfig:
     codes: str = "log2"
 
     def __post_init__(self):
-        check_int("r", self.r, 1, 32)
+        check_int("r", self.r, 1, 128)
         check_int("h", self.h, 1, 16)
         check_int("head_dim", self.head_dim, 1, 256)
         check_int("dp", self.dp, 1, 64)

@@ -128,6 +128,10 @@ def test_the_rules_hold_on_a_compiled_frame(frame):
     loaded = sum(s.info["beats"] for s in run.steps if s.queue == Queue.LOAD and "beats" in s.info)
     fetched = config.axi.words(16) + config.axi.words((run.program.words - 1) * 16)
     assert sched.dram_read_bytes == (loaded + fetched) * config.axi.path_bytes
+    # The score pass's multiplies: every block's heads, N x N x head_dim each.
+    cfg = tiny_test()
+    assert sched.attention_macs == (cfg.depth * cfg.num_heads * cfg.num_tokens ** 2
+                                    * cfg.head_dim)
 
 
 def test_resident_weights_come_from_the_store_in_warm_frames():

@@ -77,7 +77,7 @@ def test_sqrt2_every_code():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(r=0), r"r must be an integer in \[1, 32\], not 0"),
+    (dict(r=0), r"r must be an integer in \[1, 128\], not 0"),
     (dict(dp=5), r"dp must divide head_dim \(64\), not 5"),
     (dict(h=17), r"h must be an integer in \[1, 16\], not 17"),
     (dict(max_tokens=1025), r"max_tokens must be an integer in \[1, 1024\], not 1025"),
@@ -135,3 +135,12 @@ def test_trained_model_layer(codes):
              qp.scalar("blocks.1.attn.scores.shift"),
              out.reshape(n, cfg.num_heads, cfg.head_dim).transpose(1, 0, 2),
              seed=1, i_flow=0.8, o_flow=0.8)
+
+
+@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+def test_blocks_wider_than_64_rows(codes):
+    # R = 65 (the u280 preset): 129 tokens in two blocks of 65 and 64 rows, under gaps and
+    # backpressure, then at full rate against the cycle model.
+    config = AttentionConfig(r=65, dp=2, h=1, head_dim=4, max_tokens=129, codes=codes)
+    run(config, 1, 129, seed=7, i_flow=0.7, o_flow=0.6)
+    assert run(config, 2, 129, seed=8) == exp_cycles(config, 129, groups=2)
