@@ -3,9 +3,7 @@ of the throughput levers (issue: frame throughput).
 
 Every figure comes from the schedule model (:mod:`moevit.schedule`) on M3ViT-tiny with
 seeded weights and dual-stage W8A8 (the model of ``make program``); the RTL top equals
-that model cycle for cycle (``make frame``). Where ``build/frame/<preset>/report.json``
-holds an RTL run of the same config, its measured cycles are shown too: ``make frame``'s
-model has other seeded weights (min/max PTQ), so its routing and cycles differ a little.
+that model cycle for cycle (``make frame`` measures it).
 
 * **Side by side**: cycles per frame (task 0), frames/s at an **assumed** 300 MHz (no
   vendor tool has timed the design), MAC units (the linear kernel's and the attention
@@ -32,7 +30,7 @@ from bench.program import quantized_model
 from moevit.compiler import compile_model
 from moevit.executor import execute
 from moevit.schedule import schedule
-from rtl.config import PRESETS, AcceleratorConfig
+from rtl.config import PRESETS
 from sim.waves import BUILD_DIR
 
 ASSUMED_MHZ = 300
@@ -74,18 +72,6 @@ def measure(config, qp, pixels):
             "unit_share": {u: round(b / sched.cycles, 4) for u, b in sched.busy.items()}}
 
 
-def rtl_cycles(config):
-    """Task 0 cycles of ``make frame`` for this exact config, if it ran."""
-    path = BUILD_DIR / "frame" / config.name / "report.json"
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if AcceleratorConfig.from_dict(report["config"]) != config:
-        return None
-    return report["tasks"]["0"]["cycles"]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Frame throughput per preset and the ablation "
                                                  "of the throughput levers.")
@@ -105,8 +91,7 @@ def main(argv=None):
     for name in names:
         with console.status(f"{name}: compile, execute, schedule"):
             config = PRESETS[name]()
-            report["presets"][name] = measure(config, qp, pixels) | {"rtl_cycles":
-                                                                     rtl_cycles(config)}
+            report["presets"][name] = measure(config, qp, pixels)
     for name, start in BASELINE.items():
         if name not in names:
             continue
@@ -124,16 +109,14 @@ def main(argv=None):
         report["ablation"][name] = rows
 
     side = Table(title="M3ViT-tiny, one frame (task 0): cycles from the schedule model")
-    for column in ("design", "cycles", "make frame (RTL)", "fps @300 MHz*", "vs Edge-MoE", "MAC units",
+    for column in ("design", "cycles", "fps @300 MHz*", "vs Edge-MoE", "MAC units",
                    "DSPs (est.)", "linear util.", "frame MAC util.", "DRAM read/frame"):
         side.add_column(column, justify="left" if column == "design" else "right")
     for anchor, (cycles, source) in ANCHORS.items():
-        side.add_row(f"{anchor} ({source})", f"{cycles:,}", "", f"{ASSUMED_MHZ * 1e6 / cycles:,.0f}",
+        side.add_row(f"{anchor} ({source})", f"{cycles:,}", f"{ASSUMED_MHZ * 1e6 / cycles:,.0f}",
                      f"{ANCHORS['Edge-MoE'][0] / cycles:.1f}x", "", "", "", "", "")
     for name, p in report["presets"].items():
-        side.add_row(name, f"{p['cycles']:,}",
-                     f"{p['rtl_cycles']:,}" if p["rtl_cycles"] else "(make frame)",
-                     f"{p['fps_at_assumed_300mhz']:,.0f}",
+        side.add_row(name, f"{p['cycles']:,}", f"{p['fps_at_assumed_300mhz']:,.0f}",
                      f"{ANCHORS['Edge-MoE'][0] / p['cycles']:.1f}x", f"{p['mac_units']:,}",
                      f"{p['dsp_estimate']:,}", f"{p['linear_utilisation']:.1%}",
                      f"{p['frame_mac_utilisation']:.1%}", f"{p['dram_read_bytes'] / 1e6:.1f} MB")

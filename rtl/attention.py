@@ -16,9 +16,9 @@ Dataflow for one group of ``H`` heads (all ``H`` heads run side by side, one lan
 each; every beat carries ``Dp`` dims of each of the ``H`` heads). Two engines work
 on consecutive blocks of R query rows at once::
 
-    front:  k, v beats --> K and V buffers (N rows x head_dim, on chip)
-            per block: q beats --> Q block (two, alternating)
-                       pass 1: key j = 0..N-1 broadcast to the R rows: R x Dp MACs per head,
+    Q loader: q beats --> Q blocks (two, alternating), filled while pass 1 reads the other
+    front:  k, v beats side by side --> K and V buffers (N rows x head_dim, on chip)
+            per block: pass 1: key j = 0..N-1 broadcast to the R rows: R x Dp MACs per head,
                                s -> u (R requantizers) -> score buffer (two, alternating),
                                running max per row
                        hand the block to the back
@@ -133,7 +133,8 @@ class AttentionKernel(wiring.Component):
         ``s_q * s_k / sqrt(head_dim) * log2(e) * 2**6``); hold them while a group runs.
     k, v, q : In(stream.Signature(beat_layout(h, dp)))
         Per head group: K (N rows of ``head_dim / dp`` beats, ``last`` on the final
-        beat: it sets N), then V (same), then Q in blocks of R rows (rows in order).
+        beat: it sets N) and V (same; taken side by side with K), then Q in blocks of R
+        rows (rows in order).
     o : Out(stream.Signature(beat_layout(h, dp)))
         The output rows in order, ``head_dim / dp`` beats each; ``last`` on the group's
         final beat.
@@ -165,7 +166,8 @@ class AttentionKernel(wiring.Component):
         NUM_BITS, DEN_BITS, SQRT2 = cfg.num_bits, cfg.den_bits, cfg.codes == "sqrt2"
         lane = data.ArrayLayout(data.ArrayLayout(signed(8), DP), H)
         m.submodules.kbuf = kbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
-        m.submodules.vbuf = vbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
+        # Two V buffers: a group's V loads while the back's pass 2 still reads the previous one.
+        m.submodules.vbuf = vbuf = memory.Memory(shape=lane, depth=2 * NMAX * S, init=[])
         # Two Q blocks and two score buffers: pass 1 of block b+1 runs beside pass 2 of block b.
         m.submodules.qbuf = qbuf = memory.Memory(shape=data.ArrayLayout(lane, R), depth=2 * S,
                                                  init=[])
@@ -183,8 +185,15 @@ class AttentionKernel(wiring.Component):
         sl = Signal(range(S))
         block = Signal(range(NMAX + R + 1))      # first row of the front's block
         rows = Signal(range(R + 1))              # rows of the front's block
+        # The Q loader fills the two Q blocks ahead of pass 1: half ``q_par`` next, row, slice.
+        q_par = Signal()
         q_row = Signal(range(R))
+        q_sl = Signal(range(S))
+        q_full = Signal(2)                       # Q block loaded, not yet read by pass 1
+        q_release = Signal()                     # pass 1 read its Q block for the last time
         f_par = Signal()                          # the front's Q / score buffer
+        v_addr = Signal(range(NMAX * S + 1))     # V rows * S + slice, loaded beside K
+        k_done, v_done = Signal(), Signal()      # K / V of the group fully loaded
         last_slice = sl == S - 1
         b_addr = Signal(range(NMAX * S + 1))     # back: row * S + slice
         b_row = Signal(range(NMAX + 1))
@@ -193,12 +202,14 @@ class AttentionKernel(wiring.Component):
         b_rows = Signal(range(R + 1))
         b_par = Signal()
         b_glast = Signal()                        # the back's block ends the group
+        b_vpar = Signal()                         # the back's V buffer
+        g_par = Signal()                          # the front's V buffer (per group)
         b_last_slice = b_sl == S - 1
         out_row = Signal(range(R))
         # Hand-over of a block from the front to the back, and the score buffers' state.
         mail_full = Signal()
         mail = Signal(data.StructLayout({"par": 1, "rows": range(R + 1), "n": range(NMAX + 1),
-                                         "glast": 1}))
+                                         "glast": 1, "vpar": 1}))
         u_free = Signal(2, init=0b11)
         u_release = Signal(2)
 
@@ -242,7 +253,7 @@ class AttentionKernel(wiring.Component):
                      p1_key[0].eq(row), p1_key[1].eq(p1_key[0]), p1_key[2].eq(p1_key[1]),
                      p2_v.eq(p2_issue), p2_first.eq(b_sl == 0)]
         m.d.comb += [k_rd.addr.eq(addr), q_rd.addr.eq(Mux(f_par, S, 0) + sl),
-                     v_rd.addr.eq(b_addr), u_rd.addr.eq(Mux(b_par, NMAX, 0) + b_row),
+                     v_rd.addr.eq(Mux(b_vpar, NMAX * S, 0) + b_addr), u_rd.addr.eq(Mux(b_par, NMAX, 0) + b_row),
                      u_wr.addr.eq(Mux(f_par, NMAX, 0) + p1_key[2]),
                      u_wr.en.eq(p1_v[2] & p1_last[2])]
 
@@ -341,50 +352,61 @@ class AttentionKernel(wiring.Component):
                     m.d.sync += o_data[hh][d].eq(Mux(value > 127, 127, Mux(value < -128, -128, value)))
 
         # ---- front: K, V, then per block Q and pass 1 ------------------------------------------
-        back_in_pass2 = Signal()
         m.d.comb += [
             k_wr.addr.eq(addr), k_wr.data.eq(self.k.payload.data),
-            v_wr.addr.eq(addr), v_wr.data.eq(self.v.payload.data),
-            q_wr.addr.eq(Mux(f_par, S, 0) + sl),
+            v_wr.addr.eq(Mux(g_par, NMAX * S, 0) + v_addr), v_wr.data.eq(self.v.payload.data),
+            q_wr.addr.eq(Mux(q_par, S, 0) + q_sl),
             q_wr.data.eq(Cat(*([self.q.payload.data.as_value()] * R))),
         ]
+        # ---- Q loader: blocks of R rows (the last one of a group ends at ``last``) ----------------
+        q_take = self.q.valid & ~q_full.bit_select(q_par, 1)
+        q_block_end = q_take & (q_sl == S - 1) & ((q_row == R - 1) | self.q.payload.last)
+        m.d.comb += [self.q.ready.eq(~q_full.bit_select(q_par, 1)),
+                     q_wr.en.eq(Mux(q_take, 1 << q_row, 0))]
+        m.d.sync += q_full.eq((q_full | Mux(q_block_end, Mux(q_par, 0b10, 0b01), 0))
+                              & ~Mux(q_release, Mux(f_par, 0b10, 0b01), 0))
+        with m.If(q_take):
+            m.d.sync += q_sl.eq(Mux(q_sl == S - 1, 0, q_sl + 1))
+            with m.If(q_sl == S - 1):
+                m.d.sync += q_row.eq(q_row + 1)
+            with m.If(q_block_end):
+                m.d.sync += [q_row.eq(0), q_par.eq(~q_par)]
+
         m.d.sync += u_free.eq((u_free | u_release) & ~Mux(f_clear, Mux(f_par, 0b10, 0b01), 0))
         with m.FSM(name="front"):
-            with m.State("LOAD_K"):
-                m.d.comb += [self.k.ready.eq(1), k_wr.en.eq(self.k.valid)]
-                with m.If(self.k.valid):
+            with m.State("LOAD_KV"):
+                # K and V arrive side by side. K is read only by this front's pass 1. V goes to
+                # the buffer of the group two before, whose last block the back took before
+                # this front could hand over the previous group's last block: every pass 2
+                # read of it is done, or runs ahead of these writes (pass 2 never stalls).
+                k_take = self.k.valid & ~k_done
+                v_take = self.v.valid & ~v_done
+                k_end = k_take & self.k.payload.last
+                v_end = v_take & self.v.payload.last
+                m.d.comb += [self.k.ready.eq(~k_done), k_wr.en.eq(k_take),
+                             self.v.ready.eq(~v_done), v_wr.en.eq(v_take)]
+                with m.If(k_take):
                     step()
                     with m.If(self.k.payload.last):
-                        m.d.sync += [n.eq(row + 1), block.eq(0)]
+                        m.d.sync += [n.eq(row + 1), block.eq(0), k_done.eq(1)]
                         rewind()
-                        m.next = "LOAD_V"
-            with m.State("LOAD_V"):
-                # V is read by the back's pass 2 until the previous group's last block is done.
-                v_free = ~mail_full & ~back_in_pass2
-                m.d.comb += [self.v.ready.eq(v_free), v_wr.en.eq(self.v.valid & v_free)]
-                with m.If(self.v.valid & v_free):
-                    step()
+                with m.If(v_take):
+                    m.d.sync += v_addr.eq(v_addr + 1)
                     with m.If(self.v.payload.last):
-                        rewind()
-                        m.d.sync += [q_row.eq(0), rows.eq(Mux(n < R, n, R))]
-                        m.next = "LOAD_Q"
-            with m.State("LOAD_Q"):
-                m.d.comb += [self.q.ready.eq(1), q_wr.en.eq(Mux(self.q.valid, 1 << q_row, 0))]
-                with m.If(self.q.valid):
-                    m.d.sync += sl.eq(Mux(last_slice, 0, sl + 1))
-                    with m.If(last_slice):
-                        m.d.sync += q_row.eq(q_row + 1)
-                        with m.If(q_row == rows - 1):
-                            rewind()
-                            m.next = "P1_WAIT"
+                        m.d.sync += [v_addr.eq(0), v_done.eq(1)]
+                with m.If((k_done | k_end) & (v_done | v_end)):
+                    n_now = Mux(k_end, row + 1, n)
+                    m.d.sync += [k_done.eq(0), v_done.eq(0), rows.eq(Mux(n_now < R, n_now, R))]
+                    m.next = "P1_WAIT"
             with m.State("P1_WAIT"):
-                with m.If(u_free.bit_select(f_par, 1)):
+                with m.If(u_free.bit_select(f_par, 1) & q_full.bit_select(f_par, 1)):
                     m.d.comb += f_clear.eq(1)
                     m.next = "PASS1"
             with m.State("PASS1"):
                 m.d.comb += p1_issue.eq(1)
                 step()
                 with m.If(last_slice & (row == n - 1)):
+                    m.d.comb += q_release.eq(1)
                     m.next = "P1_DRAIN"
             with m.State("P1_DRAIN"):
                 rewind()
@@ -394,13 +416,13 @@ class AttentionKernel(wiring.Component):
                 with m.If(~mail_full):
                     glast = block + R >= n
                     m.d.sync += [mail_full.eq(1), mail.par.eq(f_par), mail.rows.eq(rows),
-                                 mail.n.eq(n), mail.glast.eq(glast),
-                                 f_par.eq(~f_par), block.eq(block + R), q_row.eq(0),
+                                 mail.n.eq(n), mail.glast.eq(glast), mail.vpar.eq(g_par),
+                                 g_par.eq(g_par ^ glast), f_par.eq(~f_par), block.eq(block + R),
                                  rows.eq(Mux(n - (block + R) < R, n - (block + R), R))]
                     with m.If(glast):
-                        m.next = "LOAD_K"
+                        m.next = "LOAD_KV"
                     with m.Else():
-                        m.next = "LOAD_Q"
+                        m.next = "P1_WAIT"
 
         # ---- back: pass 2, reciprocals, output ---------------------------------------------------
         with m.FSM(name="back"):
@@ -408,16 +430,15 @@ class AttentionKernel(wiring.Component):
                 with m.If(mail_full):
                     m.d.comb += b_clear.eq(1)
                     m.d.sync += [mail_full.eq(0), b_par.eq(mail.par), b_rows.eq(mail.rows),
-                                 b_n.eq(mail.n), b_glast.eq(mail.glast),
+                                 b_n.eq(mail.n), b_glast.eq(mail.glast), b_vpar.eq(mail.vpar),
                                  b_addr.eq(0), b_sl.eq(0), b_row.eq(0)]
                     m.next = "PASS2"
             with m.State("PASS2"):
-                m.d.comb += [p2_issue.eq(1), back_in_pass2.eq(1)]
+                m.d.comb += p2_issue.eq(1)
                 b_step()
                 with m.If(b_last_slice & (b_row == b_n - 1)):
                     m.next = "P2_DRAIN"
             with m.State("P2_DRAIN"):
-                m.d.comb += back_in_pass2.eq(1)
                 with m.If(~p2_v):
                     m.d.comb += u_release.eq(Mux(b_par, 0b10, 0b01))
                     m.next = "RECIP"
@@ -450,10 +471,12 @@ def exp_cycles(config, n, groups=1):
     Inputs at full rate, ``o`` always ready. Two engines share the work of each
     block of ``rows <= R`` query rows (``S = head_dim / dp`` beats per row):
 
-    * the front loads K and V (``n * S`` beats each; V waits until the back no
-      longer reads the previous group's V), then per block the Q rows
-      (``rows * S``), waits for its score buffer, runs pass 1 (``n * S`` + 4 to
-      drain) and hands the block over (one cycle, once the back took the last one);
+    * the Q loader fills the two Q blocks ahead of pass 1 (``rows * S`` beats per
+      block, into a block once pass 1 has read it for the last time);
+    * the front loads K and V side by side (``n * S`` beats each, V into one of two
+      buffers, so neither waits for the back), then per block waits for its Q block
+      and its score buffer, runs pass 1 (``n * S`` + 4 to drain) and hands the block
+      over (one cycle, once the back took the last one);
     * the back takes a block the cycle after it is handed over, runs pass 2
       (``n * S`` + 2), the reciprocals (19) and the output (``rows * S``); the
       last beat leaves one cycle after it is issued.
@@ -462,16 +485,17 @@ def exp_cycles(config, n, groups=1):
     front = 0                  # cycle at which the front enters its next state
     back_free = 0              # first cycle the back is in IDLE again
     mail_taken = 0             # the back takes the hand-over mailbox at this cycle (+1 = empty)
-    v_free = 0                 # first cycle LOAD_V may accept (previous group's pass 2 done)
     u_free = [0, 0]            # first cycle pass 1 may start on each score buffer
+    q_next = 0                 # first cycle the Q loader may take its next beat
+    q_free = [0, 0]            # first cycle the Q loader may fill each Q block
     par, last = 0, -1
     for _ in range(groups):
-        front += n * s                                    # LOAD_K: n * S beats
-        front = max(front, v_free) + n * s                # LOAD_V
+        front += n * s                                    # LOAD_KV: K and V side by side
         for first in range(0, n, config.r):
             rows = min(config.r, n - first)
-            front += rows * s                             # LOAD_Q, then P1_WAIT
-            p1 = max(front, u_free[par]) + 1              # f_clear in P1_WAIT, PASS1 next cycle
+            q_next = max(q_next, q_free[par]) + rows * s  # the loader fills the block
+            p1 = max(front, u_free[par], q_next) + 1      # f_clear in P1_WAIT, PASS1 next cycle
+            q_free[par] = p1 + n * s                      # released by pass 1's last read
             handoff = max(p1 + n * s + 4, mail_taken + 1)   # P1_DRAIN, then HANDOFF when empty
             front = handoff + 1
             take = max(handoff + 1, back_free)            # back IDLE sees mail_full
@@ -479,7 +503,6 @@ def exp_cycles(config, n, groups=1):
             p2_end = take + 1 + n * s                     # PASS2 issues
             release = p2_end + 1                          # P2_DRAIN: u_release
             u_free[par] = release + 1
-            v_free = release + 1
             out_start = release + 1 + 1 + Reciprocal.LATENCY
             last = out_start + rows * s - 1
             back_free = last + 1

@@ -456,7 +456,7 @@ class AcceleratorConfig:
                       + lc.nb_max * lin.po * 53 // 8 + 256 * lin.po)
         kernel += 2 * lc.kb_max * lin.pi * lin.t
         att = self.attention
-        attention = (2 * c.tokens * c.head_dim * att.h            # K and V
+        attention = (3 * c.tokens * c.head_dim * att.h            # K and two V
                      + 2 * att.r * c.tokens * 2 * att.h           # two score buffers (int16)
                      + 2 * att.r * c.head_dim * att.h)            # two Q blocks
         norm = 2 * c.dim * 6 + 8 * c.dim * 2                      # two banks, ring of 8 tokens

@@ -52,6 +52,7 @@ def run(config, heads, n, *, seed=0, i_flow=1.0, o_flow=1.0, **kwargs):
     (4, 8, 2, 8, 2, 4),          # N = R, S = 1 (every slice first and last)
     (3, 2, 1, 4, 1, 1),          # one token
     (2, 8, 3, 32, 3, 7),         # head dim 32, three heads side by side
+    (3, 4, 1, 8, 5, 7),          # five head groups: the two V buffers alternate
 ])
 def test_bit_exact_with_gaps_and_backpressure(r, dp, h, head_dim, heads, n, codes):
     config = AttentionConfig(r=r, dp=dp, h=h, head_dim=head_dim, max_tokens=8, codes=codes)
@@ -61,6 +62,7 @@ def test_bit_exact_with_gaps_and_backpressure(r, dp, h, head_dim, heads, n, code
 @pytest.mark.parametrize("codes", ["log2", "sqrt2"])
 @pytest.mark.parametrize("r, dp, h, head_dim, heads, n", [
     (2, 4, 1, 8, 2, 5), (4, 8, 1, 64, 1, 9), (3, 4, 3, 8, 3, 7),
+    (8, 4, 1, 8, 4, 5),          # one block per group
 ])
 def test_full_rate_cycles_match_model(r, dp, h, head_dim, heads, n, codes):
     config = AttentionConfig(r=r, dp=dp, h=h, head_dim=head_dim, max_tokens=16, codes=codes)
@@ -109,6 +111,15 @@ def test_largest_numerator(codes):
 def test_kernel_takes_a_config():
     with pytest.raises(TypeError, match="config must be an AttentionConfig"):
         AttentionKernel({"r": 4})
+
+
+@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+def test_slow_output_never_lets_a_group_overwrite_a_v_buffer_in_use(codes):
+    # Three blocks per group and an output that stalls most cycles: the back lags the front,
+    # which loads the next group's V while the back's pass 2 still reads this group's (with
+    # one V buffer, the last block of every group would see the next group's V).
+    config = AttentionConfig(r=2, dp=4, h=1, head_dim=8, max_tokens=8, codes=codes)
+    run(config, 6, 5, seed=11, i_flow=1.0, o_flow=0.1)
 
 
 @pytest.mark.parametrize("codes", ["log2", "sqrt2"])
