@@ -13,8 +13,11 @@ streams of one frame:
   them at run time), then the ``program`` (its address is a kernel argument),
   the ``input`` region (uint8 pixel codes, patch major) and the ``output`` region.
 * **program**: the patch embedding on the linear kernel (pixels in ``G``, added
-  into ``X`` which holds the position embedding); per block LayerNorm, qkv,
-  attention, proj with the residual add, LayerNorm, then the dense FFN (fc1 with
+  into ``X`` which holds the position embedding); per block LayerNorm, then per
+  head group (:func:`head_groups`) the group's q, k and v columns on the linear
+  kernel (QKV is head major, :func:`qkv_order`) and its ATTENTION, which the
+  attention unit runs while the kernel computes the next group's, a SYNC for the
+  unit, proj with the residual add, LayerNorm, then the dense FFN (fc1 with
   the fused GELU table, fc2 with the residual add) or the MoE FFN (the task's gate
   into the routing table, a LOOP over the active experts running each one's fc1
   and fc2 into the combiner, the combine flush with the residual add); the
@@ -43,7 +46,8 @@ from .images import (beats_to_bytes, matrix_image, norm_image, stripe, tensor_by
 from .program import (DramImage, Instruction, Program, ProgramError, Region, WORD_BYTES,
                       check_program)
 
-__all__ = ["CompiledModel", "check_model", "compile_model", "place_tokens", "matrix_chunks"]
+__all__ = ["CompiledModel", "check_model", "compile_model", "place_tokens", "matrix_chunks",
+           "qkv_order", "head_groups"]
 
 #: Token flags (producer, consumer) for an edge between two neighbouring queues.
 _EDGE_FLAGS = {
@@ -216,11 +220,13 @@ class _Builder:
         return self.emit(Queue.COMPUTE, Opcode.NORM, row=row, rows=rows, cols=d)
 
     def linear(self, name, groups, d_out, *, src, dst, write, rows_from=Rows.RANGE, row=0,
-               rows=0, row_offset=0, index=Index.NONE, top_k=0):
-        """One LINEAR per column chunk; ``groups(c0, c1)`` gives the chunk's image group."""
+               rows=0, row_offset=0, index=Index.NONE, top_k=0, first=0):
+        """One LINEAR per column chunk (:func:`matrix_chunks`) of output columns ``first ..
+        d_out - 1``; ``groups(c0, c1)`` gives the chunk's image group."""
         d_in = groups.d_in
         last = None
-        for n, (c0, c1) in enumerate(matrix_chunks(self.config, d_in, d_out)):
+        for n, (c0, c1) in enumerate((first + c0, first + c1) for c0, c1
+                                     in matrix_chunks(self.config, d_in, d_out - first)):
             self.matrices(f"{name}.{n}", groups(c0, c1), index)
             last = self.emit(Queue.COMPUTE, Opcode.LINEAR, src=src, dst=dst, rows_from=rows_from,
                              write=write, row=row, rows=rows, row_offset=row_offset, col=c0,
@@ -248,10 +254,32 @@ class _Images:
         return out
 
 
-def _layer(lc, qp, name, bits, zero_point=0, table=None):
-    return _Images(lc, name, [qp[f"{name}.weight"]], [qp[f"{name}.bias"]], [qp[f"{name}.mult"]],
-                   [qp[f"{name}.shift"]], [zero_point], bits,
+def _layer(lc, qp, name, bits, zero_point=0, table=None, order=slice(None)):
+    """One layer's images; ``order`` permutes its output channels."""
+    return _Images(lc, name, [qp[f"{name}.weight"][order]], [qp[f"{name}.bias"][order]],
+                   [qp[f"{name}.mult"][order]], [qp[f"{name}.shift"][order]], [zero_point], bits,
                    None if table is None else [table])
+
+
+def qkv_order(num_heads, head_dim):
+    """The qkv output channels in QKV's head-major layout: head ``j``'s q, k and v at columns
+    ``3 j head_dim + (0, 1, 2) head_dim`` (a head group's columns are one range)."""
+    d = num_heads * head_dim
+    return np.array([s * d + j * head_dim + i for j in range(num_heads) for s in range(3)
+                     for i in range(head_dim)])
+
+
+def head_groups(config, model, overlap=True):
+    """Heads per qkv LINEAR and ATTENTION: every head at once without ``overlap`` or where
+    ``A`` shares ``H``'s memory (the qkv of the next group reads ``H`` while the unit writes
+    ``A``); otherwise the fewest heads whose ``3 head_dim`` columns per head keep the linear
+    kernel busy (at least ``t`` output folds: fewer re-read the input rows more often than
+    they use them), and at most half of the heads, so that two groups overlap."""
+    h = model.num_heads
+    if not overlap or config.share_buffers or h < 2:
+        return h
+    folds = 3 * model.head_dim // config.linear.po
+    return min(-(-config.linear.t // folds), -(-h // 2))
 
 
 def _stack(lc, qp, name, bits, zero_points=None, tables=None):
@@ -319,8 +347,10 @@ class CompiledModel:
         return out[0] if self.model.num_classes else out
 
 
-def compile_model(qp, config):
-    """Compile ``qp`` (a :class:`golden.int_model.QuantParams`) for ``config``.
+def compile_model(qp, config, *, overlap_attention=True):
+    """Compile ``qp`` (a :class:`golden.int_model.QuantParams`) for ``config``;
+    ``overlap_attention=False`` runs one qkv and one ATTENTION of all heads per block
+    (no attention beside the linear kernel; the throughput ablation's baseline).
 
     Returns
     -------
@@ -336,8 +366,9 @@ def compile_model(qp, config):
     m = qp.config
     b = _Builder(config)
     lc = b.lc
-    n, d = m.num_tokens, m.embed_dim
+    n, d, hd = m.num_tokens, m.embed_dim, m.head_dim
     codes = Codes.SQRT2 if qp.scalar("quant.attn_sqrt2") else Codes.LOG2
+    order, group = qkv_order(m.num_heads, hd), head_groups(config, m, overlap_attention)
 
     # Patch embedding: X = position embedding, G = pixels - 128, X[1:] += patches @ W.
     raw, beats = b.transfer(tensor_bytes(qp["pos_embed"], "int16", config.row_align("int16")))
@@ -353,11 +384,18 @@ def compile_model(qp, config):
     for blk in range(m.depth):
         p = f"blocks.{blk}."
         b.norm(p + "norm1", qp, n)
-        b.linear(p + "attn.qkv", _layer(lc, qp, p + "attn.qkv", 8), 3 * d, src=Buffer.H,
-                 dst=Buffer.QKV, write=Write.STORE, rows=n)
-        b.emit(Queue.COMPUTE, Opcode.ATTENTION, tokens=n, head=0, heads=m.num_heads,
-               head_dim=m.head_dim, dim=d, mult=int(qp.scalar(p + "attn.scores.mult")),
-               shift=int(qp.scalar(p + "attn.scores.shift")), codes=codes)
+        qkv = _layer(lc, qp, p + "attn.qkv", 8, order=order)
+        attention = dict(tokens=n, head_dim=hd, dim=d, mult=int(qp.scalar(p + "attn.scores.mult")),
+                         shift=int(qp.scalar(p + "attn.scores.shift")), codes=codes)
+        # A head group's q, k and v columns, then its ATTENTION, which the attention unit
+        # runs while the linear kernel computes the next group's.
+        for j in range(0, m.num_heads, group):
+            heads = min(group, m.num_heads - j)
+            b.linear(p + "attn.qkv" + (f".h{j}" if heads < m.num_heads else ""), qkv,
+                     3 * hd * (j + heads), src=Buffer.H, dst=Buffer.QKV, write=Write.STORE,
+                     rows=n, first=3 * hd * j)
+            b.emit(Queue.COMPUTE, Opcode.ATTENTION, head=j, heads=heads, **attention)
+        b.emit(Queue.COMPUTE, Opcode.SYNC, attention=1)
         b.linear(p + "attn.proj", _layer(lc, qp, p + "attn.proj", 16), d, src=Buffer.A,
                  dst=Buffer.X, write=Write.ADD, rows=n)
         b.norm(p + "norm2", qp, n)

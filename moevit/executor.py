@@ -7,7 +7,10 @@ compiler is right. It reads every parameter from the DRAM image through the
 units' formats (:mod:`moevit.images`), never from the parameter set, so the image
 is checked as well.
 
-**Machine.** Three queues, each running its stream in order; the on-chip
+**Machine.** Three queues, each running its stream in order, and the attention
+unit, which an ``ATTENTION`` of the compute queue starts (once the unit is idle)
+and which runs beside that queue until a ``SYNC`` with ``attention`` waits for it;
+the on-chip
 buffers (:data:`rtl.config.BUFFERS`, shared memories as the config says; they
 start with seeded random contents, as a real memory's are undefined); the linear
 kernel's and the LayerNorm unit's two parameter banks (the n-th image pairs with
@@ -19,8 +22,9 @@ token FIFOs between neighbouring queues.
 load) a free bank are there. Which runnable queue goes next is round-robin, or
 seeded random (``seed``): a program whose result depends on that order is a
 race, and :class:`Execution` proves there is none by vector clocks (every pair
-of accesses to one buffer, the routing table or the combiner from two queues,
-one of them a write, must be ordered by tokens or by a unit's banks). A program
+of accesses to one buffer, the routing table or the combiner from two queues or
+a queue and the attention unit, one of them a write, touching common columns, must
+be ordered by tokens, a unit's banks or a ``SYNC``). A program
 that cannot go on raises :class:`DeadlockError` naming what each queue waits
 for; a race raises :class:`RaceError`.
 
@@ -51,6 +55,10 @@ __all__ = ["ExecutionError", "DeadlockError", "RaceError", "Step", "Execution", 
 _PREV = {Queue.COMPUTE: Queue.LOAD, Queue.STORE: Queue.COMPUTE}
 _NEXT = {Queue.LOAD: Queue.COMPUTE, Queue.COMPUTE: Queue.STORE}
 _DTYPE_RANGE = {"int8": (-128, 127), "int16": (-32768, 32767)}
+#: The attention unit: an actor of the race check beside the three queues.
+UNIT = "attention unit"
+_ACTORS = (*Queue, UNIT)
+_ALL = (0, 1 << 30)     # every column
 
 
 class ExecutionError(ProgramError):
@@ -193,7 +201,8 @@ class Execution:
                        [(Queue.LOAD, Queue.COMPUTE), (Queue.COMPUTE, Queue.LOAD),
                         (Queue.COMPUTE, Queue.STORE), (Queue.STORE, Queue.COMPUTE)]}
         self.cursors = {q: _Cursor(program.streams[q]) for q in Queue}
-        self.clocks = {q: {p: 0 for p in Queue} for q in Queue}
+        self.clocks = {a: {b: 0 for b in _ACTORS} for a in _ACTORS}
+        self.unit_runs, self.unit_step = 0, None  # ATTENTIONs started, the last one's step
         self.step_clocks = []
         self.accesses = {}
         self.steps = []
@@ -257,11 +266,24 @@ class Execution:
         for producer in extra:
             step.waits.append(producer)
             clock = _merge(clock, self.step_clocks[producer])
+        accesses = step.info.pop("_access", ())
+        unit = ins.op == Opcode.ATTENTION or (ins.op == Opcode.SYNC and ins["attention"])
+        if unit and self.unit_step is not None:
+            # The unit finished its last ATTENTION before this one starts or the SYNC ends.
+            step.waits.append(self.unit_step)
+            clock = _merge(clock, self.clocks[UNIT])
         cursor.executed += 1
         clock[q] = cursor.executed
         self.clocks[q] = clock
         self.step_clocks.append(clock)
-        self._check_races(q, where, clock, step.info.pop("_access", ()))
+        if ins.op == Opcode.ATTENTION:
+            # The queue goes on at once; the unit's accesses are the unit's own.
+            self.unit_runs += 1
+            self.unit_step = number
+            self.clocks[UNIT] = dict(clock, **{UNIT: self.unit_runs})
+            self._check_races(UNIT, where, self.clocks[UNIT], accesses)
+        else:
+            self._check_races(q, where, clock, accesses)
         self.steps.append(step)
         if ins.push_prev:
             self.tokens[(q, _PREV[q])].append(number)
@@ -278,27 +300,35 @@ class Execution:
     # ---- race check -----------------------------------------------------------------
 
     def _check_races(self, q, where, clock, accesses):
-        for resource, writes in accesses:
-            record = self.accesses.setdefault(resource, {"write": None, "reads": {}})
-            prior = [record["write"]] if record["write"] else []
-            if writes:
-                prior += list(record["reads"].values())
-            for p, count, what in prior:
-                if p != q and clock[p] < count:
+        """Check actor ``q``'s ``accesses`` ``(resource, writes[, (first, end) column])``
+        against the earlier ones of other actors, then record them. An access covered by a
+        later write of the same columns (or a read by a later read of the same actor) is
+        dropped: whatever is ordered after the later one is ordered after it too."""
+        for resource, writes, *span in accesses:
+            lo, hi = span[0] if span else _ALL
+            record = self.accesses.setdefault(resource, [])
+            for p, count, what, w, a, b in record:
+                if p != q and (writes or w) and a < hi and lo < b and clock[p] < count:
                     raise RaceError(f"race on {resource}: {where} "
                                     f"{'writes' if writes else 'reads'} it while {what} may "
                                     f"still access it (no token orders them)")
-            if writes:
-                record["write"] = (q, clock[q], where)
-                record["reads"] = {}
-            else:
-                record["reads"][q] = (q, clock[q], where)
+            record[:] = [r for r in record if not (lo <= r[4] and r[5] <= hi
+                                                   and (writes or (r[0] == q and not r[3])))]
+            record.append((q, clock[q], where, writes, lo, hi))
 
     def _access(self, step, *items):
         step.info["_access"] = items
 
     def _memory(self, name):
         return f"buffer {self.config.buffer_memory(name)}"
+
+    def _columns(self, name, first, end):
+        """A column span of buffer ``name`` for the race check: exact where the buffer has
+        its memory to itself, every column where another buffer shares it."""
+        memory = self.config.buffer_memory(name)
+        shared = any(self.config.buffer_memory(b) == memory for b in self.config.buffers
+                     if b != name)
+        return _ALL if shared else (first, end)
 
     # ---- DRAM -----------------------------------------------------------------------
 
@@ -419,7 +449,7 @@ class Execution:
         self.kernel_users.append(len(self.steps))
         where = self._current[1]
         src, dst, write = ins["src"].name, ins["dst"].name, ins["write"]
-        access = [(self._memory(src), False)]
+        access = []
         if ins["rows_from"] == Rows.EXPERT:
             e = step.expert
             if e is None:
@@ -440,6 +470,7 @@ class Execution:
         if cols > image["nb"] * self.lc.po:
             raise ExecutionError(f"{where}: cols = {cols} but the image has "
                                  f"{image['nb'] * self.lc.po} outputs")
+        access.append((self._memory(src), False, self._columns(src, 0, kb_cols)))
         x = self.buffers[src][rows, :kb_cols]
         acc = linear(x, image["weight"], image["bias"])
         y = requantize(acc, image["mult"], image["shift"], image["zero_point"], image["bits"])
@@ -478,22 +509,24 @@ class Execution:
                 view[target, col:col + cols] = residual_add(view[target, col:col + cols], y)
             else:
                 view[target, col:col + cols] = y
-            access.append((self._memory(dst), True))
+            access.append((self._memory(dst), True, self._columns(dst, col, col + cols)))
         self._access(step, *access)
         return [producer]
 
     def _op_attention(self, ins, step):
         qkv, out = self.buffers["QKV"], self.buffers["A"]
-        n, hd, d = ins["tokens"], ins["head_dim"], ins["dim"]
+        n, hd = ins["tokens"], ins["head_dim"]
+        first, end = ins["head"] * hd, (ins["head"] + ins["heads"]) * hd
         codes = {Codes.LOG2: "log2", Codes.SQRT2: "sqrt2"}[ins["codes"]]
         mult, shift = np.int64(ins["mult"]), np.int64(ins["shift"])
         for j in range(ins["head"], ins["head"] + ins["heads"]):
-            q, k, v = (qkv[:n, base + j * hd:base + (j + 1) * hd] for base in (0, d, 2 * d))
+            q, k, v = (qkv[:n, (3 * j + s) * hd:(3 * j + s + 1) * hd] for s in range(3))
             u = requantize(int8_matmul(q, k.T), mult, shift, bits=16)
             _, o = attention_from_scores(u, v, codes)
             out[:n, j * hd:(j + 1) * hd] = o
         step.info.update(tokens=n, heads=ins["heads"], head_dim=hd, codes=codes)
-        self._access(step, (self._memory("QKV"), False), (self._memory("A"), True))
+        self._access(step, (self._memory("QKV"), False, self._columns("QKV", 3 * first, 3 * end)),
+                     (self._memory("A"), True, self._columns("A", first, end)))
 
     def _op_combine(self, ins, step):
         where = self._current[1]

@@ -420,7 +420,9 @@ def check_program(program, config):
         Naming the stream and index: an opcode in the wrong queue, a token flag the
         queue does not have, a loop that runs past its stream, nests or holds END,
         a stream without a final END, a buffer, row or column outside the config,
-        a misaligned DRAM offset, or more words than ``capacity.instructions``.
+        a misaligned DRAM offset, a SYNC ``attention`` outside the compute queue, an
+        ATTENTION that pushes tokens or that no SYNC ``attention`` follows before END,
+        or more words than ``capacity.instructions``.
     """
     if program.words > config.capacity.instructions:
         raise ProgramError(f"program has {program.words} instruction words, the config holds "
@@ -430,6 +432,7 @@ def check_program(program, config):
         if not stream or stream[-1].op != Opcode.END:
             raise ProgramError(f"program {q.name.lower()} stream must end with END")
         loop_end = -1
+        unsynced = None         # an ATTENTION no SYNC attention waited for yet
         for k, ins in enumerate(stream):
             where = f"program {_where(q, k)}"
             if ins.op not in QUEUE_OPS[q]:
@@ -449,6 +452,18 @@ def check_program(program, config):
                     raise ProgramError(f"{where}: LOOP body of {ins['body']} runs past the stream")
             elif k <= loop_end and ins.tokens:
                 raise ProgramError(f"{where}: instructions in a loop body carry no tokens")
+            if ins.op == Opcode.SYNC and ins["attention"]:
+                if q != Queue.COMPUTE:
+                    raise ProgramError(f"{where}: SYNC attention waits for the compute queue's "
+                                       f"attention unit; only the compute queue has it")
+                unsynced = None
+            if ins.op == Opcode.ATTENTION:
+                if ins.tokens & {"push_prev", "push_next"}:
+                    raise ProgramError(f"{where}: ATTENTION completes when the unit takes it, "
+                                       f"so it pushes no tokens (a SYNC attention after it may)")
+                unsynced = where
+            if ins.op == Opcode.END and unsynced:
+                raise ProgramError(f"{unsynced}: no SYNC attention waits for it before END")
             _check_args(config, where, ins)
     if not program.input_bytes or not program.output_bytes:
         raise ProgramError("program must state its input and output region sizes")

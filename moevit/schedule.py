@@ -43,6 +43,10 @@ step a start and an end cycle.
   first since the program was loaded) a LOAD_MATRIX / LOAD_NORM reads the on-chip
   store: its end is ``start + STORE_LATENCY + beats`` and it reads no DRAM; a cold
   frame reads DRAM as above (and fills the store).
+* ATTENTION: the attention unit takes it once its previous ATTENTION has ended
+  (that step is among its waits); it ends with the unit's last output, but its
+  queue goes on from the cycle after its start. A SYNC with ``attention`` waits
+  for the unit's last ATTENTION to end.
 * LOOP, SYNC and END end in their start cycle. ``ap_done`` rises the cycle after
   the last END.
 """
@@ -210,7 +214,7 @@ def _duration(config, step, start, warm):
         att = config.attention_config(info["head_dim"],
                                       "sqrt2" if ins["codes"] == Codes.SQRT2 else "log2")
         end = first + attention_cycles(att, info["tokens"], -(-info["heads"] // att.h)) - 1
-        return end, {"compute": end - start, "attention": end - start}
+        return end, {"attention": end - start}
     if op == Opcode.COMBINE:
         beats = info["tokens"] * -(-config.capacity.dim // config.linear.po)
         end = start + FLUSH_LATENCY + beats
@@ -240,7 +244,8 @@ def schedule(config, execution, warm=True):
             if not serial:
                 for unit, count in cycles.items():
                     busy[unit] += count
-            last[step.queue] = end[n]
+            # An ATTENTION completes for its queue when the unit takes it.
+            last[step.queue] = start[n] if step.ins.op == Opcode.ATTENTION else end[n]
             previous = end[n]
         results[serial] = (max(end) + 1, start, end)
     cycles, start, end = results[False]

@@ -30,6 +30,7 @@ search tunes them.
 """
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from golden.moe import TOPK_MAX
@@ -47,7 +48,7 @@ __all__ = ["LinearArray", "AttentionArray", "AxiPorts", "Capacity", "Accelerator
 BUFFERS = {
     "X": ("int16", "residual stream (patch embedding, residual adds, MoE combine)"),
     "H": ("int8", "LayerNorm output (the input of qkv, fc1, the gate, the experts, the head)"),
-    "QKV": ("int8", "q, k, v of every head, [q | k | v] per token row"),
+    "QKV": ("int8", "q, k, v of every head, head major: [q0 k0 v0 | q1 k1 v1 | ...] per row"),
     "A": ("int8", "attention output (the input of proj)"),
     "G": ("int8", "hidden rows: pixels for the patch embedding, fc1 / GELU outputs"),
     "LOGITS": ("int16", "class logits (classifier models)"),
@@ -304,8 +305,9 @@ class AcceleratorConfig:
         Non-empty label.
     linear : LinearArray
     attention : AttentionArray
-    norm_lanes : int, 1..16
-        LayerNorm channels per beat; divides every model width the config runs.
+    norm_lanes : int, 1..32
+        LayerNorm channels per beat; divides every model width the config runs and the
+        ``X`` buffer's memory word (the unit reads one part of a word per beat).
     axi : AxiPorts
     capacity : Capacity
     share_buffers : bool
@@ -342,7 +344,7 @@ class AcceleratorConfig:
             value = getattr(self, part)
             if not isinstance(value, cls):
                 raise ValueError(f"{part} must be a {cls.__name__}, not {value!r}")
-        check_int("norm_lanes", self.norm_lanes, 1, 16)
+        check_int("norm_lanes", self.norm_lanes, 1, 32)
         _check_bool("share_buffers", self.share_buffers)
         check_int("weight_store", self.weight_store, 0, 1 << 32)
         check_int("watchdog", self.watchdog, 16, (1 << 31) - 1)
@@ -355,9 +357,9 @@ class AcceleratorConfig:
         if att.h != 1:
             raise ValueError(f"attention.h must be 1: the top reads one head per buffer word, "
                              f"not {att.h}")
-        if self.word % self.norm_lanes:
-            raise ValueError(f"norm_lanes ({self.norm_lanes}) must divide the buffer word "
-                             f"({self.word})")
+        if self.row_align("int16") % self.norm_lanes:
+            raise ValueError(f"norm_lanes ({self.norm_lanes}) must divide the X buffer's memory "
+                             f"word ({self.row_align('int16')} elements)")
         if c.head_dim % self.attention.dp:
             raise ValueError(f"attention.dp ({self.attention.dp}) must divide capacity.head_dim "
                              f"({c.head_dim})")
@@ -479,14 +481,17 @@ class AcceleratorConfig:
     def fitted(self, model, **capacity):
         """A copy whose capacity is exactly ``model``'s (a :class:`golden.config.ModelConfig`):
         its tokens, width, the widest hidden row (FFN, experts, flattened patch), head size,
-        experts, top-k and classes; ``capacity`` overrides fields (``instructions=2048``)."""
+        experts, top-k and classes; ``capacity`` overrides fields (``instructions=2048``).
+        ``norm_lanes`` drops to the largest of its divisors that divides the width (32
+        lanes run a 48-wide model on 16)."""
         hidden = max(model.mlp_hidden, model.patch_dim,
                      model.expert_hidden if model.moe_blocks else 0)
         fields_ = {"tokens": model.num_tokens, "dim": model.embed_dim, "hidden": hidden,
                    "head_dim": model.head_dim, "experts": max(model.num_experts, 2),
                    "top_k": model.top_k, "classes": model.num_classes,
                    "instructions": self.capacity.instructions}
-        return replace(self, capacity=Capacity(**(fields_ | capacity)))
+        cap = Capacity(**(fields_ | capacity))
+        return replace(self, capacity=cap, norm_lanes=math.gcd(self.norm_lanes, cap.dim))
 
     # ---- JSON -------------------------------------------------------------------------
 
@@ -547,7 +552,7 @@ def zcu102():
     and LayerNorm run between the linear layers (``python -m bench.throughput``)."""
     return AcceleratorConfig(
         name="zcu102", linear=LinearArray(pi=16, po=16, t=8, dsp_packing=True, bank_words=576),
-        attention=AttentionArray(r=43, dp=16, h=1), norm_lanes=16,
+        attention=AttentionArray(r=43, dp=16, h=1), norm_lanes=32,
         axi=AxiPorts(data_bits=128, ports=4, burst_beats=64, outstanding=8, read_latency=64,
                      write_latency=32))
 
@@ -561,7 +566,7 @@ def u280():
     its 33.75 MB; the top does not build the store yet)."""
     return AcceleratorConfig(
         name="u280", linear=LinearArray(pi=16, po=16, t=12, dsp_packing=True, bank_words=576),
-        attention=AttentionArray(r=65, dp=16, h=1), norm_lanes=16,
+        attention=AttentionArray(r=65, dp=16, h=1), norm_lanes=32,
         axi=AxiPorts(data_bits=256, ports=4, burst_beats=32, outstanding=16, read_latency=64,
                      write_latency=32))
 

@@ -126,7 +126,7 @@ class LayerNormUnit(wiring.Component):
     ----------
     d : int, 2..1024
         Elements per token (the model dimension), a multiple of ``lanes``.
-    lanes : int, 1..16
+    lanes : int, 1..32
 
     Members
     -------
@@ -140,19 +140,20 @@ class LayerNormUnit(wiring.Component):
 
     Throughput: one beat per cycle at steady state (a token every ``B = d // lanes``
     cycles) when ``B`` covers the square root and the reciprocal (:func:`plan`; all
-    of d = 192 and 384 with up to 16 lanes). Latency: on an idle unit a token's
+    of d = 192 and 384 with up to 16 lanes, d = 384 with 32); below that, a token every
+    7 cycles (d = 192 with 32 lanes). Latency: on an idle unit a token's
     first output leaves ``B + sqrt_latency + recip_latency + 10`` cycles after its
     first beat (d = 192, 4 lanes: 48 + 24 + 18 + 10 = 100). A parameter bank is free again once the
     batch's final beat has read its gain and bias (3 cycles after its token read).
     Backpressure: any stream may stall;
     ``o`` stalls the output pass and its pipeline. Cycle model: :func:`exp_cycles`.
-    Tested: d in {4, 6, 8, 192, 384}, lanes 1..16, constant tokens (eps), int16
+    Tested: d in {4, 6, 8, 192, 384}, lanes 1..16 and 32, constant tokens (eps), int16
     extremes (largest variance, saturating z), random gaps and backpressure.
     """
 
     def __init__(self, d, lanes):
         with validating(self):
-            check_int("lanes", lanes, 1, 16)
+            check_int("lanes", lanes, 1, 32)
             check_int("d", d, 2, D_MAX)
             if d % lanes:
                 raise ValueError(f"d must be a multiple of lanes ({lanes}), not {d}")

@@ -14,6 +14,7 @@ def test_ablation_stacks_the_levers_up_to_the_preset(tmp_path):
     entry, rows = report["presets"]["u280"], report["ablation"]["u280"]
     assert [r["lever"] for r in rows] == ["baseline"] + [lever for lever, _ in throughput.LEVERS]
     assert rows[0]["fields"] == throughput.BASELINE["u280"]
+    assert rows[-1]["fields"]["overlap_attention"] is True
     # Every lever sets its fields to the preset's, so the last row is the preset itself.
     assert rows[-1]["config"] == preset("u280").to_dict()
     assert rows[-1]["cycles"] == entry["cycles"]
@@ -25,6 +26,7 @@ def test_ablation_stacks_the_levers_up_to_the_preset(tmp_path):
 
 
 def test_with_fields_replaces_dotted_fields():
-    config = throughput.with_fields(preset("zcu102"), {"linear.t": 2, "attention.r": 7})
-    assert (config.linear.t, config.attention.r) == (2, 7)
+    config = throughput.with_fields(preset("zcu102"), {"linear.t": 2, "attention.r": 7,
+                                                       "norm_lanes": 4})
+    assert (config.linear.t, config.attention.r, config.norm_lanes) == (2, 7, 4)
     assert config.linear.pi == preset("zcu102").linear.pi

@@ -19,9 +19,9 @@ from golden.float_model import random_image
 from golden.int_model import QuantParams, int_classify, int_forward, pixels_from_image
 from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
 from golden.weights import init_weights
-from moevit.compiler import compile_model, matrix_chunks
+from moevit.compiler import compile_model, head_groups, matrix_chunks, qkv_order
 from moevit.executor import DeadlockError, Execution, RaceError, execute
-from moevit.program import Program, ProgramError
+from moevit.program import Instruction, Program, ProgramError
 from rtl.config import PRESETS, AcceleratorConfig, AttentionArray, Capacity, LinearArray, preset
 from rtl.control.isa import Opcode, Queue
 
@@ -200,6 +200,40 @@ def test_broken_tokens_are_caught(small_models, queue, index, flags, error, mess
     program = Program(streams, compiled.program.input_bytes, compiled.program.output_bytes)
     with pytest.raises(error, match=message):
         Execution(compiled.config, program, compiled.with_input(pixels))
+
+
+def test_a_missing_sync_for_the_attention_unit_is_a_race(small_models):
+    # Without the SYNC before proj, proj reads A while the attention unit may still write it.
+    qp, pixels = small_models["tiny_test"]
+    compiled = compile_model(qp, preset("zcu102").fitted(qp.config))
+    stream = list(compiled.program.streams[Queue.COMPUTE])
+    syncs = [k for k, ins in enumerate(stream) if ins.op == Opcode.SYNC and ins["attention"]]
+    assert len(syncs) == qp.config.depth
+    del stream[syncs[0]]
+    stream.insert(len(stream) - 1, Instruction.make(Opcode.SYNC, attention=1))
+    program = Program(compiled.program.streams | {Queue.COMPUTE: tuple(stream)},
+                      compiled.program.input_bytes, compiled.program.output_bytes)
+    with pytest.raises(RaceError, match=r"race on buffer A: compute\[\d+\] LINEAR reads it "
+                                        r"while compute\[\d+\] ATTENTION may still access it"):
+        Execution(compiled.config, program, compiled.with_input(pixels))
+
+
+def test_attention_overlaps_the_next_head_groups_qkv(small_models):
+    qp, pixels = small_models["tiny_test"]
+    config = preset("zcu102").fitted(qp.config)
+    m = qp.config
+    group = head_groups(config, m)
+    assert 1 <= group < m.num_heads            # at least two groups, so they overlap
+    out, run = execute(compile_model(qp, config), pixels, 0)
+    ops = [s.ins.op for s in run.steps if s.queue == Queue.COMPUTE]
+    first = ops.index(Opcode.ATTENTION)
+    assert ops[first + 1] == Opcode.LINEAR       # the next group's qkv runs beside it
+    # Without overlap: one ATTENTION of all heads per block, the same output.
+    plain, run = execute(compile_model(qp, config, overlap_attention=False), pixels, 0)
+    assert np.array_equal(out, plain)
+    assert sum(s.ins.op == Opcode.ATTENTION for s in run.steps) == m.depth
+    assert head_groups(dataclasses.replace(config, share_buffers=True), m) == m.num_heads
+    assert sorted(qkv_order(m.num_heads, m.head_dim)) == list(range(3 * m.embed_dim))
 
 
 def test_bad_task_is_named(small_models):

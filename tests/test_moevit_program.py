@@ -156,6 +156,21 @@ CONFIG = AcceleratorConfig()
     (_program(compute=[Instruction.make(Opcode.ATTENTION, tokens=129, heads=3, head_dim=64,
                                         dim=192, codes=isa.Codes.SQRT2)]),
      r"ATTENTION codes sqrt2 are not built in this config"),
+    (_program(load=[Instruction.make(Opcode.SYNC, attention=1)]),
+     r"load\[0\]: SYNC attention waits for the compute queue's attention unit"),
+    (_program(compute=[Instruction.make(Opcode.ATTENTION, {"push_next"}, tokens=129, heads=3,
+                                        head_dim=64, dim=192),
+                       Instruction.make(Opcode.SYNC, attention=1)]),
+     r"compute\[0\]: ATTENTION completes when the unit takes it, so it pushes no tokens"),
+    (_program(compute=[Instruction.make(Opcode.ATTENTION, tokens=129, heads=3, head_dim=64,
+                                        dim=192),
+                       Instruction.make(Opcode.SYNC),
+                       Instruction.make(Opcode.ATTENTION, tokens=129, heads=3, head_dim=64,
+                                        dim=192),
+                       Instruction.make(Opcode.SYNC, attention=1),
+                       Instruction.make(Opcode.ATTENTION, tokens=129, heads=3, head_dim=64,
+                                        dim=192)]),
+     r"program compute\[4\]: no SYNC attention waits for it before END"),
 ])
 def test_static_checks_name_the_instruction(p, message):
     with pytest.raises(ProgramError, match=message):

@@ -1,7 +1,10 @@
 """AcceleratorConfig: derived unit configs, presets within their devices, JSON, named errors."""
 
+import dataclasses
+
 import pytest
 
+from golden.config import m3vit_tiny, tiny_test
 from platforms.devices import DEVICES
 from rtl.config import (BUFFERS, PRESETS, AcceleratorConfig, AttentionArray, AxiPorts, Capacity,
                         LinearArray, preset)
@@ -73,7 +76,7 @@ def test_shared_buffers_alias_the_readers_memories():
     (lambda: AxiPorts(burst_beats=257), r"axi.burst_beats must be an integer in \[1, 256\]"),
     (lambda: Capacity(top_k=5), r"capacity.top_k must be an integer in \[1, 4\], not 5"),
     (lambda: Capacity(experts=1), r"capacity.experts must be an integer in \[2, 64\], not 1"),
-    (lambda: AcceleratorConfig(norm_lanes=0), r"norm_lanes must be an integer in \[1, 16\]"),
+    (lambda: AcceleratorConfig(norm_lanes=0), r"norm_lanes must be an integer in \[1, 32\]"),
     (lambda: AcceleratorConfig(norm_lanes=16, capacity=Capacity(dim=200)),
      r"norm_lanes \(16\) must divide capacity.dim \(200\)"),
     (lambda: AcceleratorConfig(attention=AttentionArray(dp=8)),
@@ -82,7 +85,8 @@ def test_shared_buffers_alias_the_readers_memories():
     (lambda: AcceleratorConfig(linear=LinearArray(pi=128, po=128), attention=AttentionArray(
         dp=128)), r"linear.pi must be an integer in \[1, 64\], not 128"),
     (lambda: AcceleratorConfig(linear=LinearArray(pi=4, po=4), attention=AttentionArray(dp=4),
-                               norm_lanes=8), r"norm_lanes \(8\) must divide the buffer word"),
+                               axi=AxiPorts(data_bits=64, ports=1), norm_lanes=16),
+     r"norm_lanes \(16\) must divide the X buffer's memory word \(4 elements\)"),
     (lambda: AcceleratorConfig(linear=LinearArray(pi=4, po=4, bank_words=100),
                                attention=AttentionArray(dp=4)),
      r"linear.bank_words must hold one output fold of the widest input \(ceil\(768 / 4\) = 192"),
@@ -97,3 +101,12 @@ def test_shared_buffers_alias_the_readers_memories():
 def test_bad_fields_are_named(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_fitted_takes_the_model_shape_and_the_lanes_its_width_allows():
+    wide = dataclasses.replace(preset("u280"), norm_lanes=32)
+    tiny = wide.fitted(m3vit_tiny())
+    assert (tiny.capacity.dim, tiny.capacity.tokens, tiny.norm_lanes) == (192, 129, 32)
+    assert wide.fitted(tiny_test()).norm_lanes == 32                    # D = 32
+    narrow = wide.fitted(tiny_test(), dim=48)                            # a 48-wide model
+    assert (narrow.capacity.dim, narrow.norm_lanes) == (48, 16)

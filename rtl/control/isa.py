@@ -15,7 +15,9 @@ Dependency tokens run between neighbouring queues, as VTA's: the load queue's
 runs, and pushes its tokens when it completes. The compiler places them
 (``docs/isa.md`` has the rules); unit-internal double buffers (the linear
 kernel's weight banks, LayerNorm's parameter banks) are flow controlled in
-hardware and need none.
+hardware and need none. An ATTENTION completes once the attention unit takes it:
+the unit runs beside the compute queue's next instructions (the qkv of the next
+head group, say) until a ``SYNC`` with ``attention`` waits for it.
 
 These layouts are the one definition of the encoding: the RTL decoder casts
 instruction words to them, the host packs through them
@@ -33,7 +35,7 @@ __all__ = ["INSTRUCTION_BITS", "Opcode", "Queue", "QUEUE_OPS", "Base", "Index", 
 INSTRUCTION_BITS = 128
 #: Program header magic ("MVIT" little endian) and format version.
 MAGIC = 0x5449564D
-VERSION = 1
+VERSION = 2
 
 
 class Opcode(enum.Enum, shape=4):
@@ -119,7 +121,7 @@ _DRAM = {"base": Base, "offset": 32}
 #: The argument layout of every opcode.
 ARGS = {
     Opcode.END: data.StructLayout({}),
-    Opcode.SYNC: data.StructLayout({}),
+    Opcode.SYNC: data.StructLayout({"attention": 1}),
     Opcode.LOOP: data.StructLayout({"body": 5}),
     Opcode.LOAD_MATRIX: data.StructLayout({**_DRAM, "index": Index, "beats": 24}),
     Opcode.LOAD_NORM: data.StructLayout({**_DRAM, "beats": 16}),
@@ -151,7 +153,8 @@ assert HEADER.size <= INSTRUCTION_BITS
 #: What each opcode does (docs/isa.md).
 OP_DOCS = {
     Opcode.END: "End of this queue's stream. The accelerator is done when all three ended.",
-    Opcode.SYNC: "Nothing but its tokens (a barrier between queues).",
+    Opcode.SYNC: "Its tokens (a barrier between queues); with `attention` (compute queue) it "
+                 "also waits until the attention unit has finished its last ATTENTION.",
     Opcode.LOOP: "Run the next `body` instructions once per active expert of the routing "
                  "table, ascending (the dispatcher's list; no host round trip). Its tokens "
                  "are popped and pushed once, before the first iteration.",
@@ -167,9 +170,12 @@ OP_DOCS = {
     Opcode.NORM: "LayerNorm of X rows `row ..` (`cols` channels, int16) into H (int8).",
     Opcode.LINEAR: "The next matrix on the linear kernel over `src` rows; outputs "
                    "`col .. col + cols - 1` go to `dst` row `r + row_offset` as `write` says.",
-    Opcode.ATTENTION: "Attention of heads `head .. head + heads - 1` over `tokens` rows of QKV "
-                      "into A (q of head j at column j * head_dim, k at dim + j * head_dim, v "
-                      "at 2 dim + j * head_dim); scores requantized by `mult`, `shift`.",
+    Opcode.ATTENTION: "Start the attention unit (once it is idle) on heads `head .. head + "
+                      "heads - 1` over `tokens` rows of QKV into A (QKV is head major: q, k "
+                      "and v of head j at columns (3 j + 0, 1, 2) * head_dim; head j's output "
+                      "at j * head_dim of A; scores requantized by `mult`, `shift`) and "
+                      "complete: the queue goes on while the unit runs. A SYNC with "
+                      "`attention` waits for the unit.",
     Opcode.COMBINE: "Flush the combiner: X[r, c] = sat16(X[r, c] + sat16(round_shift(acc, 8))) "
                     "for `rows` x `cols`, accumulators cleared.",
 }
@@ -182,6 +188,7 @@ FIELD_DOCS = {
     "push_prev": "give a token to the previous queue on completion",
     "push_next": "give a token to the next queue on completion",
     "body": "instructions in the loop body (1..31)",
+    "attention": "also wait until the attention unit is idle (compute queue)",
     "base": "base register of the DRAM address (MODEL, INPUT, OUTPUT)",
     "offset": "byte offset from the base, a multiple of the load-path word",
     "index": "address += index * the transfer's DRAM footprint (NONE, TASK, EXPERT)",

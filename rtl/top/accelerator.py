@@ -12,7 +12,9 @@
     DmaReader --> linear.w / layernorm.p / X, G     NORM:   X -> LayerNorm -> H
       ^                                             LINEAR: H, A, G -> linear kernel -> Q K V,
       | m_axi0 ..                                           G, LOGITS, X (+), combiner, gating
-    DmaWriter <-- X, LOGITS                         ATTENTION: Q, K, V -> attention -> A
+    DmaWriter <-- X, LOGITS                         ATTENTION: Q, K, V -> attention -> A (the
+                                                            unit runs beside the queue until
+                                                            a SYNC with ``attention``)
                                                     COMBINE: combiner -> X (+)
 
 Every instruction follows the timeline of :mod:`moevit.schedule` (which this top
@@ -24,7 +26,7 @@ cycles after the start (a :class:`rtl.memory.buffers.RowGenerator`, then a
 :class:`rtl.memory.buffers.BufferReader`); outputs are written as they leave.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -366,6 +368,9 @@ class Accelerator(wiring.Component):
         current = {q: Signal(INSTRUCTION, name=f"current_{q.name.lower()}") for q in Queue}
         expert = {q: Signal(range(cap.experts), name=f"expert_{q.name.lower()}") for q in Queue}
         pops, pushes = {c: [] for c in channels}, {c: [] for c in channels}
+        # The attention unit runs beside the compute queue: an ATTENTION completes when the
+        # unit takes it (once idle), a SYNC with `attention` waits until it is idle again.
+        a_active = Signal(name="attention_active")
         for q, seq in seqs.items():
             cand = seq.candidate
             op = cand.op
@@ -381,6 +386,9 @@ class Accelerator(wiring.Component):
                           | (counters["matrix_loaded"] > counters["linear_issued"]))
                 ok.append((op != Opcode.NORM)
                           | (counters["norm_loaded"] > counters["norm_issued"]))
+                sync = ARGS[Opcode.SYNC](cand.args[:ARGS[Opcode.SYNC].size])
+                ok.append(~a_active | ~((op == Opcode.ATTENTION)
+                                        | ((op == Opcode.SYNC) & sync.attention)))
             if q == Queue.LOAD:
                 ok.append((op != Opcode.LOAD_MATRIX)
                           | (counters["matrix_issued"] - counters["linear_done"] < 2))
@@ -389,6 +397,8 @@ class Accelerator(wiring.Component):
             m.d.comb += [seq.go.eq(Cat(ok).all()), issue[q].eq(seq.go & seq.pending
                                                                 & ~seq.bad_opcode)]
             control = (op == Opcode.END) | (op == Opcode.SYNC) | (op == Opcode.LOOP)
+            if q == Queue.COMPUTE:
+                control |= op == Opcode.ATTENTION
             completes = Signal(name=f"completes_{q.name.lower()}")
             m.d.comb += completes.eq((issue[q] & control) | done[q])
             with m.If(issue[q]):
@@ -452,9 +462,10 @@ class Accelerator(wiring.Component):
         self._compute_engine(m, cfg, seqs[Queue.COMPUTE].candidate, start_comp,
                              active_list[seqs[Queue.COMPUTE].iteration], linear, attention,
                              norm, gate, combiner, mem, mem_a, table_wr, table_rd, starts,
-                             counts, active_list, n_active, done[Queue.COMPUTE])
+                             counts, active_list, n_active, done[Queue.COMPUTE], a_active)
 
-        m.d.comb += progress.eq(Cat(issue[q] | done[q] for q in Queue).any())
+        m.d.comb += progress.eq(Cat(*(issue[q] | done[q] for q in Queue),
+                                    self._attention_done).any())
         with m.If(running | draining):
             m.d.sync += idle_cycles.eq(Mux(progress | (idle_cycles == cfg.watchdog), 0,
                                            idle_cycles + 1))
@@ -700,7 +711,7 @@ class Accelerator(wiring.Component):
 
     def _compute_engine(self, m, cfg, cand, start, expert, linear, attention, norm, gate,
                         combiner, mem, mem_a, table_wr, table_rd, starts, counts, active_list,
-                        n_active, done):
+                        n_active, done, a_active):
         cap, w = cfg.capacity, cfg.word
         lanes = cfg.norm_lanes
         self._unit_busy = {}
@@ -804,22 +815,25 @@ class Accelerator(wiring.Component):
         unit_index = (lin.col >> exact_log2(w)) + y.payload.fold
         target = y.payload.token + lin.row_offset
         m.d.comb += y.ready.eq(Mux(lin.write == Write.COMBINE, combiner.i.ready, 1))
-        # STORE: into Q / K / V (by column section), G or LOGITS.
-        dw = cap.dim // w
+        # STORE: into Q / K / V (QKV is head major: head j's q, k and v words at 3 j hw + 0,
+        # hw, 2 hw; each goes to word j hw + i of its memory), G or LOGITS.
+        dw, hw = cap.dim // w, cap.head_dim // w
+        qkv_words = [divmod(u // hw, 3) for u in range(3 * dw)]          # (head, section)
+        section = Array(Const(s, 2) for _, s in qkv_words)
+        within = Array(Const(j * hw + u % hw, range(dw)) for u, (j, _) in enumerate(qkv_words))
         narrow = Cat(*[y.payload.data[lane][:8] for lane in range(w)])
-        for name, dst, lo in (("Q", Buffer.QKV, 0), ("K", Buffer.QKV, dw),
-                              ("V", Buffer.QKV, 2 * dw), ("G", Buffer.G, None),
-                              ("LOGITS", Buffer.LOGITS, None)):
+        for name, dst, sec in (("Q", Buffer.QKV, 0), ("K", Buffer.QKV, 1), ("V", Buffer.QKV, 2),
+                               ("G", Buffer.G, None), ("LOGITS", Buffer.LOGITS, None)):
             if name not in mem:
                 continue
             unit = mem[name]
-            if lo is None:
+            if sec is None:
                 sel = y_take & (lin.write == Write.STORE) & (lin.dst == dst)
                 index = unit_index
             else:
                 sel = (y_take & (lin.write == Write.STORE) & (lin.dst == dst)
-                       & (unit_index >= lo) & (unit_index < lo + dw))
-                index = unit_index - lo
+                       & (unit_index < 3 * dw) & (section[unit_index] == sec))
+                index = within[unit_index]
             value = narrow if unit.dtype == "int8" else Cat(*[y.payload.data[k] for k in range(w)])
             bits = w * unit.elem
             self._sub_write(m, unit.writer(), unit, sel, target, index * bits, value, bits,
@@ -875,7 +889,6 @@ class Accelerator(wiring.Component):
         # ---- ATTENTION: Q, K, V -> attention -> A ----------------------------------------
         a_args = ARGS[Opcode.ATTENTION](cand.args[:ARGS[Opcode.ATTENTION].size])
         a_start = start & (op == Opcode.ATTENTION)
-        a_active = Signal(name="attention_active")
         hw = cap.head_dim // w
         for name, port in (("K", attention.k), ("V", attention.v), ("Q", attention.q)):
             gen, rd = self._reader(m, mem[name], w * 8, f"attention_{name}")
@@ -908,7 +921,7 @@ class Accelerator(wiring.Component):
             m.d.sync += [o_row.eq(0), o_slice.eq(0), o_head.eq(0)]
         with m.If(a_done):
             m.d.sync += a_active.eq(0)
-        dones.append(a_done)
+        self._attention_done = a_done
         self._unit_busy["attention"] = a_active
 
         # ---- COMBINE: the combiner's rows into X ------------------------------------------------
