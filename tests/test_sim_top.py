@@ -44,6 +44,10 @@ def test_tiny_test_both_tasks():
     _check(compiled, [(pixels, 0), (pixels, 1)])
 
 
+#: Test images of the mnist5k frames: a dozen keeps the default suite within its time.
+IMAGES = 12
+
+
 def test_mnist5k_classifies_exactly_like_the_integer_model():
     data = dataset("mnist5k")
     cfg = data.config()
@@ -51,12 +55,12 @@ def test_mnist5k_classifies_exactly_like_the_integer_model():
     qp = calibrate(cfg, data.load_weights(), images[:-(-MIN_SAMPLES_PER_CHANNEL // cfg.num_tokens)],
                    method="dual_stage")
     test, labels = data.load_split("test")
-    pixels = [pixels_from_image(cfg, image) for image in test[:24]]
+    pixels = [pixels_from_image(cfg, image) for image in test[:IMAGES]]
     compiled = compile_model(qp, preset("zcu102").fitted(cfg))
     results = _check(compiled, [(p, 0) for p in pixels])
     predicted = [int(np.argmax(r.output)) for r in results]
     assert predicted == [int(np.argmax(int_classify(qp, p, 0))) for p in pixels]
-    assert np.mean(np.array(predicted) == labels[:24]) > 0.8
+    assert np.mean(np.array(predicted) == labels[:IMAGES]) > 0.8
 
 
 @pytest.mark.slow
