@@ -253,7 +253,8 @@ class AttentionKernel(wiring.Component):
                      p1_key[0].eq(row), p1_key[1].eq(p1_key[0]), p1_key[2].eq(p1_key[1]),
                      p2_v.eq(p2_issue), p2_first.eq(b_sl == 0)]
         m.d.comb += [k_rd.addr.eq(addr), q_rd.addr.eq(Mux(f_par, S, 0) + sl),
-                     v_rd.addr.eq(Mux(b_vpar, NMAX * S, 0) + b_addr), u_rd.addr.eq(Mux(b_par, NMAX, 0) + b_row),
+                     v_rd.addr.eq(Mux(b_vpar, NMAX * S, 0) + b_addr),
+                     u_rd.addr.eq(Mux(b_par, NMAX, 0) + b_row),
                      u_wr.addr.eq(Mux(f_par, NMAX, 0) + p1_key[2]),
                      u_wr.en.eq(p1_v[2] & p1_last[2])]
 
