@@ -31,7 +31,10 @@ as edges and turned into tokens by :func:`place_tokens`. The task is not
 compiled in: the gate image is indexed by the ``task`` kernel argument.
 """
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -46,8 +49,8 @@ from .images import (beats_to_bytes, matrix_image, norm_image, stripe, tensor_by
 from .program import (DramImage, Instruction, Program, ProgramError, Region, WORD_BYTES,
                       check_program)
 
-__all__ = ["CompiledModel", "check_model", "compile_model", "place_tokens", "matrix_chunks",
-           "qkv_order", "head_groups"]
+__all__ = ["CompiledModel", "BUNDLE_FORMAT", "model_hash", "check_model", "compile_model",
+           "place_tokens", "matrix_chunks", "qkv_order", "head_groups"]
 
 #: Token flags (producer, consumer) for an edge between two neighbouring queues.
 _EDGE_FLAGS = {
@@ -290,6 +293,23 @@ def _stack(lc, qp, name, bits, zero_points=None, tables=None):
                    None if tables is None else list(tables))
 
 
+#: Version of the folder that :meth:`CompiledModel.save` writes.
+BUNDLE_FORMAT = 1
+
+
+def model_hash(qp, config):
+    """The content hash of a compilation: every tensor of ``qp`` (name, dtype, shape, bytes),
+    its model config and the accelerator config (hex SHA-256)."""
+    h = hashlib.sha256()
+    h.update(qp.config.to_json().encode())
+    h.update(config.to_json().encode())
+    for name in sorted(qp.tensors):
+        value = np.ascontiguousarray(qp.tensors[name])
+        h.update(f"{name}:{value.dtype.str}:{value.shape}".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class CompiledModel:
     """A compiled model: the program, its DRAM image and how to fill and read it.
@@ -345,6 +365,90 @@ class CompiledModel:
         raw = unstripe(image.read(offset, region.size), self.config.axi, words)
         out = tensor_from_bytes(raw, "int16", rows, cols, align).astype(np.int16)
         return out[0] if self.model.num_classes else out
+
+    def batch(self, runs):
+        """The image with one input and one output slot per run after the compiled image
+        (the inputs, then the outputs back to back), and each run's kernel arguments:
+        ``runs`` is a list of ``(pixels, task)``. Returns ``(DramImage, [arguments])``;
+        the slots are regions ``input<k>`` and ``output<k>``."""
+        base = self.image
+        in_size, out_size = base.region("input").size, base.region("output").size
+        data, regions = bytearray(base.data), dict(base.regions)
+        for k, (pixels, _) in enumerate(runs):
+            regions[f"input{k}"] = Region(f"input{k}", len(data), in_size)
+            data += self.input_bytes(pixels).ljust(in_size, b"\0")
+        for k in range(len(runs)):
+            regions[f"output{k}"] = Region(f"output{k}", len(data), out_size)
+            data += bytes(out_size)
+        arguments = [{"program": base.region("program").offset, "model": 0,
+                      "input": regions[f"input{k}"].offset,
+                      "output": regions[f"output{k}"].offset, "task": task, "frames": 1}
+                     for k, (_, task) in enumerate(runs)]
+        return DramImage(data, regions, base.align), arguments
+
+    def memory_map(self):
+        """``{region: {"offset", "size"}}`` of the image, in address order."""
+        regions = sorted(self.image.regions.values(), key=lambda r: r.offset)
+        return {r.name: {"offset": r.offset, "size": r.size} for r in regions}
+
+    def save(self, folder, source_hash=None):
+        """Write the compilation to ``folder``: ``dram.bin`` (the image, empty input and
+        output), ``program.bin`` (the plain encoding), ``program.txt`` (the listing) and
+        ``manifest.json`` (format, configs, memory map, the image's SHA-256, the kernel
+        arguments of a frame at address 0, ``source_hash``). Returns the folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = bytes(self.image.data)
+        (folder / "dram.bin").write_bytes(data)
+        (folder / "program.bin").write_bytes(self.program.to_bytes())
+        (folder / "program.txt").write_text(self.program.listing() + "\n")
+        manifest = {
+            "format": BUNDLE_FORMAT, "source_hash": source_hash,
+            "accelerator": self.config.to_dict(), "model": self.model.to_dict(),
+            "dram_bytes": len(data), "dram_sha256": hashlib.sha256(data).hexdigest(),
+            "align": self.image.align, "weight_bytes": self.weight_bytes,
+            "regions": self.memory_map(),
+            "arguments": {"program": self.image.region("program").offset, "model": 0,
+                          "input": self.image.region("input").offset,
+                          "output": self.image.region("output").offset},
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder):
+        """Read a :meth:`save` folder back; checks the format and the image's SHA-256.
+
+        Raises
+        ------
+        ProgramError
+            Naming the file: missing, another format, a changed image, a bad program.
+        """
+        folder = Path(folder)
+        for name in ("manifest.json", "dram.bin", "program.bin"):
+            if not (folder / name).is_file():
+                raise ProgramError(f"{folder / name}: missing (not a compiled model folder)")
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except ValueError as exc:
+            raise ProgramError(f"{folder / 'manifest.json'}: not JSON ({exc})") from None
+        if manifest.get("format") != BUNDLE_FORMAT:
+            raise ProgramError(f"{folder / 'manifest.json'}: format {manifest.get('format')!r}, "
+                               f"expected {BUNDLE_FORMAT}")
+        data = (folder / "dram.bin").read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest["dram_sha256"]:
+            raise ProgramError(f"{folder / 'dram.bin'}: SHA-256 differs from the manifest's "
+                               f"(the image was changed after compilation)")
+        regions = {name: Region(name, r["offset"], r["size"])
+                   for name, r in manifest["regions"].items()}
+        image = DramImage(bytearray(data), regions, manifest["align"]).validate()
+        config = AcceleratorConfig.from_dict(manifest["accelerator"])
+        program = Program.from_bytes((folder / "program.bin").read_bytes())
+        code = program.dram_bytes(config.axi)
+        if image.read(image.region("program").offset, len(code)) != code:
+            raise ProgramError(f"{folder / 'program.bin'}: differs from the program in dram.bin")
+        return cls(config, ModelConfig.from_dict(manifest["model"]), program, image,
+                   manifest["weight_bytes"])
 
 
 def compile_model(qp, config, *, overlap_attention=True):

@@ -23,9 +23,10 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from moevit.driver import DriverTimeout, execute_async, run_sequence
 from moevit.images import bytes_to_beats
 from rtl.bus.axi import lite_signature
-from rtl.control.registers import CONTROL, GIE, IER, ISR, STATUS, argument_words
+from rtl.control.registers import CONTROL, GIE, IER, STATUS, argument_words
 from rtl.top.accelerator import Accelerator
 
 from .axi_lite import lite_read, lite_write
@@ -93,33 +94,39 @@ class FrameResult:
 
 
 class PysimHost:
-    """The host's driver sequence inside an Amaranth-simulator testbench of a
-    :class:`FrameHarness` holding ``image`` (a :class:`moevit.program.DramImage`)."""
+    """The host's side of an Amaranth-simulator testbench of a :class:`FrameHarness` holding
+    ``image`` (a :class:`moevit.program.DramImage`): register access for
+    :func:`moevit.driver.execute_async` (``read``, ``write``, ``wait``), the simulated DRAM
+    (``write_dram``, ``output``) and :meth:`run`, the driver sequence of one frame."""
 
     def __init__(self, ctx, dut, compiled, image):
         self.ctx, self.dut, self.compiled, self.image = ctx, dut, compiled, image
         self.bus = dut.s_axi_control
 
+    async def read(self, offset):
+        return await lite_read(self.ctx, self.bus, offset)
+
+    async def write(self, offset, word):
+        await lite_write(self.ctx, self.bus, offset, word)
+
     async def write_arguments(self, values):
         for offset, word in argument_words(values):
-            await lite_write(self.ctx, self.bus, offset, word)
+            await self.write(offset, word)
 
     async def start(self):
-        await lite_write(self.ctx, self.bus, GIE, 1)
-        await lite_write(self.ctx, self.bus, IER, 1)
-        await lite_write(self.ctx, self.bus, CONTROL, 1)
+        await self.write(GIE, 1)
+        await self.write(IER, 1)
+        await self.write(CONTROL, 1)
 
     async def wait(self, timeout):
-        """Until the interrupt (ap_done); then clear it."""
+        """Until the interrupt (ap_done); it stays set until ISR is written."""
         for _ in range(-(-timeout // 100)):
             await self.ctx.tick().repeat(100)
             if self.ctx.get(self.dut.interrupt):
-                break
-        else:
-            raise AssertionError(f"no ap_done within {timeout} cycles")
-        await lite_write(self.ctx, self.bus, ISR, 1)
+                return
+        raise DriverTimeout(f"no ap_done within {timeout} cycles")
 
-    def write(self, offset, raw):
+    def write_dram(self, offset, raw):
         """Write bytes into the simulated DRAM (whole words) and into :attr:`image`."""
         size = self.compiled.config.axi.data_bytes
         storage = self.dut.memory.storage_data
@@ -128,7 +135,7 @@ class PysimHost:
         self.image.write(offset, raw)
 
     async def status(self, name):
-        return await lite_read(self.ctx, self.bus, STATUS[name])
+        return await self.read(STATUS[name])
 
     def output(self, offset=None):
         """The output tensor, read from the simulated DRAM at ``offset`` (default: the image's
@@ -144,15 +151,11 @@ class PysimHost:
         return self.compiled.read_output(out)
 
     async def run(self, values, timeout, read_output=True):
-        """Arguments, start, wait: the :class:`FrameResult` (``output`` None unless
-        ``read_output``)."""
-        await self.write_arguments(values)
-        await self.start()
-        await self.wait(timeout)
-        busy = {name[5:]: await lite_read(self.ctx, self.bus, offset)
-                for name, offset in STATUS.items() if name.startswith("busy_")}
+        """The driver sequence (:func:`moevit.driver.run_sequence`): the
+        :class:`FrameResult` (``output`` None unless ``read_output``)."""
+        status = await execute_async(run_sequence(values, timeout), self)
         output = self.output(values.get("output")) if read_output else None
-        return FrameResult(output, await self.status("cycles"), await self.status("error"), busy)
+        return FrameResult(output, status.cycles, status.code, status.busy)
 
 
 def simulate(compiled, image, bench, resettable=False):
@@ -194,32 +197,16 @@ def _unhex(text, data_bytes):
 
 
 def _run_image(compiled, runs, timeout):
-    """The DRAM image of ``runs`` (``(pixels, task)``): the compiled image, then one input
-    and one output slot per run. Returns the bytes, the output slots' offset and size, and
-    each run's kernel arguments and timeout."""
-    base = compiled.image
-    in_size, out_size = base.region("input").size, base.region("output").size
-    data = bytearray(base.data)
-    inputs = []
-    for pixels, _ in runs:
-        inputs.append(len(data))
-        data += compiled.input_bytes(pixels).ljust(in_size, b"\0")
-    outputs = len(data)
-    data += bytes(out_size * len(runs))
-    specs = [{"arguments": {"program": base.region("program").offset, "model": 0,
-                            "input": inputs[k], "output": outputs + k * out_size,
-                            "task": task, "frames": 1},
-              "timeout": timeout}
-             for k, (_, task) in enumerate(runs)]
-    return data, outputs, out_size, specs
+    """The DRAM image of ``runs`` (:meth:`moevit.compiler.CompiledModel.batch`): its bytes,
+    the output slots' offset and size, and each run's arguments and timeout."""
+    image, arguments = compiled.batch(runs)
+    out_size = compiled.image.region("output").size
+    specs = [{"arguments": a, "timeout": timeout} for a in arguments]
+    return image.data, arguments[0]["output"], out_size, specs
 
 
 def _design_key(config):
     return f"{config.name}-{hashlib.sha256(config.to_json().encode()).hexdigest()[:10]}"
-
-
-def _busy(status):
-    return {name[5:]: v for name, v in status.items() if name.startswith("busy_")}
 
 
 def run_verilator(compiled, runs, timeout=None, log_dir=None):
@@ -229,12 +216,14 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
     image; the runs go one after the other in one simulation. Returns a list of
     :class:`FrameResult` (their ``busy`` includes ``wall_s``, the simulation time of
     the frame) and the build + simulation wall time. ``log_dir``: where the Verilator
-    build and simulation logs go instead of the terminal.
+    build and simulation logs go instead of the terminal. The simulated memory has a
+    power-of-two depth, so batches of other sizes reuse the build.
     """
     config, axi = compiled.config, compiled.config.axi
     base = compiled.image
     data, outputs, out_size, specs = _run_image(compiled, runs, timeout or 50_000_000)
-    depth = len(data) // axi.data_bytes
+    depth = 1 << (len(data) // axi.data_bytes - 1).bit_length()
+    data = bytes(data).ljust(depth * axi.data_bytes, b"\0")
     params = {"config": _design_key(config), "words": depth}
     folder = design_dir("frame", params)
     (folder / "image.hex").write_text(_hex(data, axi.data_bytes))
@@ -254,9 +243,8 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
         image = base.copy()
         image.write(image.region("output").offset, raw[k * out_size:(k + 1) * out_size])
         s = status["status"]
-        busy = _busy(s)
-        busy["wall_s"] = status["wall_s"]
-        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["error"], busy))
+        busy = dict(s["busy"], wall_s=status["wall_s"])
+        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["code"], busy))
     return out, wall
 
 
@@ -286,5 +274,5 @@ def run_with_stalls(compiled, runs, pause=0.3, seed=1, timeout=None):
             raw[p * sub:(p + 1) * sub] = chunk[p * sub:(p + 1) * sub]
         image.write(image.region("output").offset, bytes(raw))
         s = entry["status"]
-        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["error"], _busy(s)))
+        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["code"], s["busy"]))
     return out

@@ -8,6 +8,7 @@ its sub-regions of the striped transfers). ``TB_SPEC`` (JSON): the image file, t
 runs, the result file.
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -17,12 +18,28 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-from rtl.control.registers import CONTROL, GIE, IER, ISR, STATUS, argument_words
+from moevit.driver import execute_async, run_sequence
 
 
 def _pauses(rng, share):
     while True:
         yield rng.random() < share
+
+
+class _Host:
+    """Register access for :func:`moevit.driver.execute_async` through cocotbext-axi."""
+
+    def __init__(self, dut, master):
+        self.dut, self.master = dut, master
+
+    async def read(self, offset):
+        return await self.master.read_dword(offset)
+
+    async def write(self, offset, word):
+        await self.master.write_dword(offset, word)
+
+    async def wait(self, timeout):
+        await with_timeout(RisingEdge(self.dut.interrupt), timeout * 10, "ns")
 
 
 @cocotb.test()
@@ -47,19 +64,13 @@ async def stalled_frames(dut):
     master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control_"), dut.clk, dut.rst)
     master.write_if.log.setLevel("WARNING")
     master.read_if.log.setLevel("WARNING")
-    await master.write_dword(GIE, 1)
-    await master.write_dword(IER, 1)
+    host = _Host(dut, master)
     results = []
     for run in spec["runs"]:
-        for offset, word in argument_words(run["arguments"]):
-            await master.write_dword(offset, word)
-        await master.write_dword(CONTROL, 1)
-        await with_timeout(RisingEdge(dut.interrupt), run["timeout"] * 10, "ns")
-        status = {name: await master.read_dword(offset) for name, offset in STATUS.items()}
-        await master.write_dword(ISR, 1)
+        status = await execute_async(run_sequence(run["arguments"], run["timeout"]), host)
         out = run["arguments"]["output"]
         # Port p wrote sub-region p of every transfer into its own RAM.
         parts = [ram.read(out, spec["output_bytes"]).hex() for ram in rams]
-        results.append({"status": status, "outputs": parts})
+        results.append({"status": dataclasses.asdict(status), "outputs": parts})
     with open(spec["result"], "w") as f:
         json.dump(results, f)

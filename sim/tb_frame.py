@@ -2,12 +2,14 @@
 
 The DRAM lives in the design (``sim/hdl/moevit_sim_ram.v``, loaded from a hex file
 at time 0), so between register accesses no Python runs per cycle: the testbench
-writes each run's arguments (:class:`sim.cocotb_lite.LiteManager`, which runs only
-during its transactions), sets ap_start, waits for the interrupt, reads the status
-registers, and finally has the memory dump the output slots. ``TB_SPEC`` (JSON) lists
+runs the host's driver sequence (:func:`moevit.driver.run_sequence`: arguments,
+ap_start, wait for the interrupt, status registers) through
+:class:`sim.cocotb_lite.LiteManager`, which runs only during its transactions, and
+finally has the memory dump the output slots. ``TB_SPEC`` (JSON) lists
 the runs; results go to its ``result`` file.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -15,8 +17,26 @@ import time
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
-from rtl.control.registers import CONTROL, GIE, IER, ISR, STATUS, argument_words
+from moevit.driver import execute_async, run_sequence
 from sim.cocotb_lite import LiteManager
+
+
+class _Host:
+    """Register access for :func:`moevit.driver.execute_async`; ``wait`` times the frame."""
+
+    def __init__(self, dut, master):
+        self.dut, self.master, self.wall = dut, master, 0.0
+
+    async def read(self, offset):
+        return await self.master.read(offset)
+
+    async def write(self, offset, word):
+        await self.master.write(offset, word)
+
+    async def wait(self, timeout):
+        start = time.perf_counter()
+        await with_timeout(RisingEdge(self.dut.interrupt), timeout * 10, "ns")
+        self.wall = time.perf_counter() - start
 
 
 @cocotb.test()
@@ -27,20 +47,11 @@ async def frames(dut):
     dut.dump.value = 0
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
-    master = LiteManager(dut, "s_axi_control__", dut.clk)
-    await master.write(GIE, 1)
-    await master.write(IER, 1)
+    host = _Host(dut, LiteManager(dut, "s_axi_control__", dut.clk))
     results = []
     for run in spec["runs"]:
-        for offset, word in argument_words(run["arguments"]):
-            await master.write(offset, word)
-        start = time.perf_counter()
-        await master.write(CONTROL, 1)
-        await with_timeout(RisingEdge(dut.interrupt), run["timeout"] * 10, "ns")
-        wall = time.perf_counter() - start
-        status = {name: await master.read(offset) for name, offset in STATUS.items()}
-        await master.write(ISR, 1)                      # clear the interrupt
-        results.append({"status": status, "wall_s": wall})
+        status = await execute_async(run_sequence(run["arguments"], run["timeout"]), host)
+        results.append({"status": dataclasses.asdict(status), "wall_s": host.wall})
     dut.dump.value = 1
     await RisingEdge(dut.clk)
     dut.dump.value = 0

@@ -18,7 +18,7 @@ from moevit.program import Program
 from moevit.schedule import schedule
 from rtl.config import AttentionArray, preset
 from rtl.control.isa import Queue
-from rtl.control.registers import CONTROL, ERRORS
+from rtl.control.registers import CONTROL, ERRORS, ISR
 from rtl.top.accelerator import Accelerator
 from sim.axi_lite import lite_write
 from sim.frame import arguments, run_pysim, simulate
@@ -65,7 +65,7 @@ def _with_program(compiled, host, program_bytes):
     """Replace the simulated program with ``program_bytes`` (plain encoding)."""
     axi = compiled.config.axi
     raw = stripe(program_bytes[:16], axi) + stripe(program_bytes[16:], axi)
-    host.write(host.image.region("program").offset, raw)
+    host.write_dram(host.image.region("program").offset, raw)
 
 
 def _faulty(tiny, fault):
@@ -104,6 +104,7 @@ def _faulty(tiny, fault):
             await host.ctx.tick().repeat(200)
             await lite_write(host.ctx, host.bus, CONTROL, 1)
             await host.wait(10 * model)
+            await host.write(ISR, 1)
             results["ignored"] = await host.status("ignored_starts")
         elif fault == "reset":                 # the reset in the middle of a frame
             await host.write_arguments(good)

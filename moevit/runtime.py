@@ -1,0 +1,288 @@
+"""Running compiled models: the same calls on the simulator and on the boards.
+
+::
+
+    from moevit.runtime import open_target
+    session = open_target("sim", preset("zcu102"))     # or "zcu102" (PYNQ), "u280" (XRT)
+    compiled = session.load(qp)                         # a QuantParams, CompiledModel or folder
+    frames = session.run(images, task=0)                # Frame per image
+    frames[0].output, frames[0].cycles, frames[0].error
+
+Every target runs the driver sequence of :mod:`moevit.driver` (arguments, ap_start,
+wait for ap_done, status registers) on one DRAM image holding the compiled model,
+then one input and one output slot per image:
+
+``sim``
+    The RTL top in Verilator (:func:`sim.frame.run_verilator`: the image is loaded
+    through the simulated memory's backdoor, no Python runs per cycle; the build is
+    cached per config). Needs the checkout's ``sim/`` and a C++ compiler.
+``zcu102``
+    PYNQ on the board: ``overlay`` is the ``.bit`` of the deployment tree
+    (:mod:`moevit.deploy`, with its ``.hwh`` beside it); the image goes into one
+    ``pynq.allocate`` buffer, the registers are the IP's MMIO.
+``u280``
+    XRT through ``pyxrt``: ``xclbin`` from the deployment tree; one buffer object
+    in the kernel's memory bank, the registers through ``xrt::kernel``'s register
+    access (exclusive CU context).
+
+Board targets import their libraries only when opened and fail with one line
+naming what is missing. Compilation is cached by content hash
+(:func:`moevit.compiler.model_hash`) in memory and, with ``cache_dir``, on disk.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golden.int_model import QuantParams, pixels_from_image
+from rtl.config import AcceleratorConfig, preset
+
+from .compiler import CompiledModel, compile_model, model_hash
+from .driver import error_name, execute, run_sequence
+
+__all__ = ["TARGETS", "TargetError", "Frame", "Session", "open_target", "as_pixels"]
+
+#: Targets of :func:`open_target`: name -> what runs the frames.
+TARGETS = {"sim": "the RTL top in Verilator",
+           "zcu102": "a ZCU102 with the PYNQ overlay of the deployment tree",
+           "u280": "an Alveo U280 with the xclbin of the deployment tree (XRT)"}
+
+
+class TargetError(RuntimeError):
+    """A target cannot be opened or used; the message names what is missing."""
+
+
+@dataclass
+class Frame:
+    """One image's run.
+
+    Members
+    -------
+    output : numpy.ndarray
+        int16 backbone tokens (N, D), or class logits (C,) of a classifier.
+    cycles : int
+        ap_start to ap_done, from the cycle-counter register.
+    error : str
+        The error register's name (``"none"`` when the frame completed).
+    busy : dict {engine: int}
+        Busy cycles per engine.
+    """
+
+    output: np.ndarray
+    cycles: int
+    error: str
+    busy: dict = field(default_factory=dict)
+
+
+def as_pixels(cfg, image):
+    """uint8 pixel codes (C, H, W) of an image given as uint8 codes or as floats in [0, 1)."""
+    image = np.asarray(image)
+    if np.issubdtype(image.dtype, np.integer):
+        expected = (cfg.in_chans, *cfg.image_size)
+        if image.shape != expected:
+            raise ValueError(f"image must have shape {expected}, got {image.shape}")
+        if image.min() < 0 or image.max() > 255:
+            raise ValueError("integer images must hold pixel codes in [0, 255]")
+        return image.astype(np.uint8)
+    return pixels_from_image(cfg, image)
+
+
+class Session:
+    """An open target (see the module docstring); use :func:`open_target`."""
+
+    def __init__(self, target, config, backend, cache_dir=None, timeout=None):
+        self.target, self.config, self.backend = target, config, backend
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.timeout = timeout
+        self.compiled = None
+        self._memo = {}
+
+    def load(self, model):
+        """Make ``model`` the one :meth:`run` runs: a :class:`~golden.int_model.QuantParams`
+        (compiled for the session's config, cached by content hash), a
+        :class:`~moevit.compiler.CompiledModel` or the folder of one. Returns the
+        :class:`~moevit.compiler.CompiledModel`."""
+        if isinstance(model, (str, Path)):
+            model = CompiledModel.load(model)
+        if isinstance(model, QuantParams):
+            model = self._compile(model)
+        if not isinstance(model, CompiledModel):
+            raise TypeError(f"model must be a QuantParams, a CompiledModel or a folder, "
+                            f"got {type(model).__name__}")
+        if model.config != self.config:
+            raise TargetError(f"the model was compiled for config {model.config.name!r}, "
+                              f"this {self.target} target runs {self.config.name!r} "
+                              f"(a different AcceleratorConfig)")
+        self.compiled = model
+        return model
+
+    def _compile(self, qp):
+        key = model_hash(qp, self.config)
+        if key in self._memo:
+            return self._memo[key]
+        folder = self.cache_dir / key[:16] if self.cache_dir else None
+        if folder is not None and (folder / "manifest.json").is_file():
+            compiled = CompiledModel.load(folder)
+        else:
+            compiled = compile_model(qp, self.config)
+            if folder is not None:
+                compiled.save(folder, source_hash=key)
+        self._memo[key] = compiled
+        return compiled
+
+    def run(self, images, task=0):
+        """Run one frame per image for ``task``: ``images`` is one image or a sequence
+        (each (C, H, W), uint8 codes or floats in [0, 1)). Returns a list of
+        :class:`Frame`."""
+        if self.compiled is None:
+            raise TargetError("no model loaded: call load() first")
+        m = self.compiled.model
+        if not isinstance(task, (int, np.integer)) or not 0 <= task < m.num_tasks:
+            raise ValueError(f"task must be in [0, {m.num_tasks - 1}], got {task!r}")
+        images = np.asarray(images) if not isinstance(images, (list, tuple)) else images
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images = [images]
+        pixels = [as_pixels(m, im) for im in images]
+        if not pixels:
+            raise ValueError("images must hold at least one image")
+        return self.backend.run(self.compiled, pixels, int(task), self.timeout)
+
+
+# ------------------------------------------------------------------------ backends
+
+class _Simulator:
+    def __init__(self, log_dir=None):
+        self.log_dir = log_dir
+
+    def run(self, compiled, pixels, task, timeout):
+        from sim.frame import run_verilator
+        results, _ = run_verilator(compiled, [(p, task) for p in pixels], timeout=timeout,
+                                   log_dir=self.log_dir)
+        return [Frame(r.output, r.cycles, error_name(r.error),
+                      {k: v for k, v in r.busy.items() if k != "wall_s"}) for r in results]
+
+
+def _read_output(compiled, raw):
+    image = compiled.image.copy()
+    image.write(image.region("output").offset, raw)
+    return compiled.read_output(image)
+
+
+class _Pynq:
+    """ZCU102 with PYNQ: ``overlay`` the ``.bit`` (its ``.hwh`` beside it)."""
+
+    def __init__(self, overlay, ip_name="moevit_0", clock_hz=300e6):
+        try:
+            import pynq
+        except ImportError:
+            raise TargetError("target 'zcu102' needs PYNQ: run on the board's PYNQ image "
+                              "(pip install pynq there)") from None
+        if overlay is None or not Path(overlay).is_file():
+            raise TargetError(f"target 'zcu102' needs the overlay .bit of `moevit deploy "
+                              f"--board zcu102` (got {overlay!r})")
+        self.pynq = pynq
+        self.overlay = pynq.Overlay(str(overlay))
+        if not hasattr(self.overlay, ip_name):
+            raise TargetError(f"{overlay}: the overlay has no IP named {ip_name!r}")
+        self.ip = getattr(self.overlay, ip_name)
+        self.clock_hz = clock_hz
+
+    def run(self, compiled, pixels, task, timeout):
+        image, slots = compiled.batch([(p, task) for p in pixels])
+        buf = self.pynq.allocate(shape=(len(image.data),), dtype=np.uint8)
+        try:
+            buf[:] = np.frombuffer(bytes(image.data), np.uint8)
+            buf.flush()
+            base = buf.device_address
+            frames = []
+            for arguments in slots:
+                args = {k: (v + base if k in ("program", "model", "input", "output") else v)
+                        for k, v in arguments.items()}
+                status = execute(run_sequence(args, timeout or 1 << 31), self.ip.mmio,
+                                 clock_hz=self.clock_hz)
+                buf.invalidate()
+                out = arguments["output"]
+                raw = bytes(buf[out:out + compiled.image.region("output").size])
+                frames.append(Frame(_read_output(compiled, raw), status.cycles, status.error,
+                                    status.busy))
+            return frames
+        finally:
+            buf.freebuffer()
+
+
+class _Xrt:
+    """Alveo U280 with XRT (``pyxrt``): ``xclbin`` from the deployment tree."""
+
+    class _Registers:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def read(self, offset):
+            return self.kernel.read_register(offset)
+
+        def write(self, offset, word):
+            self.kernel.write_register(offset, word)
+
+    def __init__(self, xclbin, device=0, kernel="moevit", clock_hz=300e6):
+        try:
+            import pyxrt
+        except ImportError:
+            raise TargetError("target 'u280' needs XRT's Python binding pyxrt "
+                              "(source /opt/xilinx/xrt/setup.sh)") from None
+        if xclbin is None or not Path(xclbin).is_file():
+            raise TargetError(f"target 'u280' needs the .xclbin built from `moevit deploy "
+                              f"--board u280` (got {xclbin!r})")
+        self.pyxrt = pyxrt
+        self.device = pyxrt.device(device)
+        uuid = self.device.load_xclbin(str(xclbin))
+        self.kernel = pyxrt.kernel(self.device, uuid, kernel,
+                                   pyxrt.kernel.cu_access_mode.exclusive)
+        self.registers = self._Registers(self.kernel)
+        self.clock_hz = clock_hz
+
+    def run(self, compiled, pixels, task, timeout):
+        pyxrt = self.pyxrt
+        image, slots = compiled.batch([(p, task) for p in pixels])
+        size = len(image.data)
+        bo = pyxrt.bo(self.device, size, pyxrt.bo.flags.normal, self.kernel.group_id(0))
+        bo.write(np.frombuffer(bytes(image.data), np.uint8), 0)
+        bo.sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, size, 0)
+        base = bo.address()
+        frames = []
+        for arguments in slots:
+            args = {k: (v + base if k in ("program", "model", "input", "output") else v)
+                    for k, v in arguments.items()}
+            status = execute(run_sequence(args, timeout or 1 << 31), self.registers,
+                             clock_hz=self.clock_hz)
+            out, n = arguments["output"], compiled.image.region("output").size
+            bo.sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, n, out)
+            raw = bytes(np.asarray(bo.read(n, out), np.int8).view(np.uint8))
+            frames.append(Frame(_read_output(compiled, raw), status.cycles, status.error,
+                                status.busy))
+        return frames
+
+
+def open_target(target="sim", config=None, *, overlay=None, xclbin=None, device=0,
+                cache_dir=None, timeout=None, log_dir=None):
+    """Open ``target`` (:data:`TARGETS`) running ``config`` (an
+    :class:`~rtl.config.AcceleratorConfig` or a preset name; default: the preset of the
+    board, ``zcu102`` for the simulator). ``overlay`` (zcu102) / ``xclbin`` (u280): the
+    built deployment; ``timeout``: cycles per frame before the driver gives up (default:
+    the simulator's, or 2**31 on a board); ``log_dir``: the simulator's build logs."""
+    if target not in TARGETS:
+        raise TargetError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if config is None:
+        config = preset("zcu102" if target == "sim" else target)
+    elif isinstance(config, str):
+        config = preset(config)
+    if not isinstance(config, AcceleratorConfig):
+        raise TypeError(f"config must be an AcceleratorConfig or a preset name, "
+                        f"got {type(config).__name__}")
+    if target == "sim":
+        backend = _Simulator(log_dir)
+    elif target == "zcu102":
+        backend = _Pynq(overlay)
+    else:
+        backend = _Xrt(xclbin, device)
+    return Session(target, config, backend, cache_dir=cache_dir, timeout=timeout)
