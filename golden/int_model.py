@@ -110,7 +110,11 @@ class QuantParams:
     @classmethod
     def load(cls, path):
         """Read a :meth:`save` file; checks the format version and every tensor's name and shape."""
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: not a quantized parameter set (a .npy array, "
+                             f"expected an .npz archive)")
+        with f:
             if "__config__" not in f:
                 raise ValueError(f"{path}: not a quantized parameter set (no __config__)")
             meta = json.loads(str(f["__config__"]))

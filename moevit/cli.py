@@ -34,13 +34,20 @@ class UsageError(ValueError):
     """A bad option combination (reported like every other error)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``moevit: error: ...``, exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _console():
     return Console(stderr=True, width=None if sys.stderr.isatty() else 110)
 
 
 def _spinner(console):
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 def _model_config(args, stored=None):
@@ -145,7 +152,8 @@ def cmd_quantize(args, console):
     images = load_inputs(args.calib, cfg, args.limit)
 
     def progress(iterable, description):
-        return track(iterable, description=description, console=console, transient=True)
+        return track(iterable, description=description, console=console, transient=True,
+                     disable=not console.is_terminal)
 
     t0 = time.perf_counter()
     qp = calibrate(cfg, weights, images, args.method, attention=args.attention, task=args.task,
@@ -301,9 +309,10 @@ def _parser():
     from moevit.deploy import BOARDS
     from moevit.runtime import TARGETS
     from rtl.config import PRESETS
-    p = argparse.ArgumentParser(prog="moevit", description=__doc__.splitlines()[0])
+    p = _Parser(prog="moevit", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=_Parser)
 
     def model_option(q):
         q.add_argument("--model", help=f"model config: a preset ({', '.join(MODELS)}) or a "
@@ -387,7 +396,10 @@ def _parser():
 
 def main(argv=None):
     """Entry point of the ``moevit`` script; returns the exit code."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:          # --help (0) or a usage error (2, one line printed)
+        return exit_.code
     console = _console()
     try:
         args.func(args, console)

@@ -65,14 +65,16 @@ def unit_intervals(execution, sched):
 
 
 def block_cycles(execution, sched):
-    """``[(label, cycles)]``: the patch embedding, each block, the tail (head and store),
-    measured between the starts of the blocks' first LayerNorm on the compute queue."""
+    """``[(label, cycles)]``: the patch embedding, each block and, for a classifier, the head,
+    measured between the starts of the blocks' first LayerNorm (and the head's) on the
+    compute queue; the last part runs to the end of the frame (the output's store)."""
     norms = [s for step, s in zip(execution.steps, sched.start)
              if step.queue == Queue.COMPUTE and step.ins.op == Opcode.NORM]
     depth = len(norms) // 2
-    marks = [0] + norms[0:2 * depth:2] + [sched.cycles]
-    labels = ["patch embed"] + [f"block {b}" for b in range(depth)] + ["tail"]
-    return [(lab, b - a) for lab, a, b in zip(labels, marks, marks[1:])]
+    marks = [0] + norms[0:2 * depth:2] + norms[2 * depth:] + [sched.cycles]
+    labels = ["patch embed"] + [f"block {b}" for b in range(depth)] \
+        + ["head"] * (len(norms) % 2)
+    return [(lab, b - a) for lab, a, b in zip(labels, marks[:-1], marks[1:], strict=True)]
 
 
 def _routes(execution):

@@ -1,0 +1,126 @@
+"""The moevit command line as a new user runs it: import, quantize, compile, run, report."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from golden.config import tiny_test
+from golden.float_model import random_image
+from golden.int_model import QuantParams, int_forward, pixels_from_image
+from golden.weights import init_weights, load_npz
+from moevit.checkpoints import write_edge_moe, write_safetensors
+from moevit.cli import main
+from moevit.compiler import CompiledModel
+
+CFG = tiny_test()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    weights = init_weights(CFG, seed=4)
+    write_edge_moe(d / "edge", weights, CFG)
+    write_safetensors(d / "m3vit.safetensors", weights, CFG, prefix="module.backbone.")
+    np.save(d / "calib.npy", np.stack([random_image(CFG, seed=s) for s in range(3)]))
+    return d
+
+
+def _ok(argv, capsys):
+    assert main(argv) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def _fails(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_whole_flow_on_the_simulator(work, capsys):
+    d = str(work)
+    out = _ok(["import", f"{d}/edge", "-o", f"{d}/w.npz", "--model", "tiny_test"], capsys)
+    assert "30 tensors" in out and "edge-moe" in out
+    _ok(["import", f"{d}/m3vit.safetensors", "-o", f"{d}/w_torch.npz", "--model", "tiny_test"],
+        capsys)
+    a, b = load_npz(f"{d}/w.npz", CFG), load_npz(f"{d}/w_torch.npz", CFG)
+    assert all(np.array_equal(a[k], b[k]) for k in a if k not in ("cls_token", "pos_embed"))
+    # The stored config travels with the file: no --model from here on.
+    _ok(["quantize", f"{d}/w.npz", "--calib", f"{d}/calib.npy", "-o", f"{d}/q.npz"], capsys)
+    qp = QuantParams.load(f"{d}/q.npz")
+    out = _ok(["compile", f"{d}/q.npz", "--board", "zcu102", "--fit", "-o", f"{d}/compiled"],
+              capsys)
+    assert re.search(r"schedule model: [\d,]+ cycles per frame", out)
+    compiled = CompiledModel.load(f"{d}/compiled")
+    out = _ok(["run", f"{d}/compiled", "--target", "sim", "--images", f"{d}/calib.npy",
+               "--limit", "2", "--task", "1", "--check", "-o", f"{d}/out.npz",
+               "--json", f"{d}/run.json", "--log-dir", f"{d}/logs"], capsys)
+    assert "2 frame(s)" in out
+    with np.load(f"{d}/out.npz", allow_pickle=False) as f:
+        outputs, cycles = f["outputs"], f["cycles"]
+    images = np.load(f"{d}/calib.npy")
+    for n in range(2):
+        expected = int_forward(qp, pixels_from_image(CFG, images[n]), task=1)
+        assert np.array_equal(outputs[n], expected), n
+    run = json.loads((work / "run.json").read_text())
+    assert [f["cycles"] for f in run["frames"]] == cycles.tolist()
+    assert all(f["bit_exact"] and f["error"] == "none" for f in run["frames"])
+    out = _ok(["report", f"{d}/compiled", "--board", "zcu102", "--rtl", f"{d}/run.json",
+               "--task", "1", "--images", f"{d}/calib.npy", "--weights", f"{d}/w.npz",
+               "--quant", f"{d}/q.npz", "-o", f"{d}/report.html"], capsys)
+    page = (work / "report.html").read_text()
+    data = json.loads(re.search(r"id='data'>(.*)</script>", page).group(1))
+    assert data["rtl"]["equal_to_model"] and data["cycles"] == cycles[0]
+    assert "http" not in page.replace("http-equiv", "")               # self-contained
+    assert set(data["fidelity"]["routing"]) == {"blocks.1"}
+    assert compiled.config.name == "zcu102"
+
+
+def test_python_dash_m_reaches_the_same_command_line():
+    out = subprocess.run([sys.executable, "-m", "moevit", "--help"], capture_output=True,
+                         text=True, check=True)
+    for command in ("import", "quantize", "compile", "run", "report", "deploy"):
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["import", "missing_folder", "-o", "x.npz"], "missing_folder: no such file or folder"),
+    (["import", "{d}/edge", "-o", "{d}/x.npz"],
+     "patch_embed_weight.float32.bin: 98304 bytes, expected 589824"),  # m3vit_tiny by default
+    (["import", "{d}/edge", "-o", "{d}/x.txt", "--model", "tiny_test"],
+     "-o {d}/x.txt: the output must be a .npz file"),
+    (["import", "{d}/edge", "-o", "{d}/x.npz", "--model", "huge"], "unknown"),
+    (["quantize", "{d}/nothing.npz", "--calib", "{d}/calib.npy", "-o", "{d}/q.npz"],
+     "nothing.npz: no such file"),
+    (["compile", "{d}/calib.npy", "-o", "{d}/c"], "not a quantized parameter set"),
+    (["compile", "x.npz", "--board", "vu19p", "-o", "c"], "argument --board: invalid choice"),
+    (["run", "{d}/nothing", "--images", "{d}/calib.npy"], "nothing"),
+])
+def test_errors_are_one_line_with_exit_code_2(work, capsys, argv, message):
+    err = _fails([a.format(d=work) for a in argv], capsys)
+    assert message.format(d=work) in err
+
+
+def test_quantize_reads_a_folder_of_pictures(work, capsys):
+    from PIL import Image
+    pics = work / "pics"
+    pics.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for n in range(2):       # wider than the model: scaled to cover, then cropped
+        Image.fromarray(rng.integers(0, 256, (40, 90, 3), np.uint8)).save(pics / f"{n}.png")
+    (work / "pics" / "notes.txt").write_text("not a picture")
+    weights = init_weights(CFG, seed=4)
+    write_safetensors(work / "w.safetensors", weights, CFG)
+    _ok(["import", str(work / "w.safetensors"), "-o", str(work / "wp.npz"), "--model",
+         "tiny_test"], capsys)
+    out = _ok(["quantize", str(work / "wp.npz"), "--calib", str(pics), "-o",
+               str(work / "qp.npz"), "--method", "minmax"], capsys)
+    assert "on 2 calibration image(s)" in out
+    (pics / "2.png").write_bytes(b"not a png")
+    err = _fails(["quantize", str(work / "wp.npz"), "--calib", str(pics), "-o",
+                  str(work / "qp.npz")], capsys)
+    assert "2.png: not a readable picture" in err

@@ -1,0 +1,116 @@
+"""The driver sequence (polling form) and the runtime's targets and errors."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from golden.config import tiny_test
+from golden.float_model import random_image
+from golden.int_model import pixels_from_image
+from golden.ptq import calibrate
+from golden.weights import init_weights
+from moevit.compiler import compile_model
+from moevit.driver import AP_DONE, DriverTimeout, decode_status, execute, run_sequence
+from moevit.runtime import TargetError, as_pixels, open_target
+from rtl.config import preset
+from rtl.control.registers import (ARGUMENTS, CONTROL, ERRORS, GIE, IER, ISR, STATUS,
+                                   argument_words)
+
+ARGS = {"program": 0x1_0000_0040, "model": 0, "input": 0x2000, "output": 0x3000, "task": 1,
+        "frames": 1}
+
+
+class FakeKernel:
+    """Registers that finish a run ``polls`` reads of CONTROL after ap_start."""
+
+    def __init__(self, polls, status=None):
+        self.polls, self.log = polls, []
+        self.status = status or {name: 0 for name in STATUS}
+
+    def write(self, offset, word):
+        self.log.append(("w", offset, word))
+
+    def read(self, offset):
+        self.log.append(("r", offset))
+        if offset == CONTROL:
+            self.polls -= 1
+            return AP_DONE if self.polls <= 0 else 0
+        return next(v for name, v in self.status.items() if STATUS[name] == offset)
+
+
+def test_polling_driver_writes_arguments_starts_waits_reads_and_acknowledges():
+    status = {name: 0 for name in STATUS} | {"cycles": 1234, "error": ERRORS["watchdog"],
+                                              "busy_linear": 99}
+    kernel = FakeKernel(polls=3, status=status)
+    result = execute(run_sequence(ARGS, timeout=1000), kernel, poll_seconds=0)
+    writes = [op[1:] for op in kernel.log if op[0] == "w"]
+    assert writes == argument_words(ARGS) + [(GIE, 1), (IER, 1), (CONTROL, 1), (ISR, 1)]
+    reads = [op[1] for op in kernel.log if op[0] == "r"]
+    assert reads == [CONTROL] * 3 + list(STATUS.values())
+    assert (result.error, result.code, result.cycles, result.ok) == ("watchdog", 4, 1234, False)
+    assert result.busy["linear"] == 99
+    assert len(argument_words(ARGS)) == sum(-(-b // 32) for _, b in ARGUMENTS.values())
+
+
+def test_polling_driver_times_out_with_a_named_error():
+    with pytest.raises(DriverTimeout, match="no ap_done within 30 cycles"):
+        execute(run_sequence(ARGS, timeout=30), FakeKernel(polls=10**9), poll_seconds=0,
+                clock_hz=1e9)
+
+
+def test_an_unknown_error_code_is_named_as_such():
+    values = {name: 0 for name in STATUS} | {"error": 77}
+    assert decode_status(values).error == "unknown(77)"
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    cfg = tiny_test()
+    qp = calibrate(cfg, init_weights(cfg, seed=5), [random_image(cfg, seed=0)])
+    return qp, compile_model(qp, preset("zcu102").fitted(cfg))
+
+
+def test_board_targets_fail_with_one_clear_line_without_their_libraries(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynq", None)
+    monkeypatch.setitem(sys.modules, "pyxrt", None)
+    with pytest.raises(TargetError, match="target 'zcu102' needs PYNQ"):
+        open_target("zcu102")
+    with pytest.raises(TargetError, match="target 'u280' needs XRT's Python binding pyxrt"):
+        open_target("u280")
+    with pytest.raises(TargetError, match="target must be one of sim, zcu102, u280"):
+        open_target("vck190")
+
+
+def test_session_errors(compiled):
+    qp, model = compiled
+    session = open_target("sim", model.config)
+    image = random_image(qp.config, seed=1)
+    with pytest.raises(TargetError, match="no model loaded"):
+        session.run(image)
+    assert session.load(qp).program == model.program          # compiled for the session
+    assert session.load(qp) is session.load(qp)               # cached by content hash
+    with pytest.raises(ValueError, match=r"task must be in \[0, 1\], got 2"):
+        session.run(image, task=2)
+    with pytest.raises(TargetError, match="compiled for config 'zcu102', this sim target runs "
+                                          "'u280'"):
+        open_target("sim", preset("u280").fitted(qp.config)).load(model)
+
+
+def test_compilation_cache_on_disk(compiled, tmp_path):
+    qp, model = compiled
+    first = open_target("sim", model.config, cache_dir=tmp_path).load(qp)
+    folders = list(tmp_path.iterdir())
+    assert len(folders) == 1 and (folders[0] / "manifest.json").is_file()
+    again = open_target("sim", model.config, cache_dir=tmp_path).load(qp)
+    assert again.image.data == first.image.data and again.program == first.program
+
+
+def test_images_as_floats_or_codes():
+    cfg = tiny_test()
+    image = random_image(cfg, seed=2)
+    codes = pixels_from_image(cfg, image)
+    assert np.array_equal(as_pixels(cfg, image), codes)
+    assert np.array_equal(as_pixels(cfg, codes.astype(np.int32)), codes)
+    with pytest.raises(ValueError, match=r"pixel codes in \[0, 255\]"):
+        as_pixels(cfg, codes.astype(np.int32) + 200)
