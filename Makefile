@@ -81,6 +81,9 @@ program: $(STAMP)  ## M3ViT-tiny compiled for every preset: reference executor v
 throughput: $(STAMP)  ## cycles per frame at each preset next to Edge-MoE and CoQMoE, and the ablation of the throughput levers -> build/bench/
 	$(BIN)/python -m bench.throughput
 
+deploy: $(STAMP)  ## deployment tree of the accelerator (BOARD=zcu102: PYNQ overlay, BOARD=u280: Vitis RTL kernel) -> build/deploy/
+	$(BIN)/moevit deploy --board $(BOARD) -o build/deploy/$(BOARD)
+
 bench: $(STAMP)  ## benchmarks: golden frame, program cycles per preset, throughput and its ablation, units (linear, attention, nonlinear) -> build/
 	$(BIN)/python -m bench.golden_frame
 	$(BIN)/python -m bench.program

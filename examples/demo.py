@@ -11,9 +11,12 @@
    held-out MNIST images in RTL; the table shows the labels, the float model's
    prediction and the RTL's.
 
-Verilator's build and simulation logs go to ``build/demo/``; the report to
-``build/demo/report.json``. Frame rates are at an **assumed** 300 MHz clock (no
-vendor tool has timed the design).
+The frames run through the host runtime's simulator target
+(``moevit.runtime.open_target("sim")``, the same calls as on a board). Verilator's
+build and simulation logs go to ``build/demo/``; the figures to
+``build/demo/report.json`` and the HTML report of the M3ViT-tiny frame (timeline,
+utilisation, cycles per block, resources) to ``build/demo/report.html``. Frame rates
+are at an **assumed** 300 MHz clock (no vendor tool has timed the design).
 
 Usage: ``python -m examples.demo [--config zcu102] [--images 6]``
 """
@@ -36,9 +39,10 @@ from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
 from golden.weights import init_weights
 from moevit.compiler import compile_model
 from moevit.executor import execute
+from moevit.report import build_report, write_html
+from moevit.runtime import open_target
 from moevit.schedule import schedule
 from rtl.config import PRESETS, preset
-from sim.frame import run_verilator
 from sim.waves import BUILD_DIR
 
 EDGE_MOE_FRAME = 5_300_000
@@ -47,15 +51,25 @@ MHZ = 300
 
 
 def _verified(compiled, runs, log_dir):
-    """Run in Verilator; per run (result, model cycles, bit-exact, model busy)."""
-    results, wall = run_verilator(compiled, runs, log_dir=log_dir)
+    """Run on the simulator target (:mod:`moevit.runtime`); per run (frame, schedule model,
+    bit-exact and no error), and the wall time."""
+    session = open_target("sim", compiled.config, log_dir=log_dir)
+    session.load(compiled)
+    start = time.perf_counter()
+    frames = session.run([p for p, _ in runs], [t for _, t in runs])
+    wall = time.perf_counter() - start
     out = []
-    for (pixels, task), result in zip(runs, results):
+    for (pixels, task), frame in zip(runs, frames):
         expected, run = execute(compiled, pixels, task)
         model = schedule(compiled.config, run)
-        exact = bool(np.array_equal(result.output, expected)) and result.error == 0
-        out.append((result, model, exact))
+        exact = bool(np.array_equal(frame.output, expected)) and frame.error == "none"
+        out.append((frame, model, exact))
     return out, wall
+
+
+def _board(config):
+    """The board of a preset, for the report's resource budget (None for ecp5_85f)."""
+    return config if config in ("zcu102", "u280") else None
 
 
 def main(argv=None):
@@ -105,19 +119,18 @@ def main(argv=None):
     for task, (result, model, exact) in enumerate(frames):
         fps = MHZ * 1e6 / result.cycles
         mac = model.macs / config.linear.macs / result.cycles
-        rate = result.cycles / result.busy["wall_s"]
+        rate = result.cycles / result.wall_s
         table.add_row(str(task), "yes" if exact else "NO", f"{result.cycles:,}",
                       f"{model.cycles:,}", f"{fps:,.0f}", f"{EDGE_MOE_FRAME / result.cycles:.1f}x",
                       f"{fps / COQMOE_FPS:.2f}x", f"{mac:.1%}", f"{rate:,.0f}")
         report["m3vit_tiny"][str(task)] = {
             "bit_exact": exact, "cycles": result.cycles, "model_cycles": model.cycles,
             "fps_at_300mhz": round(fps, 1), "mac_utilization": round(mac, 4),
-            "unit_busy": {k: v for k, v in result.busy.items() if k != "wall_s"},
-            "sim_cycles_per_s": round(rate)}
+            "unit_busy": result.busy, "sim_cycles_per_s": round(rate)}
     console.print(table)
     result = frames[0][0]
     busy = Table(title="busy share of the frame per engine (task 0, counted in the RTL)")
-    names = [k for k in result.busy if k != "wall_s"]
+    names = list(result.busy)
     for name in names:
         busy.add_column(name, justify="right")
     busy.add_row(*(f"{result.busy[n] / result.cycles:.0%}" for n in names))
@@ -142,7 +155,11 @@ def main(argv=None):
         r.cycles == m.cycles for r, m, _ in frames + digits)
     report["all_exact"] = ok
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    console.print(f"wrote {out_dir / 'report.json'}")
+    page = write_html(build_report(compiled, pixels, 0, board=_board(args.config),
+                                   rtl={"cycles": frames[0][0].cycles,
+                                        "busy": frames[0][0].busy}), out_dir / "report.html")
+    console.print(f"wrote {out_dir / 'report.json'} and {page} (timeline, utilisation, cycles "
+                  f"per block, resources)")
     if not ok:
         raise SystemExit(1)
 

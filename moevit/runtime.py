@@ -30,6 +30,7 @@ naming what is missing. Compilation is cached by content hash
 (:func:`moevit.compiler.model_hash`) in memory and, with ``cache_dir``, on disk.
 """
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,12 +68,15 @@ class Frame:
         The error register's name (``"none"`` when the frame completed).
     busy : dict {engine: int}
         Busy cycles per engine.
+    wall_s : float
+        Host wall-clock seconds from ap_start to ap_done (the simulator's speed on ``sim``).
     """
 
     output: np.ndarray
     cycles: int
     error: str
     busy: dict = field(default_factory=dict)
+    wall_s: float = 0.0
 
 
 def as_pixels(cfg, image):
@@ -132,21 +136,25 @@ class Session:
         return compiled
 
     def run(self, images, task=0):
-        """Run one frame per image for ``task``: ``images`` is one image or a sequence
-        (each (C, H, W), uint8 codes or floats in [0, 1)). Returns a list of
-        :class:`Frame`."""
+        """Run one frame per image: ``images`` is one image or a sequence (each (C, H, W),
+        uint8 codes or floats in [0, 1)); ``task`` an int or one per image. Returns a list
+        of :class:`Frame`."""
         if self.compiled is None:
             raise TargetError("no model loaded: call load() first")
         m = self.compiled.model
-        if not isinstance(task, (int, np.integer)) or not 0 <= task < m.num_tasks:
-            raise ValueError(f"task must be in [0, {m.num_tasks - 1}], got {task!r}")
-        images = np.asarray(images) if not isinstance(images, (list, tuple)) else images
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
         pixels = [as_pixels(m, im) for im in images]
         if not pixels:
             raise ValueError("images must hold at least one image")
-        return self.backend.run(self.compiled, pixels, int(task), self.timeout)
+        tasks = list(task) if isinstance(task, (list, tuple)) else [task] * len(pixels)
+        if len(tasks) != len(pixels):
+            raise ValueError(f"task has {len(tasks)} entries for {len(pixels)} images")
+        for t in tasks:
+            if not isinstance(t, (int, np.integer)) or not 0 <= t < m.num_tasks:
+                raise ValueError(f"task must be in [0, {m.num_tasks - 1}], got {t!r}")
+        return self.backend.run(self.compiled, list(zip(pixels, map(int, tasks))),
+                                self.timeout)
 
 
 # ------------------------------------------------------------------------ backends
@@ -155,12 +163,12 @@ class _Simulator:
     def __init__(self, log_dir=None):
         self.log_dir = log_dir
 
-    def run(self, compiled, pixels, task, timeout):
+    def run(self, compiled, runs, timeout):
         from sim.frame import run_verilator
-        results, _ = run_verilator(compiled, [(p, task) for p in pixels], timeout=timeout,
-                                   log_dir=self.log_dir)
+        results, _ = run_verilator(compiled, runs, timeout=timeout, log_dir=self.log_dir)
         return [Frame(r.output, r.cycles, error_name(r.error),
-                      {k: v for k, v in r.busy.items() if k != "wall_s"}) for r in results]
+                      {k: v for k, v in r.busy.items() if k != "wall_s"}, r.busy["wall_s"])
+                for r in results]
 
 
 def _read_output(compiled, raw):
@@ -188,8 +196,8 @@ class _Pynq:
         self.ip = getattr(self.overlay, ip_name)
         self.clock_hz = clock_hz
 
-    def run(self, compiled, pixels, task, timeout):
-        image, slots = compiled.batch([(p, task) for p in pixels])
+    def run(self, compiled, runs, timeout):
+        image, slots = compiled.batch(runs)
         buf = self.pynq.allocate(shape=(len(image.data),), dtype=np.uint8)
         try:
             buf[:] = np.frombuffer(bytes(image.data), np.uint8)
@@ -199,13 +207,15 @@ class _Pynq:
             for arguments in slots:
                 args = {k: (v + base if k in ("program", "model", "input", "output") else v)
                         for k, v in arguments.items()}
+                t0 = time.perf_counter()
                 status = execute(run_sequence(args, timeout or 1 << 31), self.ip.mmio,
                                  clock_hz=self.clock_hz)
+                wall = time.perf_counter() - t0
                 buf.invalidate()
                 out = arguments["output"]
                 raw = bytes(buf[out:out + compiled.image.region("output").size])
                 frames.append(Frame(_read_output(compiled, raw), status.cycles, status.error,
-                                    status.busy))
+                                    status.busy, wall))
             return frames
         finally:
             buf.freebuffer()
@@ -241,9 +251,9 @@ class _Xrt:
         self.registers = self._Registers(self.kernel)
         self.clock_hz = clock_hz
 
-    def run(self, compiled, pixels, task, timeout):
+    def run(self, compiled, runs, timeout):
         pyxrt = self.pyxrt
-        image, slots = compiled.batch([(p, task) for p in pixels])
+        image, slots = compiled.batch(runs)
         size = len(image.data)
         bo = pyxrt.bo(self.device, size, pyxrt.bo.flags.normal, self.kernel.group_id(0))
         bo.write(np.frombuffer(bytes(image.data), np.uint8), 0)
@@ -253,13 +263,15 @@ class _Xrt:
         for arguments in slots:
             args = {k: (v + base if k in ("program", "model", "input", "output") else v)
                     for k, v in arguments.items()}
+            t0 = time.perf_counter()
             status = execute(run_sequence(args, timeout or 1 << 31), self.registers,
                              clock_hz=self.clock_hz)
+            wall = time.perf_counter() - t0
             out, n = arguments["output"], compiled.image.region("output").size
             bo.sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, n, out)
             raw = bytes(np.asarray(bo.read(n, out), np.int8).view(np.uint8))
             frames.append(Frame(_read_output(compiled, raw), status.cycles, status.error,
-                                status.busy))
+                                status.busy, wall))
         return frames
 
 

@@ -124,3 +124,23 @@ def test_quantize_reads_a_folder_of_pictures(work, capsys):
     err = _fails(["quantize", str(work / "wp.npz"), "--calib", str(pics), "-o",
                   str(work / "qp.npz")], capsys)
     assert "2.png: not a readable picture" in err
+
+
+@pytest.mark.slow
+def test_m3vit_tiny_from_an_edge_moe_folder_on_the_simulator(tmp_path, capsys):
+    """The issue's new-user path at full size: Edge-MoE folder -> import -> quantize -> compile
+    for the zcu102 preset -> one frame in Verilator, equal to the integer model."""
+    from golden.config import m3vit_tiny
+    cfg = m3vit_tiny()
+    write_edge_moe(tmp_path / "weights", init_weights(cfg, seed=2), cfg)
+    images = np.stack([random_image(cfg, seed=n) for n in range(2)])
+    np.save(tmp_path / "calib.npy", images)
+    d = str(tmp_path)
+    _ok(["import", f"{d}/weights", "-o", f"{d}/w.npz"], capsys)
+    _ok(["quantize", f"{d}/w.npz", "--calib", f"{d}/calib.npy", "-o", f"{d}/q.npz"], capsys)
+    _ok(["compile", f"{d}/q.npz", "--board", "zcu102", "-o", f"{d}/compiled"], capsys)
+    _ok(["run", f"{d}/compiled", "--images", f"{d}/calib.npy", "--limit", "1", "--check",
+         "-o", f"{d}/out.npz", "--log-dir", f"{d}/logs"], capsys)
+    qp = QuantParams.load(f"{d}/q.npz")
+    with np.load(f"{d}/out.npz", allow_pickle=False) as f:
+        assert np.array_equal(f["outputs"][0], int_forward(qp, pixels_from_image(cfg, images[0])))
