@@ -215,7 +215,10 @@ def load_npz(path, cfg):
         If the stored config (when present) differs from ``cfg``, naming each differing
         field with both values, or as :func:`validate_weights`.
     """
-    with np.load(path, allow_pickle=False) as f:
+    f = np.load(path, allow_pickle=False)
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise WeightError(f"{path}: a .npy array, expected an .npz archive of tensors")
+    with f:
         weights = {k: f[k] for k in f.files}
     stored = weights.pop(_CONFIG_KEY, None)
     if stored is not None:

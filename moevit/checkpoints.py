@@ -233,8 +233,17 @@ def _torch_state(path):
             break
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected a state_dict")
-    return {k: v.detach().cpu().numpy() if hasattr(v, "detach") else v
-            for k, v in state.items()}
+    out = {}
+    for k, v in state.items():
+        try:
+            if hasattr(v, "detach"):            # float16 / bfloat16 read as float32
+                v = v.detach().cpu()
+                v = (v.float() if v.is_floating_point() else v).numpy()
+            out[k] = v
+        except (TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: tensor {k!r} cannot be read as float32 "
+                                  f"({exc})") from None
+    return out
 
 
 def _rank_folder(folder):
@@ -257,7 +266,7 @@ def _read_safetensors(path):
     from safetensors.numpy import load_file
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({exc})") from None
 
 

@@ -15,9 +15,11 @@ progress (rich). Also reachable as ``python -m moevit``.
 """
 
 import argparse
+import hashlib
 import json
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +70,14 @@ def _stored_config(path):
     """The model config stored in a weight ``.npz`` (None if it has none)."""
     from golden.config import ModelConfig
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            return None
+        with f:
             if "__config__" in f.files:
                 return ModelConfig.from_json(str(f["__config__"]))
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None       # the reader that follows names the problem
     return None
 
 
@@ -86,7 +91,7 @@ def _accelerator_config(args, model=None):
             raise UsageError(f"--config {path}: no such file")
         config = AcceleratorConfig.from_json(path.read_text())
     else:
-        config = preset(args.board)
+        config = preset(args.board or "zcu102")
     if getattr(args, "fit", False):
         if model is None:
             raise UsageError("--fit needs a model")
@@ -102,8 +107,10 @@ def _load_quant(path):
                          f"from `moevit quantize`)")
     try:
         return QuantParams.load(path)
-    except (OSError, KeyError, EOFError) as exc:
-        raise UsageError(f"{path}: not a quantized parameter set ({exc})") from None
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        text = str(exc)
+        raise UsageError(text if text.startswith(str(path)) else
+                         f"{path}: not a quantized parameter set ({text})") from None
 
 
 def _load_model(path, args, console):
@@ -111,7 +118,11 @@ def _load_model(path, args, console):
     from moevit.compiler import CompiledModel, compile_model
     path = Path(path)
     if path.is_dir():
-        return CompiledModel.load(path), None
+        compiled = CompiledModel.load(path)
+        if args.config or args.fit or (args.board and args.board != compiled.config.name):
+            raise UsageError(f"{path} was compiled for config {compiled.config.name!r}; "
+                             f"--board/--config/--fit apply to a quantized .npz only")
+        return compiled, None
     qp = _load_quant(path)
     config = _accelerator_config(args, qp.config)
     with _spinner(console) as progress:
@@ -166,7 +177,7 @@ def cmd_quantize(args, console):
 
 
 def cmd_compile(args, console):
-    from moevit.compiler import compile_model, model_hash
+    from moevit.compiler import compile_model
     from moevit.executor import execute
     from moevit.schedule import schedule
     qp = _load_quant(args.quant)
@@ -174,7 +185,7 @@ def cmd_compile(args, console):
     with _spinner(console) as progress:
         progress.add_task(f"compiling {qp.config.name} for {config.name}", total=None)
         compiled = compile_model(qp, config)
-        compiled.save(args.output, source_hash=model_hash(qp, config))
+        compiled.save(args.output)
         progress.add_task("schedule model of a blank frame", total=None)
         blank = np.zeros((qp.config.in_chans, *qp.config.image_size), np.uint8)
         cycles = schedule(config, execute(compiled, blank, 0)[1]).cycles
@@ -199,8 +210,12 @@ def cmd_run(args, console):
     model = compiled.model
     images = load_inputs(args.images, model, args.limit)
     pixels = [as_pixels(model, im) for im in images]
-    session = open_target(args.target, compiled.config, overlay=args.overlay,
-                          xclbin=args.xclbin, timeout=args.timeout,
+    # A board runs the config its bitstream was built for: the board's preset unless
+    # --config names the deployment's config.json; load() rejects a model compiled otherwise.
+    target_config = compiled.config if args.target == "sim" else (
+        _accelerator_config(args) if args.config else args.target)
+    session = open_target(args.target, target_config, overlay=args.overlay,
+                          xclbin=args.xclbin, timeout=args.timeout, clock_mhz=args.mhz,
                           log_dir=Path(args.log_dir) if args.log_dir else None)
     session.load(compiled)
     with _spinner(console) as progress:
@@ -233,8 +248,9 @@ def cmd_run(args, console):
         print(f"wrote {out}")
     if args.json:
         entries = [{"cycles": f.cycles, "error": f.error, "busy": f.busy,
+                    "input_sha256": _pixels_hash(p),
                     **({"bit_exact": ok} if ok is not None else {})}
-                   for f, ok in zip(frames, checks)]
+                   for f, ok, p in zip(frames, checks, pixels)]
         Path(args.json).write_text(json.dumps({"model": model.name, "config": compiled.config.name,
                                                "target": args.target, "task": args.task,
                                                "frames": entries}, indent=1) + "\n")
@@ -245,8 +261,14 @@ def cmd_run(args, console):
                          f"failed (error code or a mismatch with the reference executor)")
 
 
+def _pixels_hash(pixels):
+    """What ties a run's JSON entry to its frame (``report --rtl``)."""
+    return hashlib.sha256(np.ascontiguousarray(pixels, np.uint8).tobytes()).hexdigest()
+
+
 def cmd_report(args, console):
     from golden.weights import load_npz
+    from moevit.compiler import model_hash
     from moevit.image_files import load_inputs
     from moevit.report import build_report, write_html
     from moevit.runtime import as_pixels
@@ -257,31 +279,44 @@ def cmd_report(args, console):
     else:
         from golden.float_model import random_image
         images = [random_image(model, seed=0)]
+    pixels = as_pixels(model, images[0])
     rtl = None
     if args.rtl:
+        if not args.images:
+            raise UsageError("--rtl needs --images: the frame the run's first entry ran")
         if not Path(args.rtl).is_file():
             raise UsageError(f"--rtl {args.rtl}: no such file (expected `moevit run --json`)")
         try:
             data = json.loads(Path(args.rtl).read_text())
         except ValueError as exc:
             raise UsageError(f"--rtl {args.rtl}: not JSON ({exc})") from None
+        if not isinstance(data, dict) or not data.get("frames"):
+            raise UsageError(f"--rtl {args.rtl}: no frames (expected `moevit run --json`)")
         if data.get("model") != model.name or data.get("config") != compiled.config.name:
             raise UsageError(f"--rtl {args.rtl}: a run of {data.get('model')} on "
                              f"{data.get('config')}, not of {model.name} on {compiled.config.name}")
         rtl = data["frames"][0]
+        if data.get("task") != args.task or rtl.get("input_sha256") != _pixels_hash(pixels):
+            raise UsageError(f"--rtl {args.rtl}: its first frame ran another image or task than "
+                             f"the first of --images at --task {args.task}")
+    if args.quant:
+        qp = _load_quant(args.quant)
+    if qp is not None and compiled.source_hash is not None \
+            and model_hash(qp, compiled.config) != compiled.source_hash:
+        raise UsageError(f"--quant {args.quant}: not the quantized set {args.model} was "
+                         f"compiled from")
     weights = None
     if args.weights:
-        if args.quant is None and qp is None:
+        if qp is None:
             raise UsageError("--weights needs the quantized set too: pass the model as a "
                              "quant .npz or add --quant")
         weights = load_npz(args.weights, model)
-    if args.quant:
-        qp = _load_quant(args.quant)
     with _spinner(console) as progress:
         progress.add_task("schedule model, plots" + (", fidelity" if weights else ""),
                           total=None)
-        report = build_report(compiled, as_pixels(model, images[0]), args.task,
-                              board=args.board if args.board in ("zcu102", "u280") else None,
+        board = args.board or compiled.config.name
+        report = build_report(compiled, pixels, args.task,
+                              board=board if board in ("zcu102", "u280") else None,
                               rtl=rtl, qp=qp, weights=weights, images=images)
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +355,7 @@ def _parser():
                                        f"else m3vit_tiny)")
 
     def board_options(q, fit=True):
-        q.add_argument("--board", default="zcu102", choices=sorted(PRESETS),
+        q.add_argument("--board", choices=sorted(PRESETS),
                        help="accelerator preset (default zcu102)")
         q.add_argument("--config", help="accelerator config JSON instead of --board")
         if fit:
@@ -368,6 +403,8 @@ def _parser():
     q.add_argument("--xclbin", help="u280: the .xclbin")
     q.add_argument("--timeout", type=int, help="cycles per frame before giving up")
     q.add_argument("--log-dir", help="sim: Verilator build and run logs here")
+    q.add_argument("--mhz", type=float, default=_MHZ,
+                   help="boards: the kernel clock the deployment was built for (default 300)")
     board_options(q)
     q.set_defaults(func=cmd_run)
 
@@ -403,7 +440,8 @@ def main(argv=None):
     console = _console()
     try:
         args.func(args, console)
-    except (ValueError, OSError, KeyError, RuntimeError, TypeError) as exc:
+    except (ValueError, OSError, KeyError, RuntimeError, TypeError, EOFError,
+            zipfile.BadZipFile, ImportError) as exc:
         if args.debug:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

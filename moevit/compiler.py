@@ -323,6 +323,9 @@ class CompiledModel:
         With an empty ``input`` and ``output`` region (see :meth:`with_input`).
     weight_bytes : int
         The span of the matrix and LayerNorm images (what a resident store holds).
+    source_hash : str or None
+        :func:`model_hash` of the quantized set and config it was compiled from (kept by
+        :meth:`save` and :meth:`load`).
     """
 
     config: AcceleratorConfig
@@ -330,6 +333,7 @@ class CompiledModel:
     program: Program
     image: DramImage
     weight_bytes: int
+    source_hash: str = None
 
     @property
     def output_shape(self):
@@ -391,11 +395,12 @@ class CompiledModel:
         regions = sorted(self.image.regions.values(), key=lambda r: r.offset)
         return {r.name: {"offset": r.offset, "size": r.size} for r in regions}
 
-    def save(self, folder, source_hash=None):
+    def save(self, folder):
         """Write the compilation to ``folder``: ``dram.bin`` (the image, empty input and
         output), ``program.bin`` (the plain encoding), ``program.txt`` (the listing) and
         ``manifest.json`` (format, configs, memory map, the image's SHA-256, the kernel
-        arguments of a frame at address 0, ``source_hash``). Returns the folder."""
+        arguments of a frame at address 0 for a driver written from scratch,
+        :attr:`source_hash`). Returns the folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         data = bytes(self.image.data)
@@ -403,7 +408,7 @@ class CompiledModel:
         (folder / "program.bin").write_bytes(self.program.to_bytes())
         (folder / "program.txt").write_text(self.program.listing() + "\n")
         manifest = {
-            "format": BUNDLE_FORMAT, "source_hash": source_hash,
+            "format": BUNDLE_FORMAT, "source_hash": self.source_hash,
             "accelerator": self.config.to_dict(), "model": self.model.to_dict(),
             "dram_bytes": len(data), "dram_sha256": hashlib.sha256(data).hexdigest(),
             "align": self.image.align, "weight_bytes": self.weight_bytes,
@@ -435,20 +440,25 @@ class CompiledModel:
         if manifest.get("format") != BUNDLE_FORMAT:
             raise ProgramError(f"{folder / 'manifest.json'}: format {manifest.get('format')!r}, "
                                f"expected {BUNDLE_FORMAT}")
-        data = (folder / "dram.bin").read_bytes()
-        if hashlib.sha256(data).hexdigest() != manifest["dram_sha256"]:
-            raise ProgramError(f"{folder / 'dram.bin'}: SHA-256 differs from the manifest's "
-                               f"(the image was changed after compilation)")
-        regions = {name: Region(name, r["offset"], r["size"])
-                   for name, r in manifest["regions"].items()}
-        image = DramImage(bytearray(data), regions, manifest["align"]).validate()
-        config = AcceleratorConfig.from_dict(manifest["accelerator"])
+        try:
+            data = (folder / "dram.bin").read_bytes()
+            if hashlib.sha256(data).hexdigest() != manifest["dram_sha256"]:
+                raise ProgramError(f"{folder / 'dram.bin'}: SHA-256 differs from the manifest's "
+                                   f"(the image was changed after compilation)")
+            regions = {name: Region(name, r["offset"], r["size"])
+                       for name, r in manifest["regions"].items()}
+            image = DramImage(bytearray(data), regions, manifest["align"]).validate()
+            config = AcceleratorConfig.from_dict(manifest["accelerator"])
+            model = ModelConfig.from_dict(manifest["model"])
+            weight_bytes, source = manifest["weight_bytes"], manifest["source_hash"]
+        except (KeyError, TypeError) as exc:
+            raise ProgramError(f"{folder / 'manifest.json'}: missing or malformed entry "
+                               f"{exc}") from None
         program = Program.from_bytes((folder / "program.bin").read_bytes())
         code = program.dram_bytes(config.axi)
         if image.read(image.region("program").offset, len(code)) != code:
             raise ProgramError(f"{folder / 'program.bin'}: differs from the program in dram.bin")
-        return cls(config, ModelConfig.from_dict(manifest["model"]), program, image,
-                   manifest["weight_bytes"])
+        return cls(config, model, program, image, weight_bytes, source)
 
 
 def compile_model(qp, config, *, overlap_attention=True):
@@ -561,7 +571,7 @@ def compile_model(qp, config, *, overlap_attention=True):
     b.region("input", len(in_raw))
     b.region("output", len(out_raw))
     image = DramImage(bytearray(b.data), b.regions, b.align).validate()
-    return CompiledModel(config, m, program, image, weight_bytes)
+    return CompiledModel(config, m, program, image, weight_bytes, model_hash(qp, config))
 
 
 def _check_words(program, code):

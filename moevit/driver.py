@@ -1,9 +1,9 @@
 """The host's driver sequence for one run, written once for every target.
 
 A run of the accelerator, as XRT and PYNQ drive any ``ap_ctrl_hs`` kernel (the
-register map is :mod:`rtl.control.registers`): write the kernel arguments, enable
-the done interrupt, set ap_start, wait for ap_done, read the status registers,
-acknowledge the interrupt. :func:`run_sequence` is that sequence as a generator of
+register map is :mod:`rtl.control.registers`): check that the kernel is idle, write
+the kernel arguments, enable the done interrupt, set ap_start, wait for ap_done,
+read the status registers, acknowledge the interrupt. :func:`run_sequence` is that sequence as a generator of
 register operations, so the synchronous board drivers (PYNQ MMIO, XRT) and the
 asynchronous simulation testbenches (cocotb, the Amaranth simulator) execute the
 same steps in the same order:
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from rtl.control.registers import CONTROL, ERRORS, GIE, IER, ISR, STATUS, argument_words
 
-__all__ = ["AP_START", "AP_DONE", "AP_IDLE", "DriverTimeout", "RunStatus", "decode_status",
+__all__ = ["AP_START", "AP_DONE", "AP_IDLE", "DriverTimeout", "DriverBusy", "RunStatus", "decode_status",
            "error_name", "run_sequence", "execute", "execute_async"]
 
 AP_START, AP_DONE, AP_IDLE = 1 << 0, 1 << 1, 1 << 2
@@ -36,6 +36,10 @@ _ERROR_NAMES = {code: name for name, code in ERRORS.items()}
 
 class DriverTimeout(RuntimeError):
     """No ap_done within the timeout."""
+
+
+class DriverBusy(RuntimeError):
+    """A run was requested while the accelerator was not idle."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,17 @@ def decode_status(values):
 
 def run_sequence(arguments, timeout):
     """One run (module docstring): ``arguments`` ``{name: value}`` of
-    :data:`rtl.control.registers.ARGUMENTS`, ``timeout`` in cycles."""
+    :data:`rtl.control.registers.ARGUMENTS`, ``timeout`` in cycles.
+
+    It starts by reading the control register, which also clears an ap_done left by an
+    earlier run (clear on read), and raises :class:`DriverBusy` if the accelerator is not
+    idle; interrupt bits still pending are acknowledged before the start and after the
+    run (ISR toggles on write, so only the set bits are written)."""
+    control = yield ("read", CONTROL)
+    if not control & AP_IDLE:
+        raise DriverBusy("the accelerator is running (ap_idle is 0): an earlier run has not "
+                         "finished; wait for it or reset the kernel")
+    yield from _acknowledge()
     for offset, word in argument_words(arguments):
         yield ("write", offset, word)
     yield ("write", GIE, 1)
@@ -93,8 +107,14 @@ def run_sequence(arguments, timeout):
     values = {}
     for name, offset in STATUS.items():
         values[name] = yield ("read", offset)
-    yield ("write", ISR, 1)                     # acknowledge ap_done (toggle on write)
+    yield from _acknowledge()
     return decode_status(values)
+
+
+def _acknowledge():
+    pending = yield ("read", ISR)
+    if pending:
+        yield ("write", ISR, pending)
 
 
 def execute(sequence, registers, poll_seconds=1e-4, clock_hz=300e6):

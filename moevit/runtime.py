@@ -126,12 +126,15 @@ class Session:
         if key in self._memo:
             return self._memo[key]
         folder = self.cache_dir / key[:16] if self.cache_dir else None
+        compiled = None
         if folder is not None and (folder / "manifest.json").is_file():
             compiled = CompiledModel.load(folder)
-        else:
+            if compiled.source_hash != key:         # a 64-bit prefix collision or a stale folder
+                compiled = None
+        if compiled is None:
             compiled = compile_model(qp, self.config)
             if folder is not None:
-                compiled.save(folder, source_hash=key)
+                compiled.save(folder)
         self._memo[key] = compiled
         return compiled
 
@@ -165,7 +168,10 @@ class _Simulator:
 
     def run(self, compiled, runs, timeout):
         from sim.frame import run_verilator
-        results, _ = run_verilator(compiled, runs, timeout=timeout, log_dir=self.log_dir)
+        try:
+            results, _ = run_verilator(compiled, runs, timeout=timeout, log_dir=self.log_dir)
+        except AssertionError as exc:           # the runner's report of a failed build or run
+            raise TargetError(f"the simulation failed: {str(exc).splitlines()[0]}") from None
         return [Frame(r.output, r.cycles, error_name(r.error),
                       {k: v for k, v in r.busy.items() if k != "wall_s"}, r.busy["wall_s"])
                 for r in results]
@@ -180,7 +186,7 @@ def _read_output(compiled, raw):
 class _Pynq:
     """ZCU102 with PYNQ: ``overlay`` the ``.bit`` (its ``.hwh`` beside it)."""
 
-    def __init__(self, overlay, ip_name="moevit_0", clock_hz=300e6):
+    def __init__(self, overlay, clock_hz, ip_name="moevit_0"):
         try:
             import pynq
         except ImportError:
@@ -234,7 +240,7 @@ class _Xrt:
         def write(self, offset, word):
             self.kernel.write_register(offset, word)
 
-    def __init__(self, xclbin, device=0, kernel="moevit", clock_hz=300e6):
+    def __init__(self, xclbin, device, clock_hz, kernel="moevit"):
         try:
             import pyxrt
         except ImportError:
@@ -276,12 +282,14 @@ class _Xrt:
 
 
 def open_target(target="sim", config=None, *, overlay=None, xclbin=None, device=0,
-                cache_dir=None, timeout=None, log_dir=None):
+                cache_dir=None, timeout=None, log_dir=None, clock_mhz=300):
     """Open ``target`` (:data:`TARGETS`) running ``config`` (an
     :class:`~rtl.config.AcceleratorConfig` or a preset name; default: the preset of the
-    board, ``zcu102`` for the simulator). ``overlay`` (zcu102) / ``xclbin`` (u280): the
-    built deployment; ``timeout``: cycles per frame before the driver gives up (default:
-    the simulator's, or 2**31 on a board); ``log_dir``: the simulator's build logs."""
+    board, ``zcu102`` for the simulator); on a board it must be the config the bitstream
+    was built for. ``overlay`` (zcu102) / ``xclbin`` (u280): the built deployment;
+    ``timeout``: cycles per frame before the driver gives up (default: the simulator's,
+    or 2**31 on a board), converted to seconds at ``clock_mhz`` (the kernel clock of the
+    deployment); ``log_dir``: the simulator's build logs."""
     if target not in TARGETS:
         raise TargetError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if config is None:
@@ -294,7 +302,7 @@ def open_target(target="sim", config=None, *, overlay=None, xclbin=None, device=
     if target == "sim":
         backend = _Simulator(log_dir)
     elif target == "zcu102":
-        backend = _Pynq(overlay)
+        backend = _Pynq(overlay, clock_mhz * 1e6)
     else:
-        backend = _Xrt(xclbin, device)
+        backend = _Xrt(xclbin, device, clock_mhz * 1e6)
     return Session(target, config, backend, cache_dir=cache_dir, timeout=timeout)

@@ -199,6 +199,8 @@ def _unhex(text, data_bytes):
 def _run_image(compiled, runs, timeout):
     """The DRAM image of ``runs`` (:meth:`moevit.compiler.CompiledModel.batch`): its bytes,
     the output slots' offset and size, and each run's arguments and timeout."""
+    if not runs:
+        raise ValueError("runs must hold at least one (pixels, task)")
     image, arguments = compiled.batch(runs)
     out_size = compiled.image.region("output").size
     specs = [{"arguments": a, "timeout": timeout} for a in arguments]
@@ -240,6 +242,8 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
     raw = _unhex(dump.read_text(), axi.data_bytes)
     out = []
     for k, status in enumerate(json.loads(result.read_text())):
+        if "timeout" in status:
+            raise DriverTimeout(f"frame {k}: {status['timeout']}")
         image = base.copy()
         image.write(image.region("output").offset, raw[k * out_size:(k + 1) * out_size])
         s = status["status"]

@@ -16,8 +16,8 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
-from moevit.driver import execute_async, run_sequence
+from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
+from moevit.driver import DriverTimeout, execute_async, run_sequence
 from sim.cocotb_lite import LiteManager
 
 
@@ -35,7 +35,10 @@ class _Host:
 
     async def wait(self, timeout):
         start = time.perf_counter()
-        await with_timeout(RisingEdge(self.dut.interrupt), timeout * 10, "ns")
+        try:
+            await with_timeout(RisingEdge(self.dut.interrupt), timeout * 10, "ns")
+        except SimTimeoutError:
+            raise DriverTimeout(f"no ap_done within {timeout} cycles") from None
         self.wall = time.perf_counter() - start
 
 
@@ -50,7 +53,11 @@ async def frames(dut):
     host = _Host(dut, LiteManager(dut, "s_axi_control__", dut.clk))
     results = []
     for run in spec["runs"]:
-        status = await execute_async(run_sequence(run["arguments"], run["timeout"]), host)
+        try:
+            status = await execute_async(run_sequence(run["arguments"], run["timeout"]), host)
+        except DriverTimeout as exc:        # the host's error, not a failed simulation
+            results.append({"timeout": str(exc)})
+            break
         results.append({"status": dataclasses.asdict(status), "wall_s": host.wall})
     dut.dump.value = 1
     await RisingEdge(dut.clk)

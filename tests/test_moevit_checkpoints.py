@@ -185,6 +185,15 @@ def test_unknown_source():
 
 def test_no_allow_pickle_true_in_the_repository():
     root = Path(__file__).resolve().parent.parent
-    out = subprocess.run(["git", "grep", "-n", "allow_pickle=" + "True", "--", "*.py"],
+    pattern = r"allow_pickle\s*=\s*" + "True"
+    out = subprocess.run(["git", "grep", "-n", "-E", pattern, "--", "*.py"],
                          cwd=root, capture_output=True, text=True)
-    assert out.stdout == ""
+    assert out.returncode == 1, out.stdout + out.stderr          # 1: no match (0: a match)
+
+
+def test_an_npy_given_for_an_npz_is_named(tmp_path):
+    path = tmp_path / "w.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(CheckpointError, match="w.npz: a .npy array, expected an .npz archive"):
+        read_weights(path, CFG)

@@ -78,6 +78,14 @@ def test_whole_flow_on_the_simulator(work, capsys):
     assert "http" not in page.replace("http-equiv", "")               # self-contained
     assert set(data["fidelity"]["routing"]) == {"blocks.1"}
     assert compiled.config.name == "zcu102"
+    # A frame that cannot finish in time ends in the driver's named error, not a hang.
+    err = _fails(["run", f"{d}/compiled", "--images", f"{d}/calib.npy", "--limit", "1",
+                  "--timeout", "100", "--log-dir", f"{d}/logs"], capsys)
+    assert "frame 0: no ap_done within 100 cycles" in err
+    # Board targets need their libraries (none here): one line, no traceback.
+    err = _fails(["run", f"{d}/compiled", "--target", "u280", "--images", f"{d}/calib.npy"],
+                 capsys)
+    assert "target 'u280' needs" in err
 
 
 def test_python_dash_m_reaches_the_same_command_line():
@@ -85,6 +93,28 @@ def test_python_dash_m_reaches_the_same_command_line():
                          text=True, check=True)
     for command in ("import", "quantize", "compile", "run", "report", "deploy"):
         assert command in out.stdout
+
+
+def test_report_refuses_a_run_of_another_frame_or_quantized_set(work, capsys):
+    d = str(work)
+    _ok(["import", f"{d}/edge", "-o", f"{d}/wr.npz", "--model", "tiny_test"], capsys)
+    _ok(["quantize", f"{d}/wr.npz", "--calib", f"{d}/calib.npy", "-o", f"{d}/qr.npz"], capsys)
+    _ok(["quantize", f"{d}/wr.npz", "--calib", f"{d}/calib.npy", "--limit", "1",
+         "-o", f"{d}/qr1.npz"], capsys)
+    _ok(["compile", f"{d}/qr.npz", "--fit", "-o", f"{d}/cr"], capsys)
+    run = {"model": "tiny_test", "config": "zcu102", "task": 0,
+           "frames": [{"cycles": 1, "busy": {}, "input_sha256": "0" * 64}]}
+    (work / "other.json").write_text(json.dumps(run))
+    err = _fails(["report", f"{d}/cr", "--rtl", f"{d}/other.json", "--images", f"{d}/calib.npy",
+                  "-o", f"{d}/r.html"], capsys)
+    assert "its first frame ran another image or task" in err
+    err = _fails(["report", f"{d}/cr", "--quant", f"{d}/qr1.npz", "-o", f"{d}/r.html"], capsys)
+    assert f"--quant {d}/qr1.npz: not the quantized set {d}/cr was compiled from" in err
+    err = _fails(["report", f"{d}/cr", "--fit", "-o", f"{d}/r.html"], capsys)
+    assert "was compiled for config 'zcu102'; --board/--config/--fit apply" in err
+    (work / "cr" / "manifest.json").write_text('{"format": 1}')
+    err = _fails(["run", f"{d}/cr", "--images", f"{d}/calib.npy"], capsys)
+    assert "manifest.json: missing or malformed entry 'dram_sha256'" in err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -99,6 +129,9 @@ def test_python_dash_m_reaches_the_same_command_line():
     (["compile", "{d}/calib.npy", "-o", "{d}/c"], "not a quantized parameter set"),
     (["compile", "x.npz", "--board", "vu19p", "-o", "c"], "argument --board: invalid choice"),
     (["run", "{d}/nothing", "--images", "{d}/calib.npy"], "nothing"),
+    (["import", "{d}/calib.npy", "-o", "{d}/x.npz", "--format", "npz", "--model", "tiny_test"],
+     "calib.npy: a .npy array, expected an .npz archive"),
+    (["compile", "{d}/edge/l0_qkv_bias.float32.bin", "-o", "{d}/c"], "not a quantized parameter set"),
 ])
 def test_errors_are_one_line_with_exit_code_2(work, capsys, argv, message):
     err = _fails([a.format(d=work) for a in argv], capsys)

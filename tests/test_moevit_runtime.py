@@ -11,7 +11,8 @@ from golden.int_model import pixels_from_image
 from golden.ptq import calibrate
 from golden.weights import init_weights
 from moevit.compiler import compile_model
-from moevit.driver import AP_DONE, DriverTimeout, decode_status, execute, run_sequence
+from moevit.driver import (AP_DONE, AP_IDLE, DriverBusy, DriverTimeout, decode_status, execute,
+                           run_sequence)
 from moevit.runtime import TargetError, as_pixels, open_target
 from rtl.config import preset
 from rtl.control.registers import (ARGUMENTS, CONTROL, ERRORS, GIE, IER, ISR, STATUS,
@@ -22,41 +23,62 @@ ARGS = {"program": 0x1_0000_0040, "model": 0, "input": 0x2000, "output": 0x3000,
 
 
 class FakeKernel:
-    """Registers that finish a run ``polls`` reads of CONTROL after ap_start."""
+    """Registers of an idle kernel that finishes a run ``polls`` reads of CONTROL after
+    ap_start; ``isr`` interrupt bits are pending at the start."""
 
-    def __init__(self, polls, status=None):
-        self.polls, self.log = polls, []
+    def __init__(self, polls, status=None, isr=0, idle=True):
+        self.polls, self.isr, self.idle, self.log = polls, isr, idle, []
         self.status = status or {name: 0 for name in STATUS}
 
     def write(self, offset, word):
         self.log.append(("w", offset, word))
+        if offset == ISR:
+            self.isr ^= word
+        if offset == CONTROL and word & 1:
+            self.idle = False
 
     def read(self, offset):
         self.log.append(("r", offset))
         if offset == CONTROL:
+            if self.idle:
+                return AP_IDLE
             self.polls -= 1
-            return AP_DONE if self.polls <= 0 else 0
+            if self.polls > 0:
+                return 0
+            self.idle, self.isr = True, self.isr | 1
+            return AP_DONE | AP_IDLE
+        if offset == ISR:
+            return self.isr
         return next(v for name, v in self.status.items() if STATUS[name] == offset)
 
 
 def test_polling_driver_writes_arguments_starts_waits_reads_and_acknowledges():
     status = {name: 0 for name in STATUS} | {"cycles": 1234, "error": ERRORS["watchdog"],
                                               "busy_linear": 99}
-    kernel = FakeKernel(polls=3, status=status)
+    kernel = FakeKernel(polls=3, status=status, isr=2)        # a stale ap_ready interrupt
     result = execute(run_sequence(ARGS, timeout=1000), kernel, poll_seconds=0)
     writes = [op[1:] for op in kernel.log if op[0] == "w"]
-    assert writes == argument_words(ARGS) + [(GIE, 1), (IER, 1), (CONTROL, 1), (ISR, 1)]
+    assert writes == [(ISR, 2)] + argument_words(ARGS) + [(GIE, 1), (IER, 1), (CONTROL, 1),
+                                                           (ISR, 1)]
     reads = [op[1] for op in kernel.log if op[0] == "r"]
-    assert reads == [CONTROL] * 3 + list(STATUS.values())
+    assert reads == [CONTROL, ISR] + [CONTROL] * 3 + list(STATUS.values()) + [ISR]
+    assert kernel.isr == 0                                     # nothing left pending
     assert (result.error, result.code, result.cycles, result.ok) == ("watchdog", 4, 1234, False)
     assert result.busy["linear"] == 99
     assert len(argument_words(ARGS)) == sum(-(-b // 32) for _, b in ARGUMENTS.values())
 
 
+def test_a_busy_kernel_is_not_started_again():
+    kernel = FakeKernel(polls=10**9, idle=False)
+    with pytest.raises(DriverBusy, match="ap_idle is 0"):
+        execute(run_sequence(ARGS, timeout=1000), kernel, poll_seconds=0)
+    assert [op for op in kernel.log if op[0] == "w"] == []
+
+
 def test_polling_driver_times_out_with_a_named_error():
+    kernel = FakeKernel(polls=10**9)
     with pytest.raises(DriverTimeout, match="no ap_done within 30 cycles"):
-        execute(run_sequence(ARGS, timeout=30), FakeKernel(polls=10**9), poll_seconds=0,
-                clock_hz=1e9)
+        execute(run_sequence(ARGS, timeout=30), kernel, poll_seconds=0, clock_hz=1e9)
 
 
 def test_an_unknown_error_code_is_named_as_such():
