@@ -76,7 +76,7 @@ def detect_format(source):
         if any(path.glob("*.pth")):
             return "torch"
         raise CheckpointError(f"{path}: a folder with neither Edge-MoE '*{_SUFFIX}' files "
-                           f"nor M3ViT rank files '<rank>.pth'")
+                              f"nor M3ViT rank files '<rank>.pth'")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return "npz"
@@ -85,7 +85,7 @@ def detect_format(source):
     if suffix in (".pt", ".pth", ".tar", ".bin", ".ckpt"):
         return "torch"
     raise CheckpointError(f"{path}: unknown weight format (expected an Edge-MoE folder, "
-                       f".pt/.pth, .safetensors or .npz)")
+                          f".pt/.pth, .safetensors or .npz)")
 
 
 def read_weights(source, cfg, fmt=None, prefix=None):
@@ -111,7 +111,7 @@ def _read_npz(path, cfg):
         text = str(exc)
         if "allow_pickle" in text or "Object arrays" in text:
             raise CheckpointError(f"{path}: holds a pickled object array; only numeric "
-                               f"arrays are read (no allow_pickle)") from None
+                                  f"arrays are read (no allow_pickle)") from None
         raise CheckpointError(text if text.startswith(str(path)) else f"{path}: {text}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"{path}: not a readable .npz ({exc})") from None
@@ -123,7 +123,7 @@ def _edge_moe_names(cfg):
     """``{file stem: (project name, transposed)}`` of every weight file of ``cfg``."""
     if cfg.num_classes:
         raise CheckpointError(f"the Edge-MoE format holds a backbone only; model "
-                           f"{cfg.name!r} has num_classes={cfg.num_classes} (expected 0)")
+                              f"{cfg.name!r} has num_classes={cfg.num_classes} (expected 0)")
     names = {"patch_embed_weight": ("patch_embed.proj.weight", False),
              "patch_embed_bias": ("patch_embed.proj.bias", False),
              "pos_embed": ("pos_embed", False)}
@@ -167,7 +167,7 @@ def read_edge_moe(folder, cfg):
         size = path.stat().st_size
         if size != 4 * count:
             raise CheckpointError(f"{path}: {size} bytes, expected {4 * count} "
-                               f"({count} float32 of shape {shape})")
+                                  f"({count} float32 of shape {shape})")
         value = np.fromfile(path, "<f4").reshape(shape)
         if not np.all(np.isfinite(value)):
             raise CheckpointError(f"{path}: holds NaN or inf")
@@ -207,7 +207,7 @@ def find_prefix(keys, source="checkpoint"):
         raise CheckpointError(f"{source}: no tensor named '...{anchor}' (not an M3ViT backbone?)")
     if len(found) > 1:
         raise CheckpointError(f"{source}: several backbones ({', '.join(repr(p) for p in found)}); "
-                           f"choose one with --prefix")
+                              f"choose one with --prefix")
     return found[0]
 
 
@@ -216,7 +216,7 @@ def _torch():
         import torch
     except ImportError:
         raise CheckpointError("reading .pt/.pth checkpoints needs torch (pip install torch), or "
-                           "convert the checkpoint to .safetensors") from None
+                              "convert the checkpoint to .safetensors") from None
     return torch
 
 
@@ -226,7 +226,7 @@ def _torch_state(path):
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:    # torch raises many types for a bad file; one line for all
         raise CheckpointError(f"{path}: not a readable PyTorch file "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -288,7 +288,7 @@ def read_torch(source, cfg, prefix=None):
     for name in inside:
         if name not in shapes:
             raise CheckpointError(f"{path}: unexpected tensor {prefix + name!r} for model "
-                               f"{cfg.name!r}")
+                                  f"{cfg.name!r}")
     for name in shapes:
         if name not in inside:
             raise CheckpointError(f"{path}: missing tensor {prefix + name!r}")

@@ -23,6 +23,7 @@ The generator returns a :class:`RunStatus` (``StopIteration.value``);
 ``wait(timeout)`` coroutine (a simulation testbench, waiting for the interrupt).
 """
 
+import time
 from dataclasses import dataclass
 
 from rtl.control.registers import CONTROL, ERRORS, GIE, IER, ISR, STATUS, argument_words
@@ -117,30 +118,41 @@ def _acknowledge():
         yield ("write", ISR, pending)
 
 
+class _Polling:
+    """A synchronous register file as the host of :func:`execute_async`; ``wait`` polls
+    ap_done. Its coroutines never suspend, so :func:`execute` runs them without an event
+    loop (and works where one is already running, as in a Jupyter notebook on PYNQ)."""
+
+    def __init__(self, registers, poll_seconds, clock_hz):
+        self.registers, self.poll_seconds, self.clock_hz = registers, poll_seconds, clock_hz
+
+    async def read(self, offset):
+        return self.registers.read(offset)
+
+    async def write(self, offset, word):
+        self.registers.write(offset, word)
+
+    async def wait(self, timeout):
+        deadline = time.monotonic() + timeout / self.clock_hz + 1.0
+        while not self.registers.read(CONTROL) & AP_DONE:
+            if time.monotonic() > deadline:
+                raise DriverTimeout(f"no ap_done within {timeout} cycles "
+                                    f"({timeout / self.clock_hz:.3f} s at "
+                                    f"{self.clock_hz / 1e6:.0f} MHz, plus 1 s)")
+            time.sleep(self.poll_seconds)
+
+
 def execute(sequence, registers, poll_seconds=1e-4, clock_hz=300e6):
     """Run a :func:`run_sequence` on ``registers`` (``read(offset)``, ``write(offset,
     word)``), waiting by polling ap_done; the timeout in cycles is converted to seconds at
     ``clock_hz``. Returns the :class:`RunStatus`."""
-    import time
-    value = None
+    run = execute_async(sequence, _Polling(registers, poll_seconds, clock_hz))
     try:
-        while True:
-            op = sequence.send(value)
-            value = None
-            if op[0] == "write":
-                registers.write(op[1], op[2])
-            elif op[0] == "read":
-                value = registers.read(op[1])
-            else:
-                deadline = time.monotonic() + op[1] / clock_hz + 1.0
-                while not registers.read(CONTROL) & AP_DONE:
-                    if time.monotonic() > deadline:
-                        raise DriverTimeout(f"no ap_done within {op[1]} cycles "
-                                            f"({op[1] / clock_hz:.3f} s at "
-                                            f"{clock_hz / 1e6:.0f} MHz, plus 1 s)")
-                    time.sleep(poll_seconds)
+        run.send(None)
     except StopIteration as stop:
         return stop.value
+    run.close()
+    raise RuntimeError("internal: the polling host suspended")
 
 
 async def execute_async(sequence, host):

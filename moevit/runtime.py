@@ -183,102 +183,113 @@ def _read_output(compiled, raw):
     return compiled.read_output(image)
 
 
-class _Pynq:
-    """ZCU102 with PYNQ: ``overlay`` the ``.bit`` (its ``.hwh`` beside it)."""
+def _board_library(name, target, hint):
+    try:
+        return __import__(name)
+    except ImportError:
+        raise TargetError(f"target {target!r} needs {hint}") from None
 
-    def __init__(self, overlay, clock_hz, ip_name="moevit_0"):
-        try:
-            import pynq
-        except ImportError:
-            raise TargetError("target 'zcu102' needs PYNQ: run on the board's PYNQ image "
-                              "(pip install pynq there)") from None
-        if overlay is None or not Path(overlay).is_file():
-            raise TargetError(f"target 'zcu102' needs the overlay .bit of `moevit deploy "
-                              f"--board zcu102` (got {overlay!r})")
-        self.pynq = pynq
-        self.overlay = pynq.Overlay(str(overlay))
-        if not hasattr(self.overlay, ip_name):
-            raise TargetError(f"{overlay}: the overlay has no IP named {ip_name!r}")
-        self.ip = getattr(self.overlay, ip_name)
-        self.clock_hz = clock_hz
+
+def _deployment(path, target, what):
+    if path is None or not Path(path).is_file():
+        raise TargetError(f"target {target!r} needs the {what} of `moevit deploy --board "
+                          f"{target}` (got {path!r})")
+    return str(path)
+
+
+class _Board:
+    """One DRAM buffer holding the batch image, the driver sequence per frame. Subclasses
+    give ``registers`` (``read``, ``write``), ``clock_hz`` and the buffer operations."""
 
     def run(self, compiled, runs, timeout):
         image, slots = compiled.batch(runs)
-        buf = self.pynq.allocate(shape=(len(image.data),), dtype=np.uint8)
+        base = self._upload(bytes(image.data))
+        size = compiled.image.region("output").size
+        frames = []
         try:
-            buf[:] = np.frombuffer(bytes(image.data), np.uint8)
-            buf.flush()
-            base = buf.device_address
-            frames = []
             for arguments in slots:
                 args = {k: (v + base if k in ("program", "model", "input", "output") else v)
                         for k, v in arguments.items()}
                 t0 = time.perf_counter()
-                status = execute(run_sequence(args, timeout or 1 << 31), self.ip.mmio,
+                status = execute(run_sequence(args, timeout or 1 << 31), self.registers,
                                  clock_hz=self.clock_hz)
                 wall = time.perf_counter() - t0
-                buf.invalidate()
-                out = arguments["output"]
-                raw = bytes(buf[out:out + compiled.image.region("output").size])
+                raw = self._download(arguments["output"], size)
                 frames.append(Frame(_read_output(compiled, raw), status.cycles, status.error,
                                     status.busy, wall))
-            return frames
         finally:
-            buf.freebuffer()
+            self._release()
+        return frames
 
 
-class _Xrt:
-    """Alveo U280 with XRT (``pyxrt``): ``xclbin`` from the deployment tree."""
+class _Pynq(_Board):
+    """ZCU102 with PYNQ: ``overlay`` the ``.bit`` (its ``.hwh`` beside it); the registers
+    are the IP's MMIO, the image one ``pynq.allocate`` buffer."""
 
-    class _Registers:
-        def __init__(self, kernel):
-            self.kernel = kernel
-
-        def read(self, offset):
-            return self.kernel.read_register(offset)
-
-        def write(self, offset, word):
-            self.kernel.write_register(offset, word)
-
-    def __init__(self, xclbin, device, clock_hz, kernel="moevit"):
-        try:
-            import pyxrt
-        except ImportError:
-            raise TargetError("target 'u280' needs XRT's Python binding pyxrt "
-                              "(source /opt/xilinx/xrt/setup.sh)") from None
-        if xclbin is None or not Path(xclbin).is_file():
-            raise TargetError(f"target 'u280' needs the .xclbin built from `moevit deploy "
-                              f"--board u280` (got {xclbin!r})")
-        self.pyxrt = pyxrt
-        self.device = pyxrt.device(device)
-        uuid = self.device.load_xclbin(str(xclbin))
-        self.kernel = pyxrt.kernel(self.device, uuid, kernel,
-                                   pyxrt.kernel.cu_access_mode.exclusive)
-        self.registers = self._Registers(self.kernel)
+    def __init__(self, overlay, clock_hz, ip_name="moevit_0"):
+        self.pynq = _board_library("pynq", "zcu102", "PYNQ: run on the board's PYNQ image "
+                                                     "(pip install pynq there)")
+        self.overlay = self.pynq.Overlay(_deployment(overlay, "zcu102", "overlay .bit"))
+        if not hasattr(self.overlay, ip_name):
+            raise TargetError(f"{overlay}: the overlay has no IP named {ip_name!r}")
+        self.registers = getattr(self.overlay, ip_name).mmio
         self.clock_hz = clock_hz
 
-    def run(self, compiled, runs, timeout):
+    def _upload(self, data):
+        self.buf = self.pynq.allocate(shape=(len(data),), dtype=np.uint8)
+        self.buf[:] = np.frombuffer(data, np.uint8)
+        self.buf.flush()
+        return self.buf.device_address
+
+    def _download(self, offset, size):
+        self.buf.invalidate()
+        return bytes(self.buf[offset:offset + size])
+
+    def _release(self):
+        self.buf.freebuffer()
+
+
+class _XrtRegisters:
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def read(self, offset):
+        return self.kernel.read_register(offset)
+
+    def write(self, offset, word):
+        self.kernel.write_register(offset, word)
+
+
+class _Xrt(_Board):
+    """Alveo U280 with XRT (``pyxrt``): ``xclbin`` from the deployment tree; the registers
+    through ``xrt::kernel``'s register access (exclusive CU), the image one buffer object
+    in the bank of the kernel's first argument."""
+
+    def __init__(self, xclbin, device, clock_hz, kernel="moevit"):
+        self.pyxrt = _board_library("pyxrt", "u280", "XRT's Python binding pyxrt (source "
+                                                     "/opt/xilinx/xrt/setup.sh)")
+        path = _deployment(xclbin, "u280", ".xclbin")
+        self.device = self.pyxrt.device(device)
+        uuid = self.device.load_xclbin(path)
+        self.kernel = self.pyxrt.kernel(self.device, uuid, kernel,
+                                        self.pyxrt.kernel.cu_access_mode.exclusive)
+        self.registers = _XrtRegisters(self.kernel)
+        self.clock_hz = clock_hz
+
+    def _upload(self, data):
         pyxrt = self.pyxrt
-        image, slots = compiled.batch(runs)
-        size = len(image.data)
-        bo = pyxrt.bo(self.device, size, pyxrt.bo.flags.normal, self.kernel.group_id(0))
-        bo.write(np.frombuffer(bytes(image.data), np.uint8), 0)
-        bo.sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, size, 0)
-        base = bo.address()
-        frames = []
-        for arguments in slots:
-            args = {k: (v + base if k in ("program", "model", "input", "output") else v)
-                    for k, v in arguments.items()}
-            t0 = time.perf_counter()
-            status = execute(run_sequence(args, timeout or 1 << 31), self.registers,
-                             clock_hz=self.clock_hz)
-            wall = time.perf_counter() - t0
-            out, n = arguments["output"], compiled.image.region("output").size
-            bo.sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, n, out)
-            raw = bytes(np.asarray(bo.read(n, out), np.int8).view(np.uint8))
-            frames.append(Frame(_read_output(compiled, raw), status.cycles, status.error,
-                                status.busy, wall))
-        return frames
+        self.bo = pyxrt.bo(self.device, len(data), pyxrt.bo.flags.normal,
+                           self.kernel.group_id(0))
+        self.bo.write(np.frombuffer(data, np.uint8), 0)
+        self.bo.sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, len(data), 0)
+        return self.bo.address()
+
+    def _download(self, offset, size):
+        self.bo.sync(self.pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, size, offset)
+        return bytes(np.asarray(self.bo.read(size, offset), np.int8).view(np.uint8))
+
+    def _release(self):
+        del self.bo
 
 
 def open_target(target="sim", config=None, *, overlay=None, xclbin=None, device=0,

@@ -11,10 +11,15 @@ from golden.int_model import pixels_from_image
 from golden.ptq import calibrate
 from golden.weights import init_weights
 from moevit.compiler import compile_model
-from moevit.driver import (AP_DONE, AP_IDLE, DriverBusy, DriverTimeout, decode_status, execute,
-                           run_sequence)
-from moevit.runtime import TargetError, as_pixels, open_target
+from moevit.driver import AP_DONE, AP_IDLE, AP_START, DriverBusy, DriverTimeout, decode_status
+from moevit.driver import execute as drive
+from moevit.driver import run_sequence
+from moevit.executor import Execution, execute
+from moevit.program import DramImage
+from moevit.runtime import Session, TargetError, _Board, as_pixels, open_target
+from moevit.schedule import schedule
 from rtl.config import preset
+from rtl.control.isa import Base
 from rtl.control.registers import (ARGUMENTS, CONTROL, ERRORS, GIE, IER, ISR, STATUS,
                                    argument_words)
 
@@ -56,7 +61,7 @@ def test_polling_driver_writes_arguments_starts_waits_reads_and_acknowledges():
     status = {name: 0 for name in STATUS} | {"cycles": 1234, "error": ERRORS["watchdog"],
                                               "busy_linear": 99}
     kernel = FakeKernel(polls=3, status=status, isr=2)        # a stale ap_ready interrupt
-    result = execute(run_sequence(ARGS, timeout=1000), kernel, poll_seconds=0)
+    result = drive(run_sequence(ARGS, timeout=1000), kernel, poll_seconds=0)
     writes = [op[1:] for op in kernel.log if op[0] == "w"]
     assert writes == [(ISR, 2)] + argument_words(ARGS) + [(GIE, 1), (IER, 1), (CONTROL, 1),
                                                            (ISR, 1)]
@@ -71,14 +76,14 @@ def test_polling_driver_writes_arguments_starts_waits_reads_and_acknowledges():
 def test_a_busy_kernel_is_not_started_again():
     kernel = FakeKernel(polls=10**9, idle=False)
     with pytest.raises(DriverBusy, match="ap_idle is 0"):
-        execute(run_sequence(ARGS, timeout=1000), kernel, poll_seconds=0)
+        drive(run_sequence(ARGS, timeout=1000), kernel, poll_seconds=0)
     assert [op for op in kernel.log if op[0] == "w"] == []
 
 
 def test_polling_driver_times_out_with_a_named_error():
     kernel = FakeKernel(polls=10**9)
     with pytest.raises(DriverTimeout, match="no ap_done within 30 cycles"):
-        execute(run_sequence(ARGS, timeout=30), kernel, poll_seconds=0, clock_hz=1e9)
+        drive(run_sequence(ARGS, timeout=30), kernel, poll_seconds=0, clock_hz=1e9)
 
 
 def test_an_unknown_error_code_is_named_as_such():
@@ -136,3 +141,67 @@ def test_images_as_floats_or_codes():
     assert np.array_equal(as_pixels(cfg, codes.astype(np.int32)), codes)
     with pytest.raises(ValueError, match=r"pixel codes in \[0, 255\]"):
         as_pixels(cfg, codes.astype(np.int32) + 200)
+
+
+class ExecutorBoard(_Board):
+    """A board whose accelerator is the reference executor behind the register map, and
+    whose DRAM buffer sits at a device address far from 0: checks the board glue (the
+    arguments offset by the buffer's address, the upload, the output slots)."""
+
+    ADDRESS = 0x8_0000_0000
+
+    def __init__(self, compiled):
+        self.compiled, self.registers, self.clock_hz = compiled, self, 1e9
+        self.regs, self.done, self.isr, self.released = {}, False, 0, False
+
+    def _upload(self, data):
+        self.mem = bytearray(data)
+        return self.ADDRESS
+
+    def _download(self, offset, size):
+        return bytes(self.mem[offset:offset + size])
+
+    def _release(self):
+        self.released = True
+
+    def write(self, offset, word):
+        self.regs[offset] = word
+        if offset == ISR:
+            self.isr ^= word
+        if offset == CONTROL and word & AP_START:
+            args = {name: sum(self.regs[o + 4 * w] << (32 * w) for w in range(-(-bits // 32)))
+                    for name, (o, bits) in ARGUMENTS.items()}
+            c = self.compiled
+            assert args["program"] - self.ADDRESS == c.image.region("program").offset
+            image = DramImage(self.mem, c.image.regions, c.image.align)
+            bases = {Base.MODEL: args["model"] - self.ADDRESS,
+                     Base.INPUT: args["input"] - self.ADDRESS,
+                     Base.OUTPUT: args["output"] - self.ADDRESS}
+            run = Execution(c.config, c.program, image, args["task"], bases=bases)
+            self.mem[:] = run.image.data
+            self.cycles = schedule(c.config, run).cycles
+            self.done, self.isr = True, self.isr | 1
+
+    def read(self, offset):
+        if offset == CONTROL:
+            done, self.done = self.done, False
+            return AP_IDLE | (AP_DONE if done else 0)
+        if offset == ISR:
+            return self.isr
+        return self.cycles if offset == STATUS["cycles"] else 0
+
+
+def test_board_runtime_glue_against_the_reference_executor(compiled):
+    qp, model = compiled
+    images = [random_image(qp.config, seed=n) for n in range(3)]
+    board = ExecutorBoard(model)
+    session = Session("zcu102", model.config, board)
+    session.load(model)
+    frames = session.run(images, task=[0, 1, 1])
+    for image, task, frame in zip(images, [0, 1, 1], frames):
+        expected, run = execute(model, pixels_from_image(qp.config, image), task)
+        assert np.array_equal(frame.output, expected)
+        assert frame.cycles == schedule(model.config, run).cycles and frame.error == "none"
+    assert board.released and board.isr == 0
+    with pytest.raises(ValueError, match="task has 2 entries for 3 images"):
+        session.run(images, task=[0, 1])
