@@ -81,6 +81,9 @@ program: $(STAMP)  ## M3ViT-tiny compiled for every preset: reference executor v
 throughput: $(STAMP)  ## cycles per frame at each preset next to Edge-MoE and CoQMoE, and the ablation of the throughput levers -> build/bench/
 	$(BIN)/python -m bench.throughput
 
+dse: $(STAMP)  ## design-space search: the fastest config that fits BOARD=zcu102|u280|ulx3s (M3ViT-tiny, schedule model) -> build/dse/
+	$(BIN)/python -m bench.dse --board $(BOARD)
+
 deploy: $(STAMP)  ## deployment tree of the accelerator (BOARD=zcu102: PYNQ overlay, BOARD=u280: Vitis RTL kernel) -> build/deploy/
 	$(BIN)/moevit deploy --board $(BOARD) -o build/deploy/$(BOARD)
 

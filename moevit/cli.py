@@ -7,6 +7,7 @@
     moevit compile quant.npz --board zcu102 -o compiled/
     moevit run compiled/ --target sim --images IMAGES [--check] [--json run.json]
     moevit report compiled/ --board zcu102 -o report.html [--rtl run.json] [--weights ...]
+    moevit dse quant.npz --board u280 -o dse/           # the fastest config that fits
     moevit deploy --board u280 -o deploy/u280/
 
 Every error is one line on stderr naming the file, tensor or option and what was
@@ -324,6 +325,38 @@ def cmd_report(args, console):
     print(f"{out}: {model.name} on {compiled.config.name}, {report['cycles']:,} cycles per frame")
 
 
+def cmd_dse(args, console):
+    from moevit.dse import plot, report, search
+    from moevit.image_files import load_inputs
+    from moevit.runtime import as_pixels
+    qp = _load_quant(args.quant)
+    if args.images:
+        image = load_inputs(args.images, qp.config, 1)[0]
+    else:
+        from golden.float_model import random_image
+        image = random_image(qp.config, seed=0)
+    with _spinner(console) as progress:
+        step = progress.add_task(f"searching configs for {args.board}", total=None)
+        result = search(args.board, qp, as_pixels(qp.config, image), seed=args.seed,
+                        workers=args.workers,
+                        progress=lambda text: progress.update(step, description=text))
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    data = report(result, args.board)
+    (out / f"{args.board}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    (out / f"{args.board}.config.json").write_text(
+        json.dumps(data["config"], indent=1, sort_keys=True) + "\n")
+    plot(result, args.board, out / f"{args.board}.png")
+    best = result["best"]
+    if not best.ok:
+        raise UsageError(f"no evaluated config fits {args.board}: {best.reason}")
+    print(f"{out / (args.board + '.config.json')}: {best.cycles:,} cycles per frame "
+          f"({data['predicted_fps_at_300mhz']:,} frames/s at an assumed {_MHZ} MHz), "
+          f"{best.resources['dsp']:,} DSPs, {best.resources['bram']:,} block RAMs "
+          f"(estimates); {data['evaluated']} configs in {data['search_s']} s; use it with "
+          f"--config")
+
+
 def cmd_deploy(args, console):
     from moevit.deploy import deploy
     config = _accelerator_config(args)
@@ -420,6 +453,16 @@ def _parser():
     q.add_argument("--quant", help="quantized .npz of a compiled folder (for --weights)")
     board_options(q)
     q.set_defaults(func=cmd_report)
+
+    q = sub.add_parser("dse", help="search the fastest accelerator config that fits a board")
+    q.add_argument("quant", help="quantized .npz from `moevit quantize`")
+    q.add_argument("--board", required=True, choices=("u280", "ulx3s", "zcu102"))
+    q.add_argument("-o", "--output", required=True, help="output folder")
+    q.add_argument("--images", help="the frame the cycles are measured on (default: a "
+                                    "seeded test image)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--workers", type=int, default=2, help="parallel evaluations")
+    q.set_defaults(func=cmd_dse)
 
     q = sub.add_parser("deploy", help="Vivado / Vitis build tree of a board (no vendor tools "
                                       "needed to generate it)")

@@ -183,13 +183,15 @@ create_bd_design {kernel}_bd
 set ps [create_bd_cell -type ip -vlnv xilinx.com:ip:zynq_ultra_ps_e zynq_ps]
 apply_bd_automation -rule xilinx.com:bd_rule:zynq_ultra_ps_e -config {{apply_board_preset "1"}} $ps
 set_property -dict [list \\
-    CONFIG.PSU__USE__M_AXI_GP0 {{1}} CONFIG.PSU__USE__M_AXI_GP1 {{0}} CONFIG.PSU__USE__M_AXI_GP2 {{0}} \\
+    CONFIG.PSU__USE__M_AXI_GP0 {{1}} CONFIG.PSU__USE__M_AXI_GP1 {{0}} \\
+    CONFIG.PSU__USE__M_AXI_GP2 {{0}} \\
 {hp_config}    CONFIG.PSU__USE__IRQ0 {{1}} \\
     CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{mhz}}} \\
 ] $ps
 set accel [create_bd_cell -type module -reference {kernel} {kernel}_0]
 apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config [list Clk_master {{/zynq_ps/pl_clk0}} \\
-    Clk_slave {{/zynq_ps/pl_clk0}} Clk_xbar {{/zynq_ps/pl_clk0}} Master {{/zynq_ps/M_AXI_HPM0_FPD}} \\
+    Clk_slave {{/zynq_ps/pl_clk0}} Clk_xbar {{/zynq_ps/pl_clk0}} \\
+    Master {{/zynq_ps/M_AXI_HPM0_FPD}} \\
     Slave {{/{kernel}_0/s_axi_control}} intc_ip {{New AXI Interconnect}}] \\
     [get_bd_intf_pins {kernel}_0/s_axi_control]
 {hp_connect}connect_bd_net [get_bd_pins {kernel}_0/interrupt] [get_bd_pins zynq_ps/pl_ps_irq0]
@@ -201,8 +203,9 @@ set_property top {kernel}_bd_wrapper [current_fileset]
 launch_runs impl_1 -to_step write_bitstream -jobs 8
 wait_on_run impl_1
 file mkdir $root/overlay
-file copy -force [glob $root/build/project/{kernel}_zcu102.runs/impl_1/*.bit] $root/overlay/{kernel}.bit
-file copy -force [glob $root/build/project/{kernel}_zcu102.gen/sources_1/bd/{kernel}_bd/hw_handoff/*.hwh] \\
+set runs $root/build/project/{kernel}_zcu102
+file copy -force [glob $runs.runs/impl_1/*.bit] $root/overlay/{kernel}.bit
+file copy -force [glob $runs.gen/sources_1/bd/{kernel}_bd/hw_handoff/*.hwh] \\
     $root/overlay/{kernel}.hwh
 """
 

@@ -3,7 +3,8 @@
 A run of the accelerator, as XRT and PYNQ drive any ``ap_ctrl_hs`` kernel (the
 register map is :mod:`rtl.control.registers`): check that the kernel is idle, write
 the kernel arguments, enable the done interrupt, set ap_start, wait for ap_done,
-read the status registers, acknowledge the interrupt. :func:`run_sequence` is that sequence as a generator of
+read the status registers, acknowledge the interrupt. :func:`run_sequence` is that
+sequence as a generator of
 register operations, so the synchronous board drivers (PYNQ MMIO, XRT) and the
 asynchronous simulation testbenches (cocotb, the Amaranth simulator) execute the
 same steps in the same order:
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 
 from rtl.control.registers import CONTROL, ERRORS, GIE, IER, ISR, STATUS, argument_words
 
-__all__ = ["AP_START", "AP_DONE", "AP_IDLE", "DriverTimeout", "DriverBusy", "RunStatus", "decode_status",
+__all__ = ["AP_START", "AP_DONE", "AP_IDLE", "DriverTimeout", "DriverBusy", "RunStatus",
+           "decode_status",
            "error_name", "run_sequence", "execute", "execute_async"]
 
 AP_START, AP_DONE, AP_IDLE = 1 << 0, 1 << 1, 1 << 2

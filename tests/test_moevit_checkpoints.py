@@ -1,4 +1,4 @@
-"""Weight import: Edge-MoE folders, PyTorch / safetensors checkpoints, .npz; every malformed input."""
+"""Weight import: Edge-MoE folders, PyTorch / safetensors checkpoints, .npz; malformed inputs."""
 
 import subprocess
 import sys
@@ -106,7 +106,8 @@ def _safetensors(path, tensors):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda t: t.pop("backbone.blocks.0.norm1.bias"), r"missing tensor 'backbone.blocks.0.norm1.bias'"),
+    (lambda t: t.pop("backbone.blocks.0.norm1.bias"),
+     r"missing tensor 'backbone.blocks.0.norm1.bias'"),
     (lambda t: t.update({"backbone.blocks.1.mlp.gate.0.w_noise": np.zeros((32, 4))}),
      r"unexpected tensor 'backbone.blocks.1.mlp.gate.0.w_noise' for model 'tiny_test'"),
     (lambda t: t.update({"backbone.blocks.0.attn.proj.bias": np.zeros(31)}),

@@ -117,6 +117,21 @@ def test_report_refuses_a_run_of_another_frame_or_quantized_set(work, capsys):
     assert "manifest.json: missing or malformed entry 'dram_sha256'" in err
 
 
+def test_dse_writes_a_config_that_compile_takes(work, capsys):
+    d = str(work)
+    _ok(["import", f"{d}/edge", "-o", f"{d}/wd.npz", "--model", "tiny_test"], capsys)
+    _ok(["quantize", f"{d}/wd.npz", "--calib", f"{d}/calib.npy", "-o", f"{d}/qd.npz"], capsys)
+    out = _ok(["dse", f"{d}/qd.npz", "--board", "u280", "--workers", "1", "-o", f"{d}/dse"],
+              capsys)
+    data = json.loads((work / "dse" / "u280.json").read_text())
+    assert f"{data['predicted_cycles']:,} cycles per frame" in out
+    assert (work / "dse" / "u280.png").is_file()
+    out = _ok(["compile", f"{d}/qd.npz", "--config", f"{d}/dse/u280.config.json", "-o",
+               f"{d}/cd"], capsys)
+    assert "schedule model:" in out
+    assert CompiledModel.load(f"{d}/cd").config.linear.t == data["genes"]["t"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["import", "missing_folder", "-o", "x.npz"], "missing_folder: no such file or folder"),
     (["import", "{d}/edge", "-o", "{d}/x.npz"],
@@ -131,7 +146,8 @@ def test_report_refuses_a_run_of_another_frame_or_quantized_set(work, capsys):
     (["run", "{d}/nothing", "--images", "{d}/calib.npy"], "nothing"),
     (["import", "{d}/calib.npy", "-o", "{d}/x.npz", "--format", "npz", "--model", "tiny_test"],
      "calib.npy: a .npy array, expected an .npz archive"),
-    (["compile", "{d}/edge/l0_qkv_bias.float32.bin", "-o", "{d}/c"], "not a quantized parameter set"),
+    (["compile", "{d}/edge/l0_qkv_bias.float32.bin", "-o", "{d}/c"],
+     "not a quantized parameter set"),
 ])
 def test_errors_are_one_line_with_exit_code_2(work, capsys, argv, message):
     err = _fails([a.format(d=work) for a in argv], capsys)

@@ -1,0 +1,78 @@
+"""The design-space search: against exhaustive search, resources, the report."""
+
+import json
+
+import pytest
+
+from golden.config import tiny_test
+from golden.float_model import random_image
+from golden.int_model import pixels_from_image
+from golden.ptq import calibrate
+from golden.weights import init_weights
+from moevit.compiler import compile_model
+from moevit.dse import Space, exhaustive, make_config, pareto, plot, report, search
+from moevit.executor import execute
+from moevit.schedule import schedule
+from platforms.boards import board
+from platforms.resources import CEILING, estimate
+from rtl.config import preset
+
+SMALL = Space(p=(8, 16), t=(1, 2, 4, 8), r=(9, 17), norm_lanes=(8, 32), bank_words=(576,),
+              burst_beats=(32, 64), outstanding=(8,))
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = tiny_test()
+    qp = calibrate(cfg, init_weights(cfg, seed=1), [random_image(cfg, seed=0)])
+    return qp, pixels_from_image(cfg, random_image(cfg, seed=1))
+
+
+def test_the_heuristic_finds_the_exhaustive_optimum_of_a_small_space(model):
+    qp, pixels = model
+    full = exhaustive("zcu102", qp, pixels, SMALL, workers=1)
+    assert full["evaluated"] == SMALL.size == 64
+    found = search("zcu102", qp, pixels, SMALL, population=6, generations=4, workers=1)
+    assert found["best"].cycles == full["best"].cycles
+    assert found["evaluated"] < full["evaluated"]
+    # Its cycles are the schedule model's of the compiled program, nothing else.
+    config = make_config("zcu102", qp.config, found["best"].genes, packing=True)
+    run = execute(compile_model(qp, config), pixels, 0)[1]
+    assert schedule(config, run).cycles == found["best"].cycles
+
+
+def test_candidates_over_the_ceiling_or_invalid_do_not_fit(model):
+    qp, pixels = model
+    result = search("zcu102", qp, pixels, Space(p=(16, 32), t=(16,), r=(17,),
+                                                norm_lanes=(32,), bank_words=(576,),
+                                                burst_beats=(64,), outstanding=(8,)),
+                    population=4, generations=2, workers=1)
+    reasons = {c.genes["p"]: c.reason for c in result["all"]}
+    assert "attention.dp (32) must divide capacity.head_dim (16)" in reasons[32]
+    assert all(c.resources["dsp"] <= CEILING["DSP"] * 2_520 for c in result["all"] if c.ok)
+
+
+def test_resource_estimate_against_the_devices():
+    zcu = estimate(preset("zcu102"), board("zcu102")[1])
+    assert zcu["fits"] and zcu["dsp"] == sum(preset("zcu102").multipliers().values())
+    assert zcu["lut"] is None                                   # not modelled, and says so
+    ecp5 = estimate(preset("ecp5_85f"), board("ulx3s")[1])
+    assert not ecp5["fits"] and ecp5["over"].startswith("DSP 136 > 80% of 156")
+
+
+def test_report_and_plot(model, tmp_path):
+    qp, pixels = model
+    result = search("u280", qp, pixels, SMALL, population=4, generations=2, workers=2)
+    data = json.loads(json.dumps(report(result, "u280"), default=str))
+    for key in ("board", "config", "predicted_cycles", "predicted_fps_at_300mhz", "resources",
+                "budget", "fits", "evaluated", "search_s"):
+        assert key in data, key
+    assert data["fits"] and data["budget"]["dsp"] == 9_024
+    front = pareto(result["all"])
+    assert [c.cycles for c in front] == sorted((c.cycles for c in front), reverse=True)
+    assert plot(result, "u280", tmp_path / "u280.png").stat().st_size > 10_000
+
+
+def test_unknown_board(model):
+    with pytest.raises(ValueError, match="board must be one of zcu102, u280, ulx3s"):
+        search("vcu118", *model, workers=1)
