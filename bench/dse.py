@@ -52,6 +52,8 @@ def main(argv=None):
     data = report(result, args.board, full)
     path = out_dir / f"{args.board}.json"
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    (out_dir / f"{args.board}.config.json").write_text(
+        json.dumps(data["config"], indent=1, sort_keys=True) + "\n")
     png = plot(result, args.board, out_dir / f"{args.board}.png")
     table = Table(title=f"design-space search, M3ViT-tiny on {args.board} "
                         f"({data['evaluated']} configs in {data['search_s']} s)")

@@ -10,13 +10,15 @@ MAC utilisation, frames per second at an **assumed** 300 MHz (no vendor tool has
 timed the design) next to Edge-MoE (~5.3 M cycles, compute only) and CoQMoE (~155
 frames/s), and the simulator's speed.
 
-Usage: ``python -m bench.frame [--config zcu102]``; writes ``build/frame/<config>/report.json``.
+Usage: ``python -m bench.frame [--config zcu102 | --config FILE.json]``; writes
+``build/frame/<config name>/report.json``.
 """
 
 import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -30,7 +32,7 @@ from golden.weights import init_weights
 from moevit.compiler import compile_model
 from moevit.executor import execute
 from moevit.schedule import schedule
-from rtl.config import PRESETS, preset
+from rtl.config import PRESETS, AcceleratorConfig, preset
 from sim.frame import run_verilator
 from sim.waves import BUILD_DIR
 
@@ -41,7 +43,9 @@ ASSUMED_MHZ = 300
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="M3ViT-tiny frames through the RTL top.")
-    parser.add_argument("--config", default="zcu102", choices=sorted(PRESETS))
+    parser.add_argument("--config", default="zcu102",
+                        help=f"a preset ({', '.join(PRESETS)}) or a config JSON file "
+                             f"(e.g. build/dse/u280.config.json of make dse)")
     parser.add_argument("--seed", type=int, default=2)
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 120)
@@ -50,16 +54,17 @@ def main(argv=None):
         images = [random_image(cfg, seed=n) for n in range(3)]
         qp = calibrate(cfg, init_weights(cfg, seed=args.seed), images[:2])
         pixels = pixels_from_image(cfg, images[2])
-        config = preset(args.config)
+        config = (AcceleratorConfig.from_json(Path(args.config).read_text())
+                  if args.config.endswith(".json") else preset(args.config))
         compiled = compile_model(qp, config)
     runs = [(pixels, task) for task in range(cfg.num_tasks)]
     start = time.perf_counter()
-    with console.status(f"{args.config}: Verilator build and {len(runs)} frames (logs under "
+    with console.status(f"{config.name}: Verilator build and {len(runs)} frames (logs under "
                         f"build/sim/frame/)"):
         results, sim_wall = run_verilator(compiled, runs)
     report = {"config": config.to_dict(), "model": cfg.name, "tasks": {},
               "clock_mhz_assumed": ASSUMED_MHZ}
-    table = Table(title=f"M3ViT-tiny on the {args.config} top (Verilator)")
+    table = Table(title=f"M3ViT-tiny on the {config.name} top (Verilator)")
     for column in ("task", "bit-exact", "cycles (RTL)", "cycles (model)", "fps @300 MHz*",
                    "vs Edge-MoE", "vs CoQMoE", "MAC util.", "sim cycles/s"):
         table.add_column(column, justify="right")
@@ -89,7 +94,7 @@ def main(argv=None):
     busy.add_row(*(f"{v:,} ({v / first['cycles']:.0%})" for v in first["unit_busy"].values()))
     console.print(busy)
     console.print("* an assumed clock: no vendor tool has timed the design.")
-    out = BUILD_DIR / "frame" / args.config / "report.json"
+    out = BUILD_DIR / "frame" / config.name / "report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     console.print(f"wrote {out} ({report['wall_s']} s, Verilator build included)")
