@@ -49,6 +49,9 @@ def main(argv=None):
                                     outstanding=(g["outstanding"],))
         with console.status(f"{args.board}: exhaustive stage 1"):
             full = exhaustive(args.board, qp, pixels, space)
+    if not result["best"].ok:
+        console.print(f"no evaluated config fits {args.board}: {result['best'].reason}")
+        raise SystemExit(2)
     data = report(result, args.board, full)
     path = out_dir / f"{args.board}.json"
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")

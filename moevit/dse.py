@@ -57,7 +57,7 @@ class Space:
     ``bank_words``, ``burst_beats``, ``outstanding``.
     """
 
-    p: tuple = (8, 16, 32)
+    p: tuple = (4, 8, 16, 32)
     t: tuple = tuple(range(1, 17))
     r: tuple = None
     norm_lanes: tuple = (4, 8, 16, 32)

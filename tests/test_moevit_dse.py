@@ -76,3 +76,20 @@ def test_report_and_plot(model, tmp_path):
 def test_unknown_board(model):
     with pytest.raises(ValueError, match="board must be one of zcu102, u280, ulx3s"):
         search("vcu118", *model, workers=1)
+
+
+def test_the_searched_u280_config_fits_its_budget_and_compiles_m3vit_tiny():
+    """platforms/searched/u280.json: what make dse chose for the U280, run in RTL by
+    make frame CONFIG=platforms/searched/u280.json (docs/dse.md)."""
+    from pathlib import Path
+
+    from golden.config import m3vit_tiny
+    from rtl.config import AcceleratorConfig
+    path = Path(__file__).resolve().parent.parent / "platforms" / "searched" / "u280.json"
+    config = AcceleratorConfig.from_json(path.read_text())
+    assert config == config.fitted(m3vit_tiny())
+    assert estimate(config, board("u280")[1])["fits"]
+    cfg = m3vit_tiny()
+    qp = calibrate(cfg, init_weights(cfg, seed=2), [random_image(cfg, seed=0)])
+    compiled = compile_model(qp, config)
+    assert compiled.config.linear.pi == compiled.config.attention.dp == 32
