@@ -36,6 +36,9 @@ from rtl.config import AcceleratorConfig, AttentionArray, AxiPorts, LinearArray
 
 __all__ = ["BOARD_MEMORY", "Space", "Candidate", "Search", "search", "exhaustive", "pareto"]
 
+#: Config fields fixed by the board (not searched): the ECP5 shares its activation
+#: buffers, as the ``ecp5_85f`` preset does, to fit its 3.7 Mb of block RAM.
+BOARD_FIXED = {"ulx3s": {"share_buffers": True}}
 #: Each board's memory ports (fixed by the board): AxiPorts fields.
 BOARD_MEMORY = {
     "zcu102": {"data_bits": 128, "ports": 4, "read_latency": 64, "write_latency": 32},
@@ -98,7 +101,9 @@ class Candidate:
 
 
 def make_config(board, model, genes, packing):
-    """The fitted :class:`~rtl.config.AcceleratorConfig` of ``genes`` on ``board``."""
+    """The fitted :class:`~rtl.config.AcceleratorConfig` of ``genes`` on ``board``; the
+    LayerNorm lanes drop to the largest divisor of theirs that divides the X buffer's
+    word (what the unit needs)."""
     memory = BOARD_MEMORY[board]
     p = genes["p"]
     config = AcceleratorConfig(
@@ -106,10 +111,14 @@ def make_config(board, model, genes, packing):
         linear=LinearArray(pi=p, po=p, t=genes["t"], dsp_packing=packing,
                            bank_words=genes.get("bank_words", 576)),
         attention=AttentionArray(r=genes["r"], dp=p, h=1),
-        norm_lanes=genes.get("norm_lanes", 32),
+        norm_lanes=1,
         axi=AxiPorts(burst_beats=genes.get("burst_beats", 64),
-                     outstanding=genes.get("outstanding", 8), **memory))
-    return config.fitted(model)
+                     outstanding=genes.get("outstanding", 8), **memory),
+        **BOARD_FIXED.get(board, {}))
+    lanes = math.gcd(genes.get("norm_lanes", 32), config.row_align("int16"))
+    # Narrow kernels cut matrices into more chunks: room for the longer program.
+    return dataclasses.replace(config, norm_lanes=lanes).fitted(
+        model, instructions=1024 if p >= 16 else 4096)
 
 
 # The worker's model and image (set once per process).
@@ -177,6 +186,14 @@ class Search:
     def evaluated(self):
         return len(self.memo)
 
+    def fits(self, genes):
+        """Whether ``genes`` fit the board by the resource estimate alone (no schedule)."""
+        try:
+            config = make_config(self.board, self.qp.config, genes, self.packing)
+        except ValueError:
+            return False
+        return estimate(config, board_files(self.board)[1])["fits"]
+
 
 def _genetic(search, space, rng, population, generations, fixed):
     genes = ("p", "t", "r")
@@ -184,7 +201,16 @@ def _genetic(search, space, rng, population, generations, fixed):
     def random_genome():
         return {g: rng.choice(getattr(space, g)) for g in genes} | fixed
 
-    pop = [random_genome() for _ in range(population)]
+    # Resource-aware seeds: the smallest genome (a small device has a fitting start) and,
+    # for each word width, the most token lanes that fit at a middle row count (counted,
+    # not simulated); random genomes fill the rest.
+    pop = [{g: getattr(space, g)[0] for g in genes} | fixed]
+    r = space.r[len(space.r) // 2]
+    for p in space.p:
+        fitting = [t for t in space.t if search.fits({"p": p, "t": t, "r": r} | fixed)]
+        if fitting:
+            pop.append({"p": p, "t": fitting[-1], "r": r} | fixed)
+    pop += [random_genome() for _ in range(max(population - len(pop), 0))]
     best = None
     for _ in range(generations):
         scored = sorted(zip(search.evaluate(pop), pop), key=lambda x: x[0].score)
