@@ -1,6 +1,6 @@
 """Weight import: Edge-MoE folders, PyTorch / safetensors checkpoints, .npz; malformed inputs."""
 
-import subprocess
+import re
 import sys
 from pathlib import Path
 
@@ -186,10 +186,13 @@ def test_unknown_source():
 
 def test_no_allow_pickle_true_in_the_repository():
     root = Path(__file__).resolve().parent.parent
-    pattern = r"allow_pickle\s*=\s*" + "True"
-    out = subprocess.run(["git", "grep", "-n", "-E", pattern, "--", "*.py"],
-                         cwd=root, capture_output=True, text=True)
-    assert out.returncode == 1, out.stdout + out.stderr          # 1: no match (0: a match)
+    pattern = re.compile(r"allow_pickle\s*=\s*" + "True")
+    sources = [p for folder in ("golden", "rtl", "sim", "moevit", "platforms", "bench",
+                                "examples", "tests") for p in (root / folder).rglob("*.py")]
+    assert len(sources) > 50
+    hits = [f"{p}:{n}" for p in sources
+            for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []
 
 
 def test_an_npy_given_for_an_npz_is_named(tmp_path):
