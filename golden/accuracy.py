@@ -21,7 +21,7 @@ from .float_model import classify
 from .int_model import int_classify, pixels_from_image
 from .metrics import routing_agreement
 
-__all__ = ["FloatReference", "float_reference", "evaluate"]
+__all__ = ["FloatReference", "TracePool", "float_reference", "evaluate"]
 
 # Traced values that are not compared as values (indices, probabilities in another
 # domain than the float model's, log2 codes).
@@ -30,6 +30,36 @@ _SKIP = ("topk_idx", "gate_probs", "topk_probs", "attn.probs", "attn.codes")
 
 def _identity(iterable, description):
     return iterable
+
+
+class TracePool:
+    """Per-layer SQNR and routing agreement pooled over images: :meth:`add` a float trace
+    and the integer model's dequantized trace (:meth:`golden.int_model.IntTrace.dequantized`)
+    per image."""
+
+    def __init__(self):
+        self.signal, self.noise, self.routes = {}, {}, {}
+
+    def add(self, ref, deq):
+        for name, value in ref.items():
+            if name.endswith("topk_idx"):
+                self.routes.setdefault(name.removesuffix(".mlp.topk_idx"), []).append(
+                    (value, deq[name]))
+            elif name in deq and not name.endswith(_SKIP):
+                r = np.asarray(value, np.float64)
+                self.signal[name] = self.signal.get(name, 0.0) + float((r * r).sum())
+                self.noise[name] = self.noise.get(name, 0.0) + float(((r - deq[name]) ** 2).sum())
+
+    def sqnr_db(self):
+        """``{layer: SQNR in dB}`` in trace order (inf where the integer model is exact)."""
+        return {name: (10 * math.log10(self.signal[name] / self.noise[name])
+                       if self.noise[name] else math.inf) for name in self.signal}
+
+    def routing(self):
+        """``{MoE block: agreement of the top-k expert sets}``."""
+        return {block: routing_agreement(np.concatenate([a for a, _ in pairs]),
+                                         np.concatenate([b for _, b in pairs]))
+                for block, pairs in self.routes.items()}
 
 
 @dataclass
@@ -97,25 +127,13 @@ def evaluate(qp, images, reference, task=0, progress=None):
     """
     if len(images) != len(reference.labels):
         raise ValueError(f"images has {len(images)} entries, the reference {len(reference.labels)}")
-    signal, noise, routes, preds = {}, {}, {}, []
+    pool, preds = TracePool(), []
     for image, ref in zip((progress or _identity)(images, "integer model"), reference.traces,
                           strict=True):
         logits, tr = int_classify(qp, pixels_from_image(qp.config, image), task, trace=True)
         preds.append(int(np.argmax(logits)))
-        deq = tr.dequantized()
-        for name, value in ref.items():
-            if name.endswith("topk_idx"):
-                routes.setdefault(name.removesuffix(".mlp.topk_idx"), []).append((value, tr[name]))
-            elif name in deq and not name.endswith(_SKIP):
-                r = np.asarray(value, np.float64)
-                signal[name] = signal.get(name, 0.0) + float((r * r).sum())
-                noise[name] = noise.get(name, 0.0) + float(((r - deq[name]) ** 2).sum())
+        pool.add(ref, tr.dequantized())
     preds = np.array(preds, np.int64)
-    sqnr = {name: (10 * math.log10(signal[name] / noise[name]) if noise[name] else math.inf)
-            for name in signal}
-    routing = {block: routing_agreement(np.concatenate([a for a, _ in pairs]),
-                                        np.concatenate([b for _, b in pairs]))
-               for block, pairs in routes.items()}
     return {"accuracy": float((preds == reference.labels).mean()), "predictions": preds.tolist(),
             "float_agreement": float((preds == reference.predictions).mean()),
-            "sqnr_db": sqnr, "routing": routing}
+            "sqnr_db": pool.sqnr_db(), "routing": pool.routing()}

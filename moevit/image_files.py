@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from golden.int_model import pixels_from_image
+
 __all__ = ["PICTURE_SUFFIXES", "InputError", "load_picture", "load_inputs"]
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
@@ -63,7 +65,8 @@ def _from_array(path, array, cfg):
         raise InputError(f"{path}: dtype {array.dtype}, expected uint8 codes or floats")
     if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() >= 1:
         raise InputError(f"{path}: float pixels must be finite and in [0, 1)")
-    return [np.floor(a.astype(np.float64) * 256) / 256 for a in array]
+    # On the 1/256 grid exactly as the hardware's pixel codes (golden.int_model).
+    return [pixels_from_image(cfg, a).astype(np.float64) / 256 for a in array]
 
 
 def load_inputs(source, cfg, limit=None):

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from golden.accuracy import TracePool
 from golden.float_model import forward
-from golden.int_model import int_forward
-from golden.metrics import compare_traces
+from golden.int_model import int_forward, pixels_from_image
 from platforms.boards import board as board_files
 from rtl.control.isa import Opcode, Queue, Write
 
@@ -84,27 +84,13 @@ def _routes(execution):
 
 def fidelity(qp, weights, images, task=0):
     """SQNR (dB) per traced layer pooled over ``images`` and routing agreement per MoE
-    block of the integer model against the float model."""
-    from golden.int_model import pixels_from_image
-    signal, noise, routing = {}, {}, {}
-    cfg = qp.config
+    block of the integer model against the float model (:class:`golden.accuracy.TracePool`)."""
+    pool, cfg = TracePool(), qp.config
     for image in images:
         _, ref = forward(cfg, weights, image, task, trace=True)
         _, tr = int_forward(qp, pixels_from_image(cfg, image), task, trace=True)
-        deq = tr.dequantized()
-        for row in compare_traces(ref, deq):
-            name = row["name"]
-            if "routing_agreement" in row:
-                routing.setdefault(name.removesuffix(".mlp.topk_idx"), []).append(
-                    row["routing_agreement"])
-            elif name in deq:
-                r = np.asarray(ref[name], np.float64)
-                signal[name] = signal.get(name, 0.0) + float((r * r).sum())
-                noise[name] = noise.get(name, 0.0) + float(((r - deq[name]) ** 2).sum())
-    sqnr = {n: (10 * math.log10(signal[n] / noise[n]) if noise[n] else math.inf)
-            for n in signal if signal[n] > 0}
-    return {"sqnr_db": sqnr, "routing": {b: float(np.mean(v)) for b, v in routing.items()},
-            "images": len(images)}
+        pool.add(ref, tr.dequantized())
+    return {"sqnr_db": pool.sqnr_db(), "routing": pool.routing(), "images": len(images)}
 
 
 def build_report(compiled, pixels, task=0, board=None, rtl=None, qp=None, weights=None,

@@ -205,3 +205,15 @@ def test_board_runtime_glue_against_the_reference_executor(compiled):
     assert board.released and board.isr == 0
     with pytest.raises(ValueError, match="task has 2 entries for 3 images"):
         session.run(images, task=[0, 1])
+
+
+def test_npy_inputs_land_on_the_hardware_pixel_grid(tmp_path):
+    """Off-grid floats go to the codes the hardware sees (round half up), not below them."""
+    from moevit.image_files import load_inputs
+    cfg = tiny_test()
+    batch = np.full((2, cfg.in_chans, *cfg.image_size), 128.75 / 256)
+    np.save(tmp_path / "x.npy", batch)
+    images = load_inputs(tmp_path / "x.npy", cfg)
+    for image, raw in zip(images, batch, strict=True):
+        assert np.array_equal(as_pixels(cfg, image), pixels_from_image(cfg, raw))
+        assert np.array_equal(image * 256, pixels_from_image(cfg, raw))
