@@ -47,6 +47,9 @@ test: $(STAMP)  ## default test suite (golden, Amaranth-simulator and cocotb tes
 test-slow: $(STAMP)  ## only the tests marked slow (long simulations, place and route)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
+formal: $(STAMP)  ## prove the stream and AXI rules of every unit (SymbiYosys + yices) -> build/formal/summary.json
+	$(BIN)/python -m sim.formal_units
+
 sim: $(STAMP)  ## cocotb suites on the emitted Verilog (SIM=verilator|icarus)
 	$(BIN)/python -m pytest tests/test_sim_*.py $(PYTEST_ARGS)
 
@@ -102,5 +105,5 @@ clean:  ## remove build outputs (keeps .venv)
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow sim verilog synth vivado-project bitstream synth-report quant-report train-moevit frame program throughput bench \
+.PHONY: help venv demo test test-slow formal fuzz sim verilog synth vivado-project bitstream synth-report quant-report train-moevit frame program throughput bench \
         clean distclean

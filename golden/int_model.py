@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .archive import ArchiveError, read_npz, read_string
 from .config import ModelConfig
 from .float_model import patchify
 from .gelu import gelu_int
@@ -87,8 +88,10 @@ class QuantParams:
         Raises
         ------
         ValueError
-            ``<source>: missing tensor 'X'``, ``unexpected tensor 'X'`` or ``tensor 'X'
-            has shape (..), expected (..) for config '<name>'``.
+            ``<source>: missing tensor 'X'``, ``unexpected tensor 'X'``, ``tensor 'X'
+            has shape (..), expected (..) for config '<name>'``, or a value outside its
+            type (:data:`TENSOR_TYPES`): ``tensor 'X' has values in [lo, hi], outside
+            int8 [-128, 127]``, ``tensor 'X' holds NaN or inf``.
         """
         shapes = expected_shapes(self.config)
         for name, shape in shapes.items():
@@ -100,6 +103,8 @@ class QuantParams:
         for name in self.tensors:
             if name not in shapes:
                 raise ValueError(f"{source}: unexpected tensor {name!r}")
+        for name, value in self.tensors.items():
+            _check_values(source, name, np.asarray(value))
         return self
 
     def save(self, path):
@@ -110,19 +115,52 @@ class QuantParams:
     @classmethod
     def load(cls, path):
         """Read a :meth:`save` file; checks the format version and every tensor's name and shape."""
-        f = np.load(path, allow_pickle=False)
-        if not isinstance(f, np.lib.npyio.NpzFile):
-            raise ValueError(f"{path}: not a quantized parameter set (a .npy array, "
-                             f"expected an .npz archive)")
-        with f:
-            if "__config__" not in f:
-                raise ValueError(f"{path}: not a quantized parameter set (no __config__)")
-            meta = json.loads(str(f["__config__"]))
+        try:
+            text = read_string(path, "__config__")
+        except ArchiveError as exc:
+            raise ValueError(f"{path}: not a quantized parameter set "
+                             f"({str(exc).removeprefix(f'{path}: ')})") from None
+        if text is None:
+            raise ValueError(f"{path}: not a quantized parameter set (no __config__)")
+        try:
+            meta = json.loads(text)
+            if not isinstance(meta, dict):
+                raise ValueError(f"an object expected, not {type(meta).__name__}")
             if meta.get("format") != _FORMAT_VERSION:
-                raise ValueError(f"{path}: format {meta.get('format')}, expected {_FORMAT_VERSION}")
-            params = cls(ModelConfig.from_dict(meta["config"]),
-                         {k: f[k] for k in f.files if k != "__config__"})
-        return params.validate(str(path))
+                raise ValueError(f"format {meta.get('format')}, expected {_FORMAT_VERSION}")
+            config = ModelConfig.from_dict(meta.get("config"))
+        except ValueError as exc:
+            raise ValueError(f"{path}: __config__: {exc}") from None
+        tensors = read_npz(path, expected_shapes(config), strings={"__config__"})
+        tensors.pop("__config__")
+        return cls(config, tensors).validate(str(path))
+
+
+#: The number type of each tensor, by the last part of its name: integer tensors may be
+#: stored in any integer dtype with values in this type's range; scales are finite floats.
+TENSOR_TYPES = {
+    "weight": np.int8, "table": np.int8, "gain": np.int16, "pos_embed": np.int16,
+    "bias": np.int32, "mult": np.int32, "shift": np.int32, "zero_point": np.int32,
+    "weight_bits": np.int32, "act_bits": np.int32, "attn_sqrt2": np.int32, "eps": np.int64,
+    "scale": np.float64,
+}
+
+
+def _check_values(source, name, value):
+    kind = TENSOR_TYPES[name.rsplit(".", 1)[-1]]
+    if np.issubdtype(kind, np.floating):
+        if not np.issubdtype(value.dtype, np.floating) or not np.all(np.isfinite(value)):
+            raise ValueError(f"{source}: tensor {name!r} must hold finite floats "
+                             f"({value.dtype}{', NaN or inf' if value.dtype.kind == 'f' else ''})")
+        return
+    if not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"{source}: tensor {name!r} has dtype {value.dtype}, expected "
+                         f"integers in {np.dtype(kind).name}")
+    info = np.iinfo(kind)
+    if value.size and (value.min() < info.min or value.max() > info.max):
+        raise ValueError(f"{source}: tensor {name!r} has values in [{value.min()}, "
+                         f"{value.max()}], outside {np.dtype(kind).name} "
+                         f"[{info.min}, {info.max}]")
 
 
 def _norm_shapes(name, d):

@@ -9,6 +9,7 @@ weights ``[D, E]`` (no bias).
 
 import numpy as np
 
+from .archive import ArchiveError, read_npz, read_string
 from .config import ModelConfig
 
 __all__ = ["WeightError", "param_shapes", "init_weights", "validate_weights", "save_npz",
@@ -215,21 +216,21 @@ def load_npz(path, cfg):
         If the stored config (when present) differs from ``cfg``, naming each differing
         field with both values, or as :func:`validate_weights`.
     """
-    f = np.load(path, allow_pickle=False)
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise WeightError(f"{path}: a .npy array, expected an .npz archive of tensors")
-    with f:
-        weights = {k: f[k] for k in f.files}
-    stored = weights.pop(_CONFIG_KEY, None)
-    if stored is not None:
-        try:
-            saved = ModelConfig.from_json(str(stored)).to_dict()
-        except ValueError as exc:
-            raise WeightError(f"{path}: unreadable {_CONFIG_KEY}: {exc}") from None
-        diff = [f"{k} is {saved[k]!r} in the file, {v!r} expected"
-                for k, v in cfg.to_dict().items() if saved[k] != v]
-        if diff:
-            raise WeightError(f"{path} was saved for another config: {'; '.join(diff)}")
+    try:
+        stored = read_string(path, _CONFIG_KEY)
+        if stored is not None:
+            try:
+                saved = ModelConfig.from_json(stored).to_dict()
+            except ValueError as exc:
+                raise WeightError(f"{path}: unreadable {_CONFIG_KEY}: {exc}") from None
+            diff = [f"{k} is {saved[k]!r} in the file, {v!r} expected"
+                    for k, v in cfg.to_dict().items() if saved[k] != v]
+            if diff:
+                raise WeightError(f"{path} was saved for another config: {'; '.join(diff)}")
+        weights = read_npz(path, param_shapes(cfg), strings={_CONFIG_KEY})
+    except ArchiveError as exc:
+        raise WeightError(str(exc)) from None
+    weights.pop(_CONFIG_KEY, None)
     return validate_weights(weights, cfg)
 
 

@@ -34,8 +34,8 @@ from .axi_memory import RAM_SOURCE, AxiMemory
 from .runner import run_cocotb
 from .verilog import design_dir
 
-__all__ = ["FrameHarness", "FrameResult", "PysimHost", "arguments", "simulate", "run_pysim",
-           "run_verilator", "run_with_stalls"]
+__all__ = ["FrameHarness", "FrameResult", "PysimHost", "CHANNELS", "stall", "slverr", "arguments",
+           "simulate", "run_pysim", "run_verilator", "run_with_stalls"]
 
 
 class FrameHarness(wiring.Component):
@@ -252,13 +252,37 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
     return out, wall
 
 
-def run_with_stalls(compiled, runs, pause=0.3, seed=1, timeout=None):
+#: Channels of an AXI4 master port, as :func:`run_with_stalls` names them in faults.
+CHANNELS = ("aw", "w", "b", "ar", "r")
+
+
+def stall(channel, after, cycles, port=0):
+    """A fault for :func:`run_with_stalls`: ``channel`` of ``port`` stalls (the memory's
+    side holds READY or VALID low) for ``cycles`` cycles from cycle ``after`` of the run."""
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {CHANNELS}, not {channel!r}")
+    return {"kind": "stall", "channel": channel, "port": port, "after": after, "cycles": cycles}
+
+
+def slverr(channel, after, port=0):
+    """A fault for :func:`run_with_stalls`: the R beat number ``after`` (``channel="r"``) or
+    the B response of the burst holding write beat number ``after`` (``"b"``) of ``port``
+    answers SLVERR."""
+    if channel not in ("r", "b"):
+        raise ValueError(f"channel must be 'r' or 'b' (the response channels), not {channel!r}")
+    return {"kind": "slverr", "channel": channel, "port": port, "after": after}
+
+
+def run_with_stalls(compiled, runs, pause=0.3, seed=1, timeout=None, faults=None):
     """Runs of ``compiled`` on the bare top in Verilator against cocotbext-axi's AXI RAMs with
     random pauses (a share ``pause`` of the cycles) on every channel: the protocol test.
+    ``faults``: one :func:`stall`, :func:`slverr` or None per run.
     Returns the :class:`FrameResult` of each run."""
     config, axi = compiled.config, compiled.config.axi
     base = compiled.image
     data, outputs, out_size, specs = _run_image(compiled, runs, timeout or 5_000_000)
+    for spec, fault in zip(specs, faults or []):
+        spec["fault"] = fault
     key = _design_key(config)
     folder = design_dir("stalls", {"config": key})
     (folder / "image.bin").write_bytes(bytes(data))

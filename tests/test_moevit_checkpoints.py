@@ -167,7 +167,7 @@ def test_expert_parallel_rank_folder_concatenates_the_experts(tmp_path, weights,
 def test_npz_with_a_pickled_object_is_refused(tmp_path, weights):
     path = tmp_path / "evil.npz"
     np.savez(path, **weights, payload=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(CheckpointError, match="evil.npz: holds a pickled object array"):
+    with pytest.raises(CheckpointError, match="evil.npz: member 'payload' holds a pickled object array"):
         read_weights(path, CFG)
 
 

@@ -17,7 +17,7 @@ from moevit.images import stripe
 from moevit.program import Program
 from moevit.schedule import schedule
 from rtl.config import AttentionArray, preset
-from rtl.control.isa import Queue
+from rtl.control.isa import Opcode, Queue
 from rtl.control.registers import CONTROL, ERRORS, ISR
 from rtl.top.accelerator import Accelerator
 from sim.axi_lite import lite_write
@@ -86,6 +86,20 @@ def _faulty(tiny, fault):
             _with_program(compiled, host, bytes(code))
             results["fault"] = await host.run(good, 10 * model)
             _with_program(compiled, host, compiled.program.to_bytes())
+        elif fault == "read_decerr":           # the 2nd matrix load reads beyond the memory
+            streams = dict(compiled.program.streams)
+            stream = list(streams[Queue.LOAD])
+            k = [n for n, ins in enumerate(stream) if ins.op == Opcode.LOAD_MATRIX][1]
+            args = dict(stream[k].args, offset=1 << 31)
+            stream[k] = dataclasses.replace(stream[k], args=tuple(args.items()))
+            streams[Queue.LOAD] = tuple(stream)
+            _with_program(compiled, host, Program(
+                streams, compiled.program.input_bytes, compiled.program.output_bytes).to_bytes())
+            results["fault"] = await host.run(good, 10 * model)
+            _with_program(compiled, host, compiled.program.to_bytes())
+        elif fault == "overlap":               # the output slot overlaps the program
+            bad = dict(good, output=good["program"] + 64)
+            results["fault"] = await host.run(bad, 10 * model, read_output=False)
         elif fault == "decerr":                # the output lies beyond the memory
             bad = dict(good, output=len(image.data) + 4096)
             results["fault"] = await host.run(bad, 10 * model, read_output=False)
@@ -122,7 +136,8 @@ def _faulty(tiny, fault):
 
 
 @pytest.mark.parametrize("fault, code", [("opcode", "opcode"), ("decerr", "write_response"),
-                                         ("watchdog", "watchdog")])
+                                         ("watchdog", "watchdog"), ("overlap", "overlap"),
+                                         ("read_decerr", "read_response")])
 def test_faults_end_in_a_named_error_then_the_next_frame_is_right(tiny, fault, code):
     results = _faulty(tiny, fault)
     assert results["fault"].error == ERRORS[code]

@@ -19,7 +19,8 @@ from moevit.compiler import compile_model
 from moevit.executor import execute
 from moevit.schedule import schedule
 from rtl.config import preset
-from sim.frame import run_verilator, run_with_stalls
+from rtl.control.registers import ERRORS
+from sim.frame import CHANNELS, run_verilator, run_with_stalls, slverr, stall
 
 
 def _check(compiled, runs):
@@ -84,3 +85,30 @@ def test_random_stalls_on_every_axi_channel(ports):
         assert result.error == 0
         assert np.array_equal(result.output, expected)
         assert result.cycles > schedule(config, run).cycles
+
+
+def test_long_stalls_and_error_responses_on_the_axi_channels():
+    # cocotbext-axi's AXI RAM, no random pauses: first a clean frame, then a 10,000-cycle
+    # stall of each channel from mid-frame (the frame comes out right, later), then SLVERR
+    # on an R beat and on a B response (the named error code, then a right frame).
+    qp, pixels = _seeded(tiny_test())
+    compiled = compile_model(qp, preset("ecp5_85f").fitted(qp.config))
+    expected, run = execute(compiled, pixels, 0)
+    middle = schedule(compiled.config, run).cycles // 2
+    faults = ([None] + [stall(channel, middle, 10_000) for channel in CHANNELS]
+              + [slverr("r", 200), None, slverr("b", 5), None])
+    results = run_with_stalls(compiled, [(pixels, 0)] * len(faults), pause=0.0, faults=faults)
+    clean = results[0]
+    assert clean.error == 0 and np.array_equal(clean.output, expected)
+    for channel, result in zip(CHANNELS, results[1:]):
+        assert result.error == 0, channel
+        assert np.array_equal(result.output, expected), channel
+        assert result.cycles >= clean.cycles, channel
+    # Reads run all through a frame: a stall of AR or R holds it up (by less than the stall:
+    # the units go on with what is on chip).
+    for channel in ("ar", "r"):
+        assert results[1 + CHANNELS.index(channel)].cycles > clean.cycles + 5_000, channel
+    errors = [r.error for r in results[1 + len(CHANNELS):]]
+    assert errors == [ERRORS["read_response"], 0, ERRORS["write_response"], 0]
+    for result in results[1 + len(CHANNELS):][1::2]:
+        assert np.array_equal(result.output, expected)

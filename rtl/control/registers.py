@@ -45,7 +45,7 @@ STATUS = {"error": 0x40, "cycles": 0x44, "ignored_starts": 0x48,
           **{f"busy_{e}": 0x4C + 4 * n for n, e in enumerate(ENGINES)}}
 #: Error codes of the ``error`` register.
 ERRORS = {"none": 0, "opcode": 1, "read_response": 2, "write_response": 3, "watchdog": 4,
-          "header": 5, "token": 6}
+          "header": 5, "token": 6, "overlap": 7}
 
 arguments_layout = data.StructLayout({name: bits for name, (_, bits) in ARGUMENTS.items()})
 

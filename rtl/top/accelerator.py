@@ -34,7 +34,7 @@ from amaranth.utils import exact_log2
 from ..attention import AttentionKernel
 from ..bus.axi import axi4_signature, forward, lite_signature, read_signature, write_signature
 from ..combine import Combiner
-from ..config import BUFFERS, AcceleratorConfig
+from ..config import BOUNDARY, BUFFERS, AcceleratorConfig
 from ..control.isa import (ARGS, HEADER, INSTRUCTION, INSTRUCTION_BITS, MAGIC, TOKENS, VERSION,
                            Base, Buffer, Index, Opcode, Queue, Rows, Write)
 from ..control.registers import ENGINES, ERRORS, ControlRegisters
@@ -279,9 +279,17 @@ class Accelerator(wiring.Component):
             with m.State("CHECK"):
                 # The header's DMA ended last cycle; this is its end + 1: take the streams' DMA.
                 count = header.load + header.compute + header.store
-                ok = ((header.magic == MAGIC) & (header.version == VERSION)
-                      & (count + 1 <= cap.instructions) & (header.load != 0)
-                      & (header.compute != 0) & (header.store != 0) & ~reader.error)
+                # This frame's output slot must not overlap the program it runs (the
+                # program would be overwritten in DRAM for the next frame).
+                program_end = (args.program + axi.footprint(axi.words(INSTRUCTION_BITS // 8))
+                               + self._footprint(axi, self._words(axi, count * 16)))
+                output_end = out_base + self._footprint(
+                    axi, self._words(axi, header.output_bytes))
+                overlap = (out_base < program_end) & (args.program < output_end)
+                well_formed = ((header.magic == MAGIC) & (header.version == VERSION)
+                               & (count + 1 <= cap.instructions) & (header.load != 0)
+                               & (header.compute != 0) & (header.store != 0))
+                ok = well_formed & ~reader.error & ~overlap
                 m.d.comb += [owner_fetch.eq(1)]
                 with m.If(ok):
                     m.d.comb += [fetch_cmd_valid.eq(1),
@@ -294,7 +302,8 @@ class Accelerator(wiring.Component):
                     m.next = "STREAMS"
                 with m.Else():
                     m.d.sync += error.eq(Mux(reader.error, ERRORS["read_response"],
-                                             ERRORS["header"]))
+                                             Mux(well_formed, ERRORS["overlap"],
+                                                 ERRORS["header"])))
                     m.next = "FINISH"
             with m.State("STREAMS"):
                 m.d.comb += [owner_fetch.eq(1), header_done.eq(1)]
@@ -485,6 +494,19 @@ class Accelerator(wiring.Component):
     # ---- helpers ------------------------------------------------------------------------
 
     @staticmethod
+    def _words(axi, nbytes):
+        """:meth:`rtl.config.AxiPorts.words` of a Value."""
+        return (nbytes + axi.path_bytes - 1) >> exact_log2(axi.path_bytes)
+
+    @staticmethod
+    def _footprint(axi, beats):
+        """:meth:`rtl.config.AxiPorts.footprint` of a Value."""
+        size = beats << exact_log2(axi.data_bytes)
+        if axi.ports > 1:
+            size = ((size + BOUNDARY - 1) >> exact_log2(BOUNDARY)) << exact_log2(BOUNDARY)
+        return size << exact_log2(axi.ports)
+
+    @staticmethod
     def _dram_address(m, cfg, ins_args, bases, index, beats, name):
         """Base + offset + index * footprint(beats), as a signal (combinational)."""
         axi = cfg.axi
@@ -551,9 +573,12 @@ class Accelerator(wiring.Component):
             m.d.sync += [op.eq(cand.op), cmd_valid.eq(1), cmd.address.eq(address),
                          cmd.beats.eq(beats), buffer.eq(tensor.buffer), flip.eq(tensor.flip_sign),
                          row0.eq(tensor.row), row_words.eq(t_words), active.eq(1)]
-        with m.If(cmd_valid & reader.cmd.ready & ~owner_fetch):
+        # After an error no new transfer starts: the DRAIN state waits for the ones in flight
+        # (a transfer taken as the core is reset would answer into the next run).
+        issue = cmd_valid & ~self._draining
+        with m.If(issue & reader.cmd.ready & ~owner_fetch):
             m.d.sync += cmd_valid.eq(0)
-        m.d.comb += [reader.cmd.valid.eq(Mux(owner_fetch, fetch_cmd_valid, cmd_valid)),
+        m.d.comb += [reader.cmd.valid.eq(Mux(owner_fetch, fetch_cmd_valid, issue)),
                      reader.cmd.payload.eq(Mux(owner_fetch, fetch_cmd, cmd))]
         out = reader.o
         mine = active & ~owner_fetch
@@ -643,9 +668,10 @@ class Accelerator(wiring.Component):
             m.d.sync += [cmd_valid.eq(1), cmd.address.eq(address), cmd.beats.eq(beats),
                          buffer.eq(tensor.buffer), cols.eq(tensor.cols), active.eq(1),
                          words.eq(row_words)]
-        with m.If(cmd_valid & writer.cmd.ready):
+        issue = cmd_valid & ~self._draining      # no new transfer after an error
+        with m.If(issue & writer.cmd.ready):
             m.d.sync += cmd_valid.eq(0)
-        m.d.comb += [writer.cmd.valid.eq(cmd_valid), writer.cmd.payload.eq(cmd)]
+        m.d.comb += [writer.cmd.valid.eq(issue), writer.cmd.payload.eq(cmd)]
         m.d.comb += done.eq(active & writer.done)
         with m.If(done):
             m.d.sync += active.eq(0)
