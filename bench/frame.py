@@ -54,7 +54,7 @@ def main(argv=None):
         images = [random_image(cfg, seed=n) for n in range(3)]
         qp = calibrate(cfg, init_weights(cfg, seed=args.seed), images[:2])
         pixels = pixels_from_image(cfg, images[2])
-        config = (AcceleratorConfig.from_json(Path(args.config).read_text())
+        config = (AcceleratorConfig.load(args.config)
                   if args.config.endswith(".json") else preset(args.config))
         compiled = compile_model(qp, config)
     runs = [(pixels, task) for task in range(cfg.num_tasks)]

@@ -95,7 +95,7 @@ def main(argv=None):
     configs = [PRESETS[name]() for name in (args.preset or PRESETS)]
     for path in args.config:
         try:
-            configs.append(AcceleratorConfig.from_json(path.read_text()))
+            configs.append(AcceleratorConfig.load(path))
         except (OSError, ValueError) as e:
             console.print(f"{path}: {e}")
             raise SystemExit(2) from None

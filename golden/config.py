@@ -8,6 +8,7 @@ project uses.
 
 import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 __all__ = ["ModelConfig", "m3vit_tiny", "m3vit_small", "tiny_test", "PRESETS", "preset"]
 
@@ -231,7 +232,23 @@ class ModelConfig:
         -------
         ModelConfig
         """
-        return cls.from_dict(json.loads(text))
+        try:
+            d = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path):
+        """Read a :meth:`to_json` file; every error names the file."""
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read ({exc})") from None
+        try:
+            return cls.from_json(text)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
 
 def m3vit_tiny():

@@ -63,23 +63,19 @@ def _model_config(args, stored=None):
     if path.suffix == ".json":
         if not path.is_file():
             raise UsageError(f"--model {path}: no such file")
-        return ModelConfig.from_json(path.read_text())
+        return ModelConfig.load(path)
     return preset(args.model)
 
 
 def _stored_config(path):
     """The model config stored in a weight ``.npz`` (None if it has none)."""
     from golden.config import ModelConfig
+    from golden.archive import read_string
     try:
-        f = np.load(path, allow_pickle=False)
-        if not isinstance(f, np.lib.npyio.NpzFile):
-            return None
-        with f:
-            if "__config__" in f.files:
-                return ModelConfig.from_json(str(f["__config__"]))
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        text = read_string(path, "__config__")
+        return None if text is None else ModelConfig.from_json(text)
+    except ValueError:
         return None       # the reader that follows names the problem
-    return None
 
 
 def _accelerator_config(args, model=None):
@@ -90,7 +86,7 @@ def _accelerator_config(args, model=None):
         path = Path(args.config)
         if not path.is_file():
             raise UsageError(f"--config {path}: no such file")
-        config = AcceleratorConfig.from_json(path.read_text())
+        config = AcceleratorConfig.load(path)
     else:
         config = preset(args.board or "zcu102")
     if getattr(args, "fit", False):

@@ -32,6 +32,7 @@ search tunes them.
 import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from golden.moe import TOPK_MAX
 from golden.softmax import ATTENTION_CODES
@@ -529,7 +530,23 @@ class AcceleratorConfig:
 
     @classmethod
     def from_json(cls, text):
-        return cls.from_dict(json.loads(text))
+        try:
+            d = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path):
+        """Read a :meth:`to_json` file; every error names the file."""
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read ({exc})") from None
+        try:
+            return cls.from_json(text)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
 
 def ecp5_85f():
