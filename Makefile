@@ -12,6 +12,7 @@
 #                                 ulx3s | orangecrab (open ECP5 flow); any for synth-report
 #             UNIT                synth-report: an rtl/units.py unit instead of the self-test top
 #             CONFIG ?= zcu102    accelerator preset of make frame: zcu102 | u280 | ecp5_85f
+#             SEED                make fuzz: the campaign seed (default: from the clock, printed)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -49,6 +50,9 @@ test-slow: $(STAMP)  ## only the tests marked slow (long simulations, place and 
 
 formal: $(STAMP)  ## prove the stream and AXI rules of every unit (SymbiYosys + yices) -> build/formal/summary.json
 	$(BIN)/python -m sim.formal_units
+
+fuzz: $(STAMP)  ## 10,000 random vectors per stream unit vs golden under gaps/backpressure (SEED=...) -> build/fuzz/
+	$(BIN)/python -m sim.fuzz $(if $(SEED),--seed $(SEED))
 
 sim: $(STAMP)  ## cocotb suites on the emitted Verilog (SIM=verilator|icarus)
 	$(BIN)/python -m pytest tests/test_sim_*.py $(PYTEST_ARGS)

@@ -207,6 +207,11 @@ class LayerNormUnit(wiring.Component):
                 m.d.sync += [load_bank.eq(~load_bank), shift[load_bank].eq(self.p.payload.shift),
                              eps[load_bank].eq(self.p.payload.eps)]
         m.d.sync += bank_full.eq((bank_full | Mux(load_done, 1 << load_bank, 0)) & ~bank_release)
+        # The input side's view: a bank holds parameters its next batch has not yet taken in.
+        # (A bank stays full until the output pass has read it: a batch two images on must
+        # not take in tokens against the older batch's parameters still there.)
+        bank_fresh = Signal(2)
+        batch_in = Signal(2)
 
         # ---- input: token ring, one-pass statistics ------------------------------------------
         m.submodules.tokens = tokens = memory.Memory(
@@ -225,7 +230,7 @@ class LayerNormUnit(wiring.Component):
         token_end = in_beat == beats - 1
         m.d.comb += [
             # A slot released this cycle takes the next token's first beat at once.
-            self.i.ready.eq(bank_full.bit_select(in_bank, 1) & ((held < slots) | release)),
+            self.i.ready.eq(bank_fresh.bit_select(in_bank, 1) & ((held < slots) | release)),
             x_wr.addr.eq(in_slot * beats + in_beat),
             x_wr.data.eq(self.i.payload.data),
             x_wr.en.eq(take),
@@ -236,7 +241,9 @@ class LayerNormUnit(wiring.Component):
                 m.d.comb += row_in.eq(1)
                 m.d.sync += in_slot.eq(advance(in_slot))
                 with m.If(self.i.payload.last):
+                    m.d.comb += batch_in.eq(1 << in_bank)
                     m.d.sync += in_bank.eq(~in_bank)
+        m.d.sync += bank_fresh.eq((bank_fresh | Mux(load_done, 1 << load_bank, 0)) & ~batch_in)
         m.d.sync += held.eq(held + row_in - release)
 
         # Cycle 1: the beat's sums; cycle 2: the token's S1, S2; cycle 3: D*S2 and S1*S1;

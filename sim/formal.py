@@ -125,8 +125,10 @@ class StreamHarness(Elaboratable):
     broken : str or None
         A deliberate violation, to show the check can fail: ``"drop_valid"`` (an
         output's valid seen low every other cycle), ``"change_payload"`` (its payload
-        seen inverted every other cycle) or ``"owe_less"`` (every output owes one
-        transfer less).
+        seen inverted every other cycle) or ``"owe_less"`` (an output transfer that
+        brings the count up to what is owed fails: every output owes one less). Each
+        fails only if the output it watches is reached: they show the properties are
+        not vacuous within the depth.
     """
 
     BROKEN = ("drop_valid", "change_payload", "owe_less")
@@ -170,8 +172,11 @@ class StreamHarness(Elaboratable):
             for channel in found:
                 if channel.name not in owed:
                     continue
-                limit = owed[channel.name] - (self.broken == "owe_less")
-                m.d.comb += Assert(counts[channel.name] <= limit)
+                count = counts[channel.name]
+                if self.broken == "owe_less":   # fails at any output transfer that is owed
+                    m.d.comb += Assert((count == 0) | (count < owed[channel.name]))
+                else:
+                    m.d.comb += Assert(count <= owed[channel.name])
                 if self.bound is not None:
                     self._latency(m, channel, counts[channel.name] < owed[channel.name])
         return m

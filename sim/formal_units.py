@@ -52,6 +52,7 @@ class Check:
     free: tuple = ()
     rules_depth: int = 20
     framing_depth: int = 30
+    reach: int = 20                 # depth by which an output is offered and stalled
     note: str = ""
 
 
@@ -206,9 +207,9 @@ CHECKS = [
     Check("softmax_codes", lambda: SoftmaxUnit(4, 2, "codes"),
           owed=_softmax_owed, bound=lambda d: 2 + 3, framing_depth=16),
     Check("softmax_probs", lambda: SoftmaxUnit(4, 2, "probs"),
-          owed=_softmax_owed, framing_depth=16),
+          owed=_softmax_owed, framing_depth=28, reach=28),
     Check("layernorm", lambda: LayerNormUnit(4, 2),
-          owed=lambda m, c, i, d: {"o": c["i"] & ~1}, framing_depth=16),
+          owed=lambda m, c, i, d: {"o": c["i"] & ~1}, framing_depth=52, reach=52),
     Check("systolic", lambda: SystolicArray(2, 2),
           owed=lambda m, c, i, d: {"o": 2 * _ends(m, d.i.valid, d.i.ready,
                                                   d.i.payload.last, "i")},
@@ -216,14 +217,14 @@ CHECKS = [
     Check("gating", lambda: Gating(**_GATING),
           owed=lambda m, c, i, d: {"o": frames(m, d.i.valid, d.i.ready, d.i.payload.last, "i")
                                    * _GATING["k"] // _GATING["experts"]},
-          environment=_assumed(_gating_frames), framing_depth=24),
+          environment=_assumed(_gating_frames), framing_depth=48, reach=48),
     Check("combine", lambda: Combiner(**_COMBINE),
           owed=lambda m, c, i, d: {"o": _sum_of(m, d.flush.valid, d.flush.ready,
                                                 d.flush.payload.tokens * d.folds, "owed")},
           environment=_assumed(_combine_ranges), framing_depth=20),
     Check("attention", lambda: AttentionKernel(AttentionConfig(
               r=1, dp=2, h=1, head_dim=2, max_tokens=2)),
-          owed=lambda m, c, i, d: {"o": c["q"]}, framing_depth=16),
+          owed=lambda m, c, i, d: {"o": c["q"]}, framing_depth=40, reach=40),
     Check("linear", lambda: LinearKernel(LinearConfig(
               pi=1, po=1, t=1, max_in=2, max_out=2, bus_width=64)),
           framing_depth=12,
@@ -260,6 +261,8 @@ def harness(check, kind, broken=None):
 def run(check, kind, workdir, broken=None, timeout=1800):
     """Prove one check's ``rules`` or ``framing``: a :class:`sim.formal.Proof`."""
     depth = check.rules_depth if kind == "rules" else check.framing_depth
+    if broken:
+        depth = check.reach
     suffix = f"_{broken}" if broken else ""
     return prove(harness(check, kind, broken), f"{check.name}_{kind}{suffix}", workdir,
                  mode="prove", depth=depth, timeout=timeout)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from golden.layernorm import int_layernorm
 from rtl.layernorm import LayerNormUnit, exp_cycles, plan
 from sim.nonlinear_images import check_layernorm, layernorm_batch, layernorm_streams
 from sim.pysim_stream import run_streams
@@ -22,6 +23,19 @@ def test_bit_exact_with_gaps_and_backpressure(d, lanes):
     batches = [layernorm_batch(rng, 5, d, extremes=True), layernorm_batch(rng, 1, d),
                layernorm_batch(rng, 4, d)]
     run_batches(batches, d, lanes, i_flow=0.6, o_flow=0.5, seed=d)
+
+
+def test_a_batch_waits_for_its_own_parameters_not_the_older_batchs_in_that_bank():
+    # Found by make fuzz: short batches with different shifts, a slow sink. Batch n + 2 must
+    # not take in tokens while bank n % 2 still holds batch n's parameters (unreleased until
+    # batch n's output has read them): it took them, and its first beat used the old shift.
+    rng = np.random.default_rng(3)
+    batches = [layernorm_batch(rng, n, 8) for n in (3, 1, 1, 2, 1, 2)]
+    for n, b in enumerate(batches):
+        b["shift"] = 17 + n % 3
+        b["y"] = int_layernorm(b["x"], b["gain"], b["bias"], b["shift"], b["eps"])
+    for seed in range(4):
+        run_batches(batches, 8, 2, i_flow=1.0, o_flow=0.3, seed=seed)
 
 
 def test_parameter_banks_under_heavy_backpressure():

@@ -14,7 +14,7 @@ from golden.weights import init_weights
 from moevit.compiler import compile_model
 from moevit.executor import execute
 from moevit.images import stripe
-from moevit.program import Program
+from moevit.program import Instruction, Program
 from moevit.schedule import schedule
 from rtl.config import AttentionArray, preset
 from rtl.control.isa import Opcode, Queue
@@ -97,6 +97,21 @@ def _faulty(tiny, fault):
                 streams, compiled.program.input_bytes, compiled.program.output_bytes).to_bytes())
             results["fault"] = await host.run(good, 10 * model)
             _with_program(compiled, host, compiled.program.to_bytes())
+        elif fault == "tokens":                # 256 tokens pushed that compute never pops
+            sync = Instruction.make(Opcode.SYNC, {"push_next"})
+            end = Instruction.make(Opcode.END)
+            streams = {Queue.LOAD: (sync,) * 256 + (end,), Queue.COMPUTE: (end,),
+                       Queue.STORE: (end,)}
+            _with_program(compiled, host, Program(
+                streams, compiled.program.input_bytes, compiled.program.output_bytes).to_bytes())
+            results["fault"] = await host.run(good, 10 * model)
+            _with_program(compiled, host, compiled.program.to_bytes())
+        elif fault == "header":                # the program's magic word is wrong
+            code = bytearray(compiled.program.to_bytes())
+            code[0] ^= 0xFF
+            _with_program(compiled, host, bytes(code))
+            results["fault"] = await host.run(good, 10 * model)
+            _with_program(compiled, host, compiled.program.to_bytes())
         elif fault == "overlap":               # the output slot overlaps the program
             bad = dict(good, output=good["program"] + 64)
             results["fault"] = await host.run(bad, 10 * model, read_output=False)
@@ -137,7 +152,8 @@ def _faulty(tiny, fault):
 
 @pytest.mark.parametrize("fault, code", [("opcode", "opcode"), ("decerr", "write_response"),
                                          ("watchdog", "watchdog"), ("overlap", "overlap"),
-                                         ("read_decerr", "read_response")])
+                                         ("read_decerr", "read_response"), ("tokens", "token"),
+                                         ("header", "header")])
 def test_faults_end_in_a_named_error_then_the_next_frame_is_right(tiny, fault, code):
     results = _faulty(tiny, fault)
     assert results["fault"].error == ERRORS[code]

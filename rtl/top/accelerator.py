@@ -425,8 +425,12 @@ class Accelerator(wiring.Component):
             if q in nxt:
                 pushes[q, nxt[q]].append(completes & flags.push_next)
         for c, count in channels.items():
-            m.d.sync += count.eq(count + sum(pushes[c], Const(0, 8))
-                                 - sum(pops[c], Const(0, 8)))
+            push, pop = sum(pushes[c], Const(0, 8)), sum(pops[c], Const(0, 8))
+            with m.If((count == (1 << len(count)) - 1) & (push > pop)):
+                # A token more than the counter holds: the program is wrong; never wrap.
+                m.d.sync += error.eq(ERRORS["token"])
+            with m.Else():
+                m.d.sync += count.eq(count + push - pop)
         cur_load, cur_comp = current[Queue.LOAD], current[Queue.COMPUTE]
         load_op, comp_op = seqs[Queue.LOAD].candidate.op, seqs[Queue.COMPUTE].candidate.op
         c = counters
