@@ -245,17 +245,21 @@ CHECKS = [
 def harness(check, kind, broken=None):
     """The :class:`StreamHarness` of ``check`` for a ``"rules"`` or ``"framing"`` run."""
     dut = check.build()
-    environment = None
-    if check.environment is not None:
-        def environment(m, inputs, _):
-            assumptions, assertions = check.environment(m, inputs, dut)
-            return assumptions, (assertions if kind == "framing" else [])
+    environment = None if check.environment is None else _for_run(check.environment, dut, kind)
     if kind == "rules":
         return StreamHarness(dut, environment=environment, free=check.free, broken=broken)
     return StreamHarness(
         dut, owed=None if check.owed is None else (lambda m, c, i: check.owed(m, c, i, dut)),
         bound=None if check.bound is None else check.bound(dut), environment=environment,
         free=check.free, broken=broken)
+
+
+def _for_run(environment, dut, kind):
+    """A check's environment bound to its unit; a ``rules`` run keeps its assumptions only."""
+    def bound(m, inputs, _):
+        assumptions, assertions = environment(m, inputs, dut)
+        return assumptions, (assertions if kind == "framing" else [])
+    return bound
 
 
 def run(check, kind, workdir, broken=None, timeout=1800):

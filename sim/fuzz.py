@@ -1,11 +1,14 @@
 """``make fuzz``: random vectors through the stream units, against the golden model.
 
-Each :class:`Campaign` draws vectors for one unit (a LayerNorm token batch, a softmax
-row, a gating frame, a GEMM, a reciprocal operand), edge values first in every batch
-(-128 / 127 operands, int16 extremes, all-equal rows, ties, one expert taking every
-token, experts left empty), and runs them in batches through the unit in the Amaranth
-simulator with random input gaps and output backpressure (a fresh flow probability per
-batch), checked bit for bit by the same ``sim.*_images`` checkers the unit tests use.
+Each :class:`Campaign` draws vectors for one unit, small instances of each (the linear
+kernel's jobs, attention head groups in both code forms, LayerNorm tokens, softmax rows,
+GELU codes, gating frames, combined MoE layers, systolic GEMMs, reciprocal and square
+root operands), edge values first in every fourth batch (-128 / 127 operands and the
+largest sums, int16 extremes, all-equal rows and scores, ties, one expert taking every
+token, experts left empty, saturating combines, every GELU code), and runs them in batches
+through the unit in the Amaranth simulator with random input gaps and output
+backpressure (a fresh flow probability per batch), checked bit for bit by the same
+``sim.*_images`` checkers the unit tests use.
 
 Every batch is reproducible from ``(seed, batch)`` alone. A failing batch is shrunk by
 bisection to a minimal failing list of vectors, saved as
@@ -28,15 +31,23 @@ import numpy as np
 from golden.gemm import int8_matmul
 from golden.softmax import normalized_reciprocal
 from moevit.packing import unpack
+from rtl.attention import AttentionConfig, AttentionKernel
+from rtl.combine import Combiner
 from rtl.gating import Gating
+from rtl.gelu import GeluUnit
 from rtl.layernorm import LayerNormUnit
+from rtl.linear import LinearConfig, LinearKernel
 from rtl.recip import ISqrt, Reciprocal, recip_layout
 from rtl.softmax import SoftmaxUnit
 from rtl.systolic import SystolicArray
 
+from .attention_images import (FixedScale, attention_streams, check_attention,
+                               golden_attention, random_heads)
 from .gemm_tiles import gemm_result, gemm_words
-from .nonlinear_images import (check_gating, check_layernorm, check_softmax, gating_streams,
-                               layernorm_batch, layernorm_streams, softmax_words)
+from .linear_images import check_outputs, job_streams, random_job
+from .nonlinear_images import (check_combine, check_gating, check_gelu, check_layernorm,
+                               check_softmax, combine_streams, gating_streams, gelu_streams,
+                               layernorm_batch, layernorm_streams, routed_layer, softmax_words)
 from .pysim_stream import run_streams
 
 __all__ = ["Campaign", "CAMPAIGNS", "draw_batch", "run_batch", "shrink", "fuzz", "replay"]
@@ -192,6 +203,129 @@ def _isqrt_run(values, i_flow, o_flow, seed):
             raise AssertionError(f"isqrt({v}): got {got}, expected {math.isqrt(v)}")
 
 
+# --- GELU: batches of codes, a table each ------------------------------------------------
+
+_GELU = {"lanes": 3, "entries": 8}
+
+
+def _gelu_draw(rng, n, edges):
+    items = []
+    while len(items) < n:
+        codes = rng.integers(-128, 128, int(rng.integers(1, 40)))
+        if edges and not items:
+            codes = np.arange(-128, 128)                 # every code
+        items.append((rng.integers(-128, 128, 256), codes))
+    return items
+
+
+def _gelu_run(items, i_flow, o_flow, seed):
+    tables, batches = [t for t, _ in items], [c for _, c in items]
+    t_words, i_words = gelu_streams(tables, batches, _GELU["lanes"], _GELU["entries"])
+    res = run_streams(GeluUnit(**_GELU), {"t": t_words, "i": i_words}, {"o": len(i_words)},
+                      name="fuzz_gelu", i_flow=i_flow, o_flow=o_flow, seed=seed)
+    check_gelu(res["o"][0], tables, batches, _GELU["lanes"])
+
+
+# --- MoE combine: routed layers -----------------------------------------------------------
+
+_COMB = {"max_tokens": 6, "dim": 5, "po": 2, "experts": 4, "k": 2}
+
+
+def _combine_draw(rng, n, edges):
+    layers, tokens_max = [], _COMB["max_tokens"]
+    while len(layers) < n:
+        tokens = int(rng.integers(1, tokens_max + 1))
+        u = None
+        if edges and len(layers) == 0:                   # every token to experts 0 and 1
+            u = np.tile([900, 800, -900, -900], (tokens, 1))
+        extreme = edges and len(layers) == 1             # saturation at both ends
+        routes, outputs, expected = routed_layer(
+            rng, tokens, _COMB["experts"], _COMB["k"], _COMB["dim"], u=u,
+            y_range=(32767, 32768) if extreme else (-32768, 32768))
+        layers.append((routes, outputs, expected, tokens))
+    return layers
+
+
+def _combine_run(layers, i_flow, o_flow, seed):
+    i_beats, flushes, count = combine_streams(layers, _COMB["po"], _COMB["dim"])
+    res = run_streams(Combiner(_COMB["max_tokens"], _COMB["dim"], _COMB["po"]),
+                      {"i": i_beats, "flush": flushes}, {"o": count}, name="fuzz_combine",
+                      i_flow=i_flow, o_flow=o_flow, seed=seed)
+    check_combine(res["o"][0], layers, _COMB["po"], _COMB["dim"])
+
+
+# --- the linear kernel: jobs (a matrix image and its gathered tokens) ---------------------
+
+_LIN = LinearConfig(pi=2, po=3, t=2, max_in=8, max_out=7, bus_width=64, out_width=32)
+
+
+def _linear_draw(rng, n, edges):
+    items = []
+    while len(items) < n:
+        d_in, d_out = int(rng.integers(1, _LIN.max_in + 1)), int(rng.integers(1, _LIN.max_out + 1))
+        rows = int(rng.integers(1, 6))
+        bits = [None, 8, 16][int(rng.integers(0, 3))]
+        job = random_job(rng, d_in, d_out, rng.permutation(rows).tolist(), bits=bits,
+                         gelu=bits == 8 and bool(rng.integers(0, 2)))
+        x = rng.integers(-128, 128, (rows, _LIN.max_in))
+        if edges and len(items) < 3:                  # the largest sums, both signs
+            fill = (-128, 127, -128)[len(items)]
+            job["weight"][:] = -128
+            x[:] = fill
+        items.append({"job": job, "x": x})
+    return items
+
+
+def _linear_run(items, i_flow, o_flow, seed):
+    x = np.concatenate([item["x"] for item in items])
+    offsets = np.cumsum([0] + [len(item["x"]) for item in items])
+    jobs = [dict(item["job"], tokens=[t + int(off) for t in item["job"]["tokens"]])
+            for item, off in zip(items, offsets)]
+    w, xb, count = job_streams(_LIN, jobs, x)
+    res = run_streams(LinearKernel(_LIN), {"w": w, "x": xb}, {"y": count}, name="fuzz_linear",
+                      i_flow=i_flow, o_flow=o_flow, seed=seed)
+    check_outputs(_LIN, jobs, x, res["y"][0])
+
+
+# --- the attention kernel: head groups of 1..8 tokens -------------------------------------
+
+def _attention_config(codes):
+    return AttentionConfig(r=2, dp=4, h=1, head_dim=8, max_tokens=8, codes=codes)
+
+
+def _attention_draw(rng, n, edges):
+    groups, rows = [], 0
+    while rows < n:
+        tokens = int(rng.integers(1, 9))
+        q, k, v, _, _ = random_heads(rng, 1, tokens, 8)
+        if edges and len(groups) == 0:
+            q[:], k[:] = 0, 0                             # all scores equal
+        elif edges and len(groups) == 1:
+            q[:], k[:], v[:] = -128, 127, -128            # the largest scores and values
+        groups.append((q, k, v))
+        rows += tokens
+    return groups
+
+
+def _attention(codes):
+    config = _attention_config(codes)
+    _, _, _, mult, shift = random_heads(np.random.default_rng(0), 1, 1, config.head_dim)
+
+    def run(groups, i_flow, o_flow, seed):
+        streams = [attention_streams(config, q, k, v) for q, k, v in groups]
+        res = run_streams(FixedScale(AttentionKernel(config), mult, shift),
+                          {name: [w for s in streams for w in s[n]]
+                           for n, name in enumerate(("k", "v", "q"))},
+                          {"o": sum(s[3] for s in streams)}, name=f"fuzz_attention_{codes}",
+                          i_flow=i_flow, o_flow=o_flow, seed=seed)
+        pos = 0
+        for (q, k, v), s in zip(groups, streams):
+            check_attention(config, res["o"][0][pos:pos + s[3]],
+                            golden_attention(q, k, v, mult, shift, codes))
+            pos += s[3]
+    return run
+
+
 CAMPAIGNS = {c.name: c for c in [
     Campaign("layernorm", _layernorm_draw, _layernorm_run, size=lambda b: len(b["x"]),
              batch=100),
@@ -199,6 +333,13 @@ CAMPAIGNS = {c.name: c for c in [
     Campaign("softmax_probs", _softmax_draw, _softmax("probs")),
     Campaign("gating", _gating_draw, _gating_run, size=len, batch=50),
     Campaign("systolic", _gemm_draw, _gemm_run, batch=60),
+    Campaign("linear", _linear_draw, _linear_run, size=lambda item: len(item["x"]), batch=30),
+    Campaign("attention_log2", _attention_draw, _attention("log2"),
+             size=lambda group: group[0].shape[1], batch=60),
+    Campaign("attention_sqrt2", _attention_draw, _attention("sqrt2"),
+             size=lambda group: group[0].shape[1], batch=60),
+    Campaign("gelu", _gelu_draw, _gelu_run, size=lambda item: len(item[1]), batch=40),
+    Campaign("combine", _combine_draw, _combine_run, size=lambda layer: layer[3], batch=40),
     Campaign("recip", _operands(12, 1), _recip_run, batch=500),
     Campaign("isqrt", _operands(16, 0), _isqrt_run, batch=500),
 ]}

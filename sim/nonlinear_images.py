@@ -6,15 +6,19 @@ and check the units the same way; expected values come from ``golden/``.
 
 import numpy as np
 
+from golden.gelu import gelu_int
 from golden.layernorm import affine_params, int_layernorm
-from golden.moe import dispatch, topk
+from golden.moe import combine, dispatch, topk
 from golden.softmax import CODE_ZERO, log2_codes, softmax_u8
-from rtl import gating, layernorm, softmax
+from rtl import combine as combiner
+from rtl import gating, gelu, layernorm, softmax
+from rtl.linear import y_layout
 
 from moevit.packing import pack, unpack
 
 __all__ = ["softmax_words", "check_softmax", "layernorm_batch", "layernorm_streams",
-           "check_layernorm", "gating_streams", "check_gating"]
+           "check_layernorm", "gating_streams", "check_gating", "gelu_streams", "check_gelu",
+           "routed_layer", "combine_streams", "check_combine"]
 
 _SOFTMAX = {"probs": (softmax_u8, 8), "codes": (log2_codes, 4)}
 
@@ -137,3 +141,86 @@ def check_gating(words, expected, experts):
             raise AssertionError(f"gating beat {n}: got {g}, expected {e}")
     if len(got) != len(expected):
         raise AssertionError(f"gating: {len(got)} beats, expected {len(expected)}")
+
+
+def gelu_streams(tables, batches, lanes, entries):
+    """``t`` words (one table per batch) and ``i`` words (codes, ``lanes`` per beat, padded)."""
+    t_words = [pack(gelu.table_layout(entries), tab[j:j + entries])
+               for tab in tables for j in range(0, gelu.GELU_ENTRIES, entries)]
+    i_words = []
+    for codes in batches:
+        beats = -(-len(codes) // lanes)
+        padded = np.resize(codes, beats * lanes)
+        i_words += [pack(gelu.io_layout(lanes), {"data": padded[b * lanes:(b + 1) * lanes],
+                                                 "last": int(b == beats - 1)})
+                    for b in range(beats)]
+    return t_words, i_words
+
+
+def check_gelu(words, tables, batches, lanes):
+    """Assert the ``o`` words hold ``gelu_int`` of every batch's codes, ``last`` on its end."""
+    out = [unpack(gelu.io_layout(lanes), w) for w in words]
+    pos = 0
+    for n, (table, codes) in enumerate(zip(tables, batches)):
+        beats = -(-len(codes) // lanes)
+        got = np.concatenate([o["data"] for o in out[pos:pos + beats]])[:len(codes)]
+        if not np.array_equal(got, gelu_int(codes, table)):
+            raise AssertionError(f"gelu batch {n}: codes differ from golden")
+        if [o["last"] for o in out[pos:pos + beats]] != [0] * (beats - 1) + [1]:
+            raise AssertionError(f"gelu batch {n}: last flags")
+        pos += beats
+
+
+def routed_layer(rng, tokens, experts, k, dim, *, u=None, y_range=(-32768, 32768)):
+    """Gate logits -> golden dispatch, random expert outputs, and the golden combined rows."""
+    u = rng.integers(-400, 400, (tokens, experts)) if u is None else u
+    routes = dispatch(topk(u, k), softmax_u8(u), experts)
+    outputs = {e: rng.integers(*y_range, (len(routes.tokens[e]), dim)) for e in routes.active}
+    return routes, outputs, combine(routes, outputs, tokens, dim)
+
+
+def _expert_beats(routes, outputs, po, dim):
+    """The linear kernel's y beats for every active expert's queue (fold-major per token)."""
+    folds = -(-dim // po)
+    layout = y_layout(po, 16)
+    beats = []
+    for e in routes.active:
+        y = np.zeros((len(routes.tokens[e]), folds * po), np.int64)
+        y[:, :dim] = outputs[e]
+        for row, (token, score) in enumerate(zip(routes.tokens[e], routes.scores[e])):
+            for f in range(folds):
+                beats.append(pack(layout, {
+                    "data": y[row, f * po:(f + 1) * po], "token": int(token), "fold": f,
+                    "score": int(score),
+                    "last": int(row == len(routes.tokens[e]) - 1 and f == folds - 1)}))
+    return beats
+
+
+def combine_streams(layers, po, dim):
+    """``(i beats, flush words, o count)`` of layers ``(routes, outputs, expected, tokens)``."""
+    i_beats, flushes, out_count = [], [], 0
+    for routes, outputs, _, tokens in layers:
+        i_beats += _expert_beats(routes, outputs, po, dim)
+        flushes.append(pack(combiner.flush_layout,
+                            {"tokens": tokens, "batches": len(routes.active)}))
+        out_count += tokens * -(-dim // po)
+    return i_beats, flushes, out_count
+
+
+def check_combine(words, layers, po, dim):
+    """Assert the ``o`` words hold every layer's golden combined rows, token major."""
+    folds = -(-dim // po)
+    beats = [unpack(combiner.out_layout(po), w) for w in words]
+    pos = 0
+    for n, (_, _, expected, tokens) in enumerate(layers):
+        got = np.zeros((tokens, folds * po), np.int64)
+        for index in range(tokens * folds):
+            beat = beats[pos + index]
+            if (beat["token"], beat["fold"]) != divmod(index, folds):
+                raise AssertionError(f"combine layer {n} beat {index}: token and fold")
+            if beat["last"] != (index == tokens * folds - 1):
+                raise AssertionError(f"combine layer {n} beat {index}: last")
+            got[beat["token"], beat["fold"] * po:(beat["fold"] + 1) * po] = beat["data"]
+        pos += tokens * folds
+        if not np.array_equal(got[:, :dim], expected):
+            raise AssertionError(f"combine layer {n}: rows differ from golden")

@@ -3,62 +3,19 @@
 import numpy as np
 import pytest
 
-from golden.moe import combine, dispatch, topk
-from golden.softmax import softmax_u8
-from rtl.combine import Combiner, exp_cycles, flush_layout, out_layout
-from rtl.linear import y_layout
-from moevit.packing import pack, unpack
+from golden.moe import combine, dispatch
+from rtl.combine import Combiner, exp_cycles
+from sim.nonlinear_images import check_combine, combine_streams, routed_layer
 from sim.pysim_stream import run_streams
 
 
-def routed_layer(rng, tokens, experts, k, dim, *, u=None, y_range=(-32768, 32768)):
-    """Gate logits -> golden dispatch, random expert outputs, and the golden combined rows."""
-    u = rng.integers(-400, 400, (tokens, experts)) if u is None else u
-    routes = dispatch(topk(u, k), softmax_u8(u), experts)
-    outputs = {e: rng.integers(*y_range, (len(routes.tokens[e]), dim)) for e in routes.active}
-    return routes, outputs, combine(routes, outputs, tokens, dim)
-
-
-def input_beats(routes, outputs, po, dim):
-    """The kernel's y beats for every active expert's queue (fold-major within a token)."""
-    folds = -(-dim // po)
-    layout = y_layout(po, 16)
-    beats = []
-    for e in routes.active:
-        y = np.zeros((len(routes.tokens[e]), folds * po), np.int64)
-        y[:, :dim] = outputs[e]
-        for row, (token, score) in enumerate(zip(routes.tokens[e], routes.scores[e])):
-            for f in range(folds):
-                beats.append(pack(layout, {
-                    "data": y[row, f * po:(f + 1) * po], "token": int(token), "fold": f,
-                    "score": int(score),
-                    "last": int(row == len(routes.tokens[e]) - 1 and f == folds - 1)}))
-    return beats
-
-
 def run_layers(layers, *, max_tokens, dim, po, i_flow=1.0, o_flow=1.0, seed=0):
-    """Run several layers through one Combiner; check each flush against golden; return cycles."""
-    i_beats, flushes, out_count = [], [], 0
-    folds = -(-dim // po)
-    for routes, outputs, _, tokens in layers:
-        i_beats += input_beats(routes, outputs, po, dim)
-        flushes.append(pack(flush_layout, {"tokens": tokens, "batches": len(routes.active)}))
-        out_count += tokens * folds
+    """Run several layers through one Combiner; check each flush against golden."""
+    i_beats, flushes, out_count = combine_streams(layers, po, dim)
     res = run_streams(Combiner(max_tokens, dim, po), {"i": i_beats, "flush": flushes},
                       {"o": out_count}, name=f"combine_{dim}_{po}", seed=seed,
                       i_flow=i_flow, o_flow=o_flow)
-    words, cycles = res["o"]
-    beats = [unpack(out_layout(po), w) for w in words]
-    pos = 0
-    for n, (_, _, expected, tokens) in enumerate(layers):
-        got = np.zeros((tokens, folds * po), np.int64)
-        for index in range(tokens * folds):
-            beat = beats[pos + index]
-            assert (beat["token"], beat["fold"]) == divmod(index, folds), f"layer {n} beat {index}"
-            assert beat["last"] == (index == tokens * folds - 1)
-            got[beat["token"], beat["fold"] * po:(beat["fold"] + 1) * po] = beat["data"]
-        pos += tokens * folds
-        assert np.array_equal(got[:, :dim], expected), f"layer {n}"
+    check_combine(res["o"][0], layers, po, dim)
     return res, len(i_beats)
 
 

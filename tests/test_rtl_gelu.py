@@ -5,36 +5,16 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.gelu import gelu_int, gelu_table
-from rtl.gelu import GELU_ENTRIES, GeluLookup, GeluUnit, exp_cycles, io_layout, table_layout
-from moevit.packing import pack, unpack
+from rtl.gelu import GELU_ENTRIES, GeluLookup, GeluUnit, exp_cycles
+from sim.nonlinear_images import check_gelu, gelu_streams
 from sim.pysim_stream import run_streams
-
-
-def gelu_streams(tables, batches, lanes, entries):
-    """``t`` words (one table per batch) and ``i`` words (codes, ``lanes`` per beat, padded)."""
-    t_words = [pack(table_layout(entries), tab[j:j + entries])
-               for tab in tables for j in range(0, GELU_ENTRIES, entries)]
-    i_words = []
-    for codes in batches:
-        beats = -(-len(codes) // lanes)
-        padded = np.resize(codes, beats * lanes)
-        i_words += [pack(io_layout(lanes), {"data": padded[b * lanes:(b + 1) * lanes],
-                                            "last": int(b == beats - 1)}) for b in range(beats)]
-    return t_words, i_words
 
 
 def run_gelu(tables, batches, lanes, entries, **flow):
     t_words, i_words = gelu_streams(tables, batches, lanes, entries)
     res = run_streams(GeluUnit(lanes, entries=entries), {"t": t_words, "i": i_words},
                       {"o": len(i_words)}, name=f"gelu_{lanes}_{entries}", **flow)
-    out = [unpack(io_layout(lanes), w) for w in res["o"][0]]
-    pos = 0
-    for n, (table, codes) in enumerate(zip(tables, batches)):
-        beats = -(-len(codes) // lanes)
-        got = np.concatenate([o["data"] for o in out[pos:pos + beats]])[:len(codes)]
-        np.testing.assert_array_equal(got, gelu_int(codes, table), err_msg=f"batch {n}")
-        assert [o["last"] for o in out[pos:pos + beats]] == [0] * (beats - 1) + [1]
-        pos += beats
+    check_gelu(res["o"][0], tables, batches, lanes)
     return res
 
 
