@@ -10,7 +10,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["ModelConfig", "m3vit_tiny", "m3vit_small", "tiny_test", "PRESETS", "preset"]
+__all__ = ["ModelConfig", "m3vit_tiny", "m3vit_small", "tiny_test", "PRESETS", "preset", "parse_json",
+           "load_json_file"]
 
 
 def _is_int(value):
@@ -27,6 +28,26 @@ def _as_tuple(name, value, what):
 def _check(name, value, lo, hi):
     if not _is_int(value) or not lo <= value <= hi:
         raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+def parse_json(text):
+    """``json.loads`` whose error says the text is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+
+
+def load_json_file(path, from_json):
+    """``from_json`` of the file at ``path``; every error names the file."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from None
+    try:
+        return from_json(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -232,23 +253,12 @@ class ModelConfig:
         -------
         ModelConfig
         """
-        try:
-            d = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"not JSON ({exc})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text))
 
     @classmethod
     def load(cls, path):
         """Read a :meth:`to_json` file; every error names the file."""
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read ({exc})") from None
-        try:
-            return cls.from_json(text)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        return load_json_file(path, cls.from_json)
 
 
 def m3vit_tiny():

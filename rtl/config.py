@@ -32,8 +32,8 @@ search tunes them.
 import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 
+from golden.config import load_json_file, parse_json
 from golden.moe import TOPK_MAX
 from golden.softmax import ATTENTION_CODES
 
@@ -530,23 +530,12 @@ class AcceleratorConfig:
 
     @classmethod
     def from_json(cls, text):
-        try:
-            d = json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"not JSON ({exc})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text))
 
     @classmethod
     def load(cls, path):
         """Read a :meth:`to_json` file; every error names the file."""
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read ({exc})") from None
-        try:
-            return cls.from_json(text)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        return load_json_file(path, cls.from_json)
 
 
 def ecp5_85f():
