@@ -1,5 +1,5 @@
-"""The same config elaborates to byte-identical Verilog: twice, under different hash seeds,
-and from a second copy of the sources in another folder."""
+"""The same config elaborates to byte-identical Verilog: in two interpreters with different
+hash seeds, one of them on a second copy of the sources in another folder."""
 
 import os
 import shutil
@@ -34,5 +34,4 @@ def test_verilog_is_byte_identical_across_runs_and_checkouts(tmp_path):
                         ignore=shutil.ignore_patterns("__pycache__", "models"))
     first = _digests(ROOT, 1)
     assert len(first) == len(DESIGNS) and all(int(line.split()[2]) > 1000 for line in first)
-    assert _digests(ROOT, 2) == first
-    assert _digests(copy, 3) == first
+    assert _digests(copy, 2) == first

@@ -68,17 +68,24 @@ def _with_program(compiled, host, program_bytes):
     host.write_dram(host.image.region("program").offset, raw)
 
 
-def _faulty(tiny, fault):
-    """Run a faulty frame, then a good one on the same simulated accelerator."""
+def _faulty(tiny, faults):
+    """Run each of ``faults`` then a good frame, one after the other on one simulated
+    accelerator; return ``{fault: {"fault": ..., "after": ...}}``."""
     qp, pixels = tiny
     compiled = _compiled(qp, watchdog=512)
     image = compiled.with_input(pixels)
     expected, run = execute(compiled, pixels, 0)
     model = schedule(compiled.config, run).cycles
     good = arguments(image, 0)
-    results = {}
+    outcomes = {}
 
     async def bench(host):
+        for fault in faults:
+            outcomes[fault] = results = {}
+            await _inject(fault, results, host)
+            results["after"] = await host.run(good, 10 * model)
+
+    async def _inject(fault, results, host):
         if fault == "opcode":                  # the compute stream's 3rd word gets opcode 15
             code = bytearray(compiled.program.to_bytes())
             word = 1 + len(compiled.program.streams[Queue.LOAD]) + 2
@@ -142,26 +149,30 @@ def _faulty(tiny, fault):
             host.ctx.set(host.dut.reset, 1)
             await host.ctx.tick().repeat(2)
             host.ctx.set(host.dut.reset, 0)
-        results["after"] = await host.run(good, 10 * model)
 
-    simulate(compiled, image, bench, resettable=fault == "reset")
-    assert np.array_equal(results["after"].output, expected)
-    assert results["after"].error == 0 and results["after"].cycles == model
-    return results
+    simulate(compiled, image, bench, resettable="reset" in faults)
+    for fault, results in outcomes.items():
+        assert np.array_equal(results["after"].output, expected), fault
+        assert results["after"].error == 0 and results["after"].cycles == model, fault
+    return outcomes
 
 
-@pytest.mark.parametrize("fault, code", [("opcode", "opcode"), ("decerr", "write_response"),
-                                         ("watchdog", "watchdog"), ("overlap", "overlap"),
-                                         ("read_decerr", "read_response"), ("tokens", "token"),
-                                         ("header", "header")])
-def test_faults_end_in_a_named_error_then_the_next_frame_is_right(tiny, fault, code):
-    results = _faulty(tiny, fault)
-    assert results["fault"].error == ERRORS[code]
+#: Faults that end a frame in a named error code.
+NAMED_FAULTS = {"opcode": "opcode", "decerr": "write_response", "watchdog": "watchdog",
+                "overlap": "overlap", "read_decerr": "read_response", "tokens": "token",
+                "header": "header"}
+
+
+def test_faults_end_in_a_named_error_then_the_next_frame_is_right(tiny):
+    # One simulation: each fault, then a good frame (exact output and cycles).
+    outcomes = _faulty(tiny, list(NAMED_FAULTS))
+    assert {f: r["fault"].error for f, r in outcomes.items()} == {
+        f: ERRORS[code] for f, code in NAMED_FAULTS.items()}
 
 
 def test_a_start_while_busy_is_ignored_and_counted(tiny):
-    assert _faulty(tiny, "busy_start")["ignored"] == 1
+    assert _faulty(tiny, ["busy_start"])["busy_start"]["ignored"] == 1
 
 
 def test_a_reset_mid_frame_returns_to_idle(tiny):
-    _faulty(tiny, "reset")
+    _faulty(tiny, ["reset"])
