@@ -96,8 +96,8 @@ def main(argv=None):
     for path in args.config:
         try:
             configs.append(AcceleratorConfig.load(path))
-        except (OSError, ValueError) as e:
-            console.print(f"{path}: {e}")
+        except ValueError as e:           # (the message names the file)
+            console.print(str(e))
             raise SystemExit(2) from None
     with console.status("M3ViT-tiny: seeded weights, dual-stage PTQ"):
         qp, pixels = quantized_model(args.seed)

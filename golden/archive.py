@@ -62,7 +62,7 @@ def read_string(path, name):
         raise ArchiveError(f"{path}: not a readable .npz archive ({exc})") from None
 
 
-def read_npz(path, shapes, strings=()):
+def read_npz(path, shapes, strings=(), context=""):
     """The arrays of the ``.npz`` at ``path``, after checking every member's header.
 
     Parameters
@@ -72,6 +72,8 @@ def read_npz(path, shapes, strings=()):
         caller names missing tensors), not unexpected or of another shape.
     strings : iterable of str
         Members that hold one string (a config JSON), at most :data:`MAX_STRING` long.
+    context : str
+        Appended to a shape error (``" for config 'x'"``).
 
     Raises
     ------
@@ -90,7 +92,7 @@ def read_npz(path, shapes, strings=()):
             raise ArchiveError(f"{path}: unexpected tensor {name!r}")
         elif shape != tuple(shapes[name]):
             raise ArchiveError(f"{path}: tensor {name!r} has shape {shape}, expected "
-                               f"{tuple(shapes[name])}")
+                               f"{tuple(shapes[name])}{context}")
         elif dtype.kind not in "biuf":
             raise ArchiveError(f"{path}: tensor {name!r} has dtype {dtype}, expected "
                                f"integers or floats")

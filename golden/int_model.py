@@ -131,7 +131,8 @@ class QuantParams:
             config = ModelConfig.from_dict(meta.get("config"))
         except ValueError as exc:
             raise ValueError(f"{path}: __config__: {exc}") from None
-        tensors = read_npz(path, expected_shapes(config), strings={"__config__"})
+        tensors = read_npz(path, expected_shapes(config), strings={"__config__"},
+                           context=f" for config {config.name!r}")
         tensors.pop("__config__")
         return cls(config, tensors).validate(str(path))
 

@@ -302,11 +302,12 @@ def test_loading_never_runs_pickled_code(files, tmp_path):
     evil = np.empty(1, dtype=object)
     evil[0] = _Payload()
     members = {k: _npy(v) for k, v in files["weights"].items()}
-    raw = io.BytesIO()
-    np.save(raw, evil, allow_pickle=True)
+    raw = io.BytesIO()                   # an object .npy as numpy writes one: a pickle
+    np.lib.format.write_array_header_1_0(raw, {"descr": "|O", "fortran_order": False,
+                                               "shape": (1,)})
+    pickle.dump(evil, raw, protocol=3)
     members["payload"] = raw.getvalue()
     _npz(tmp_path / "w.npz", members)
-    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(_Payload()))
     with pytest.raises(ValueError, match="pickled object array"):
         read_weights(tmp_path / "w.npz", CFG)
     with pytest.raises(ValueError, match="pickled object array"):
