@@ -25,7 +25,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 
 from golden.accuracy import TracePool
 from golden.float_model import forward

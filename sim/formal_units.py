@@ -38,7 +38,8 @@ from rtl.systolic import SystolicArray
 
 from .formal import StreamHarness, frames, prove
 
-__all__ = ["Check", "CHECKS"]
+__all__ = ["Check", "CHECKS", "axi_read_environment", "axi_write_environment", "dma_environment",
+           "harness", "run", "verify", "verdicts"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +75,10 @@ def _sum_of(m, valid, ready, value, name, bits=16):
 
 # --- AXI environments -----------------------------------------------------------------
 
-def axi_read_environment(m, port, axi, name):
+def axi_read_environment(m, port, axi, name, page_bytes=BOUNDARY):
     """Assumptions: R beats only for accepted ARs, in order, RLAST on each burst's last
     beat. Assertions: AR bursts are INCR of full-width beats, at most ``burst_beats``
-    long, aligned and inside one 4 KB page."""
+    long, aligned and inside one page of ``page_bytes`` (AXI's 4 KB)."""
     queue = fifo.SyncFIFO(width=8, depth=axi.outstanding + 1)
     m.submodules[f"{name}_bursts"] = queue
     beat = Signal(8, name=f"{name}_rbeat")
@@ -87,7 +88,7 @@ def axi_read_environment(m, port, axi, name):
     with m.If(r_taken):
         m.d.sync += beat.eq(Mux(port.rlast, 0, beat + 1))
     size = exact_log2(axi.data_bits // 8)
-    page = port.araddr[:exact_log2(BOUNDARY)]
+    page = port.araddr[:exact_log2(page_bytes)]
     assume = [~port.rvalid | queue.r_rdy,
               ~port.rvalid | (port.rlast == (beat == queue.r_data)),
               port.rid == 0, port.rresp == 0,
@@ -96,14 +97,14 @@ def axi_read_environment(m, port, axi, name):
              ~port.arvalid | (port.arsize == size),
              ~port.arvalid | (port.arlen < axi.burst_beats),
              ~port.arvalid | (port.araddr[:size] == 0),
-             ~port.arvalid | (page + ((port.arlen + 1) << size) <= BOUNDARY)]
+             ~port.arvalid | (page + ((port.arlen + 1) << size) <= page_bytes)]
     return assume, check
 
 
-def axi_write_environment(m, port, axi, name):
+def axi_write_environment(m, port, axi, name, page_bytes=BOUNDARY):
     """Assumptions: one OKAY B per burst, only once its AW and last W beat are in.
-    Assertions: AW bursts as for reads; W beats only for an issued AW, WLAST exactly on
-    each burst's last beat, every strobe set."""
+    Assertions: AW bursts as for reads (pages of ``page_bytes``); W beats only for an
+    issued AW, WLAST exactly on each burst's last beat, every strobe set."""
     queue = fifo.SyncFIFO(width=8, depth=axi.outstanding + 1)
     m.submodules[f"{name}_bursts"] = queue
     beat = Signal(8, name=f"{name}_wbeat")
@@ -119,14 +120,14 @@ def axi_write_environment(m, port, axi, name):
     with m.If(port.bvalid & port.bready):
         m.d.sync += responded.eq(responded + 1)
     size = exact_log2(axi.data_bits // 8)
-    page = port.awaddr[:exact_log2(BOUNDARY)]
+    page = port.awaddr[:exact_log2(page_bytes)]
     assume = [~port.bvalid | (responded < written), port.bid == 0, port.bresp == 0,
               ~port.awvalid | queue.w_rdy]
     check = [~port.awvalid | (port.awburst == INCR),
              ~port.awvalid | (port.awsize == size),
              ~port.awvalid | (port.awlen < axi.burst_beats),
              ~port.awvalid | (port.awaddr[:size] == 0),
-             ~port.awvalid | (page + ((port.awlen + 1) << size) <= BOUNDARY),
+             ~port.awvalid | (page + ((port.awlen + 1) << size) <= page_bytes),
              ~port.wvalid | queue.r_rdy,
              ~port.wvalid | (port.wlast == (beat == queue.r_data)),
              ~port.wvalid | (port.wstrb == (1 << len(port.wstrb)) - 1)]
@@ -139,16 +140,22 @@ _AXI = AxiPorts(data_bits=64, ports=1, burst_beats=4, outstanding=2, read_latenc
 
 
 def _dma_command(inputs, dut, beats=6):
-    """Commands of 1..``beats`` words at a 4 KB-aligned address less one page (so bursts
-    split at the page boundary), the DMA's documented input range."""
+    """Commands of 1..``beats`` words at any bus-word-aligned address (bursts meet 4 KB
+    page boundaries at every offset), the DMA's documented input range."""
     cmd = dut.cmd.payload
     return [~dut.cmd.valid | ((cmd.beats >= 1) & (cmd.beats <= beats)),
-            ~dut.cmd.valid | (cmd.address[:exact_log2(BOUNDARY)] == BOUNDARY - 16)]
+            ~dut.cmd.valid | (cmd.address[:exact_log2(_AXI.data_bytes)] == 0)]
 
 
-def _dma_environment(axi_environment):
+def _commanded(m, counts, inputs, dut):
+    """The words the DMA's commands so far ask for: what its data side owes."""
+    return _sum_of(m, dut.cmd.valid, dut.cmd.ready, dut.cmd.payload.beats, "cmd_beats")
+
+
+def dma_environment(axi_environment, page_bytes=BOUNDARY):
+    """The environment of a DMA check: ``axi_environment`` on port 0 and the command range."""
     def environment(m, inputs, dut):
-        assume, check = axi_environment(m, dut.m0, _AXI, "m0")
+        assume, check = axi_environment(m, dut.m0, _AXI, "m0", page_bytes)
         return assume + _dma_command(inputs, dut), check
     return environment
 
@@ -232,12 +239,12 @@ CHECKS = [
     Check("registers", ControlRegisters, owed=_lite_owed, bound=lambda d: 2,
           free=("busy", "finished", "error", "cycles", "busy_cycles")),
     Check("dma_reader", lambda: DmaReader(_AXI),
-          owed=lambda m, c, i, d: {"o": _sum_of(m, d.cmd.valid, d.cmd.ready,
-                                                d.cmd.payload.beats, "cmd_beats")},
-          environment=_dma_environment(axi_read_environment),
+          owed=lambda m, c, i, d: {"o": _commanded(m, c, i, d)},
+          environment=dma_environment(axi_read_environment),
           rules_depth=12, framing_depth=12),
     Check("dma_writer", lambda: DmaWriter(_AXI),
-          environment=_dma_environment(axi_write_environment),
+          owed=lambda m, c, i, d: {"m0.w": _commanded(m, c, i, d)},
+          environment=dma_environment(axi_write_environment),
           rules_depth=12, framing_depth=12),
 ]
 
@@ -269,7 +276,7 @@ def run(check, kind, workdir, broken=None, timeout=1800):
         depth = check.reach
     suffix = f"_{broken}" if broken else ""
     return prove(harness(check, kind, broken), f"{check.name}_{kind}{suffix}", workdir,
-                 mode="prove", depth=depth, timeout=timeout)
+                 depth=depth, timeout=timeout)
 
 
 def verify(check, workdir, timeout=1800):

@@ -21,7 +21,6 @@ Usage: ``python -m sim.fuzz [--vectors N] [--seed S] [--only UNIT ...] [--replay
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,15 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from golden.gemm import int8_matmul
-from golden.softmax import normalized_reciprocal
-from moevit.packing import unpack
 from rtl.attention import AttentionConfig, AttentionKernel
 from rtl.combine import Combiner
 from rtl.gating import Gating
 from rtl.gelu import GeluUnit
 from rtl.layernorm import LayerNormUnit
 from rtl.linear import LinearConfig, LinearKernel
-from rtl.recip import ISqrt, Reciprocal, recip_layout
+from rtl.recip import ISqrt, Reciprocal
 from rtl.softmax import SoftmaxUnit
 from rtl.systolic import SystolicArray
 
@@ -45,8 +42,9 @@ from .attention_images import (FixedScale, attention_streams, check_attention,
                                golden_attention, random_heads)
 from .gemm_tiles import gemm_result, gemm_words
 from .linear_images import check_outputs, job_streams, random_job
-from .nonlinear_images import (check_combine, check_gating, check_gelu, check_layernorm,
-                               check_softmax, combine_streams, gating_streams, gelu_streams,
+from .nonlinear_images import (check_combine, check_gating, check_gelu, check_isqrt,
+                               check_layernorm, check_reciprocal, check_softmax,
+                               combine_streams, edge_operands, gating_streams, gelu_streams,
                                layernorm_batch, layernorm_streams, routed_layer, softmax_words)
 from .pysim_stream import run_streams
 
@@ -177,30 +175,21 @@ def _gemm_run(gemms, i_flow, o_flow, seed):
 
 def _operands(width, lo):
     def draw(rng, n, edges):
-        top = 1 << width
-        values = ([lo, lo + 1, 2, 3, top - 1, top >> 1, (top >> 1) - 1, (top >> 1) + 1]
-                  if edges else [])
-        values += rng.integers(lo, top, max(0, n - len(values)), dtype=np.uint64).tolist()
-        return [int(v) for v in values[:n]]
+        values = edge_operands(rng, width, n, lo)       # the edges, then n random ones
+        return values[:n] if edges else values[-n:]
     return draw
 
 
 def _recip_run(dens, i_flow, o_flow, seed):
     res = run_streams(Reciprocal(12), {"i": dens}, {"o": len(dens)}, name="fuzz_recip",
                       i_flow=i_flow, o_flow=o_flow, seed=seed)
-    rec, k = normalized_reciprocal(np.array(dens, dtype=np.int64))
-    for n, (word, r, b) in enumerate(zip(res["o"][0], rec.tolist(), k.tolist())):
-        got = unpack(recip_layout(12), word)
-        if (got["rec"], got["k"]) != (r, b):
-            raise AssertionError(f"reciprocal of {dens[n]}: got {got}, expected {(r, b)}")
+    check_reciprocal(res["o"][0], dens, 12)
 
 
 def _isqrt_run(values, i_flow, o_flow, seed):
     res = run_streams(ISqrt(16), {"i": values}, {"o": len(values)}, name="fuzz_isqrt",
                       i_flow=i_flow, o_flow=o_flow, seed=seed)
-    for v, got in zip(values, res["o"][0]):
-        if got != math.isqrt(v):
-            raise AssertionError(f"isqrt({v}): got {got}, expected {math.isqrt(v)}")
+    check_isqrt(res["o"][0], values)
 
 
 # --- GELU: batches of codes, a table each ------------------------------------------------

@@ -4,21 +4,24 @@ Shared by the Amaranth-simulator tests and the cocotb testbenches, so both drive
 and check the units the same way; expected values come from ``golden/``.
 """
 
+import math
+
 import numpy as np
 
 from golden.gelu import gelu_int
 from golden.layernorm import affine_params, int_layernorm
 from golden.moe import combine, dispatch, topk
-from golden.softmax import CODE_ZERO, log2_codes, softmax_u8
+from golden.softmax import CODE_ZERO, log2_codes, normalized_reciprocal, softmax_u8
 from rtl import combine as combiner
-from rtl import gating, gelu, layernorm, softmax
+from rtl import gating, gelu, layernorm, recip, softmax
 from rtl.linear import y_layout
 
 from moevit.packing import pack, unpack
 
 __all__ = ["softmax_words", "check_softmax", "layernorm_batch", "layernorm_streams",
            "check_layernorm", "gating_streams", "check_gating", "gelu_streams", "check_gelu",
-           "routed_layer", "combine_streams", "check_combine"]
+           "routed_layer", "combine_streams", "check_combine", "edge_operands",
+           "check_reciprocal", "check_isqrt"]
 
 _SOFTMAX = {"probs": (softmax_u8, 8), "codes": (log2_codes, 4)}
 
@@ -224,3 +227,32 @@ def check_combine(words, layers, po, dim):
         pos += tokens * folds
         if not np.array_equal(got[:, :dim], expected):
             raise AssertionError(f"combine layer {n}: rows differ from golden")
+
+
+def edge_operands(rng, width, count, lo=1):
+    """Operands of ``width`` bits from ``lo``: the edges (0..3, the largest, around the
+    top bit) then ``count`` random ones."""
+    edges = [0, 1, 2, 3, (1 << width) - 1, 1 << (width - 1), (1 << (width - 1)) - 1,
+             (1 << (width - 1)) + 1]
+    return ([v for v in edges if lo <= v < 1 << width]
+            + [int(v) for v in rng.integers(lo, 1 << width, count, dtype=np.uint64)])
+
+
+def check_reciprocal(words, dens, width):
+    """Assert the ``o`` words are ``golden.softmax.normalized_reciprocal`` of ``dens``."""
+    if len(words) != len(dens):
+        raise AssertionError(f"reciprocal: {len(words)} results for {len(dens)} operands")
+    rec, k = normalized_reciprocal(np.array(dens, dtype=np.int64))
+    for n, (word, r, b) in enumerate(zip(words, rec.tolist(), k.tolist())):
+        got = unpack(recip.recip_layout(width), word)
+        if (got["rec"], got["k"]) != (r, b):
+            raise AssertionError(f"reciprocal of {dens[n]}: got {got}, expected {(r, b)}")
+
+
+def check_isqrt(words, values):
+    """Assert the ``o`` words are ``math.isqrt`` of ``values``."""
+    if len(words) != len(values):
+        raise AssertionError(f"isqrt: {len(words)} results for {len(values)} operands")
+    for v, got in zip(values, words):
+        if got != math.isqrt(v):
+            raise AssertionError(f"isqrt({v}): got {got}, expected {math.isqrt(v)}")

@@ -326,7 +326,8 @@ def test_loading_never_runs_pickled_code(files, tmp_path):
      "unknown.json: unknown AcceleratorConfig field 'bogus'"),
     (["import", "{d}/w.npz", "-o", "{d}/x.npz", "--model", "{d}/bad.json"],
      "bad.json: not JSON"),
-    (["run", "{d}/compiled", "--images", "{d}/qp.npz"], "qp.npz"),
+    (["run", "{d}/compiled", "--images", "{d}/qp.npz"],
+     "qp.npz: expected a picture (.png, .jpg, .jpeg, .bmp, .ppm), a folder of them or an .npy"),
 ])
 def test_command_line_names_the_bad_file_in_one_line(files, capsys, argv, message):
     d = files["dir"]

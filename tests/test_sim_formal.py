@@ -3,12 +3,15 @@
 Each check proves its rules, bounds its framing, and must catch the deliberately broken
 variants of its properties: a check that cannot fail is no check."""
 
+import dataclasses
+
 import pytest
 from amaranth.hdl import Fragment
 
 from rtl.recip import Reciprocal
 from sim.formal import StreamHarness, prove
-from sim.formal_units import CHECKS, verdicts, verify
+from sim.formal_units import (CHECKS, dma_environment, axi_write_environment, run, verdicts,
+                              verify)
 
 _BY_NAME = {check.name: check for check in CHECKS}
 
@@ -29,6 +32,14 @@ def test_a_latency_promise_one_cycle_shorter_than_the_units_fails(tmp_path):
     harness = StreamHarness(dut, owed=lambda m, counts, inputs: {"o": counts["i"]},
                             bound=dut.latency - 2)
     assert prove(harness, "recip_tight", tmp_path, depth=24).verdict == "failed"
+
+
+def test_the_burst_rules_can_fail(tmp_path):
+    # The DMA writer keeps its bursts inside AXI's 4 KB pages; held to 64-byte pages, its
+    # 32-byte bursts at any word address cross one: the page assertion must catch it.
+    check = dataclasses.replace(_BY_NAME["dma_writer"],
+                                environment=dma_environment(axi_write_environment, 64))
+    assert run(check, "framing", tmp_path).verdict == "failed"
 
 
 def test_harness_arguments_are_checked():

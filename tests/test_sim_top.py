@@ -103,7 +103,7 @@ def test_long_stalls_and_error_responses_on_the_axi_channels():
     for channel, result in zip(CHANNELS, results[1:]):
         assert result.error == 0, channel
         assert np.array_equal(result.output, expected), channel
-        assert result.cycles >= clean.cycles, channel
+        assert result.cycles > clean.cycles, channel          # the stall was felt
     # Reads run all through a frame: a stall of AR or R holds it up (by less than the stall:
     # the units go on with what is on chip).
     for channel in ("ar", "r"):
