@@ -19,8 +19,8 @@ residual stream     int16 at one scale for the whole model (``residual.scale``)
 LayerNorm outputs   A-bit, per-tensor scale and zero point
 q, k, v             A-bit, symmetric per-tensor scales
 scores, gate logits int16 log2 domain (``LOG2_FRAC`` fraction bits)
-attention probs     4-bit log2 codes (``quant.attn_sqrt2`` = 1: log-sqrt2 codes),
-                    deferred normalisation
+attention probs     log-domain codes, deferred normalisation: ``quant.attn_codes``
+                    indexes ``golden.softmax.ATTENTION_CODES`` (log2, sqrt2, mant4)
 attention output    A-bit at v's scale
 GELU in / out       A-bit, per-tensor scale and zero point (per expert in MoE)
 gate probabilities  uint8 Q0.8
@@ -45,14 +45,18 @@ from .gemm import int8_matmul
 from .layernorm import int_layernorm
 from .moe import combine, dispatch, topk
 from .quant import dequantize, linear, requantize, residual_add, round_half_up
-from .softmax import LOG2_FRAC, attention_from_scores, softmax_u8
+from .softmax import ATTENTION_CODES, LOG2_FRAC, attention_from_scores, softmax_u8
 
 __all__ = ["LOG2_SCALE", "QuantParams", "IntTrace", "expected_shapes", "pixels_from_image",
            "int_forward", "int_classify"]
 
 #: Real value of one log2-domain LSB, as a natural-log logit: ``1 / (log2(e) * 2**LOG2_FRAC)``.
 LOG2_SCALE = 1.0 / (math.log2(math.e) * (1 << LOG2_FRAC))
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
+#: Formats :meth:`QuantParams.load` reads: version -> {tensor name now: its name then}.
+#: Version 2 stored the code form as the flag ``quant.attn_sqrt2`` (0 log2, 1 sqrt2),
+#: which are the indices of those forms in ``ATTENTION_CODES``.
+_READABLE_FORMATS = {3: {}, 2: {"quant.attn_codes": "quant.attn_sqrt2"}}
 
 
 @dataclass
@@ -82,6 +86,12 @@ class QuantParams:
         """A 0-d tensor as a Python number."""
         return self[name].item()
 
+    @property
+    def attention_codes(self):
+        """str: the attention probabilities' code form, an entry of
+        ``golden.softmax.ATTENTION_CODES`` (``quant.attn_codes`` is its index)."""
+        return ATTENTION_CODES[self.scalar("quant.attn_codes")]
+
     def validate(self, source="quantized parameter set"):
         """Check every tensor name and shape against :func:`expected_shapes`.
 
@@ -105,6 +115,10 @@ class QuantParams:
                 raise ValueError(f"{source}: unexpected tensor {name!r}")
         for name, value in self.tensors.items():
             _check_values(source, name, np.asarray(value))
+        if not 0 <= self.scalar("quant.attn_codes") < len(ATTENTION_CODES):
+            raise ValueError(f"{source}: tensor 'quant.attn_codes' is {self.scalar('quant.attn_codes')}, "
+                             f"expected an index in [0, {len(ATTENTION_CODES) - 1}] of "
+                             f"{', '.join(ATTENTION_CODES)}")
         return self
 
     def save(self, path):
@@ -126,14 +140,18 @@ class QuantParams:
             meta = json.loads(text)
             if not isinstance(meta, dict):
                 raise ValueError(f"an object expected, not {type(meta).__name__}")
-            if meta.get("format") != _FORMAT_VERSION:
-                raise ValueError(f"format {meta.get('format')}, expected {_FORMAT_VERSION}")
+            if meta.get("format") not in _READABLE_FORMATS:
+                raise ValueError(f"format {meta.get('format')}, expected "
+                                 f"{' or '.join(map(str, _READABLE_FORMATS))}")
             config = ModelConfig.from_dict(meta.get("config"))
         except ValueError as exc:
             raise ValueError(f"{path}: __config__: {exc}") from None
-        tensors = read_npz(path, expected_shapes(config), strings={"__config__"},
-                           context=f" for config {config.name!r}")
-        tensors.pop("__config__")
+        stored = {name: _READABLE_FORMATS[meta["format"]].get(name, name)
+                  for name in expected_shapes(config)}
+        shapes = expected_shapes(config)
+        tensors = read_npz(path, {stored[name]: shape for name, shape in shapes.items()},
+                           strings={"__config__"}, context=f" for config {config.name!r}")
+        tensors = {name: tensors[stored[name]] for name in shapes if stored[name] in tensors}
         return cls(config, tensors).validate(str(path))
 
 
@@ -142,7 +160,7 @@ class QuantParams:
 TENSOR_TYPES = {
     "weight": np.int8, "table": np.int8, "gain": np.int16, "pos_embed": np.int16,
     "bias": np.int32, "mult": np.int32, "shift": np.int32, "zero_point": np.int32,
-    "weight_bits": np.int32, "act_bits": np.int32, "attn_sqrt2": np.int32, "eps": np.int64,
+    "weight_bits": np.int32, "act_bits": np.int32, "attn_codes": np.int32, "eps": np.int64,
     "scale": np.float64,
 }
 
@@ -188,7 +206,7 @@ def _ffn_shapes(name, d, hidden, lead=()):
 def expected_shapes(cfg):
     """Every tensor of a :class:`QuantParams` for ``cfg``: name -> shape, in a fixed order."""
     d, e = cfg.embed_dim, cfg.num_experts
-    shapes = {"quant.weight_bits": (), "quant.act_bits": (), "quant.attn_sqrt2": (),
+    shapes = {"quant.weight_bits": (), "quant.act_bits": (), "quant.attn_codes": (),
               "residual.scale": (),
               "pos_embed": (cfg.num_tokens, d), **_linear_shapes("patch_embed", d, cfg.patch_dim)}
     for b in range(cfg.depth):
@@ -281,7 +299,7 @@ def _attention(cfg, qp, p, h, trace):
         trace.put(p + f"attn.{t}", value, qp.scalar(p + f"attn.{t}.scale"))
     scores = np.stack([int8_matmul(q[j], k[j].T) for j in range(cfg.num_heads)])
     u = requantize(scores, qp[p + "attn.scores.mult"], qp[p + "attn.scores.shift"], bits=16)
-    codes, o = attention_from_scores(u, v, "sqrt2" if qp.scalar("quant.attn_sqrt2") else "log2")
+    codes, o = attention_from_scores(u, v, qp.attention_codes)
     out = o.transpose(1, 0, 2).reshape(-1, d)
     trace.put(p + "attn.scores", u, LOG2_SCALE)
     trace.put(p + "attn.codes", codes)

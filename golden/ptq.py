@@ -18,14 +18,16 @@ observed min / max (symmetric for q, k, v; asymmetric elsewhere).
    linear layer that reads it (:mod:`golden.reparam`; the gate gains a bias), which
    leaves one scale and one zero point per tensor and the same codes.
 
-Attention probabilities (either method, ``attention=``): 4-bit codes of the
+Attention probabilities (either method, ``attention=``): codes of the
 deferred-normalised exponentials ``exp(s - row max)``, whose quantizer reference
 ``Delta`` is the row maximum (code 0) with the normalisation folded into one
-reciprocal per row, so they need no calibration. ``"log2"`` codes
-(:func:`golden.softmax.log2_codes`, octave steps) and ``"sqrt2"`` codes
+reciprocal per row, so they need no calibration. 4-bit ``"log2"`` codes
+(:func:`golden.softmax.log2_codes`, octave steps), 4-bit ``"sqrt2"`` codes
 (:func:`golden.softmax.sqrt2_codes`, the reference's log-sqrt2 quantizer in its
 shift-only form: ``2**-ceil(c/2)`` into an even and an odd accumulator, one multiply
-by sqrt(2) per output); the attention kernel runs either (``AttentionConfig.codes``).
+by sqrt(2) per output) or ``"mant4"`` (:func:`golden.softmax.mant4_codes`, the
+exponential with a 4-bit-fraction mantissa: a 5-bit multiply per value); the attention
+kernel runs each (``AttentionConfig.codes``).
 
 Both methods: weights symmetric per output channel with ``weight_bits``; the residual
 stream int16 at its largest calibrated magnitude; patch-embedding input the 8-bit
@@ -272,10 +274,12 @@ def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, 
     progress : callable, optional
         ``progress(iterable, description)`` wraps the per-image loop (a progress bar).
     attention : str
-        The attention probabilities' codes: ``"log2"`` (4-bit log2, what the attention
-        kernel's default) or ``"sqrt2"`` (4-bit log-sqrt2 as the reference, odd codes
-        through a second accumulator and one sqrt(2) multiply; the kernel with
-        ``AttentionConfig(codes="sqrt2")``).
+        The attention probabilities' code form, one of
+        ``golden.softmax.ATTENTION_CODES``: ``"log2"`` (4-bit log2, the attention
+        kernel's default), ``"sqrt2"`` (4-bit log-sqrt2 as the reference, odd codes
+        through a second accumulator and one sqrt(2) multiply) or ``"mant4"`` (a
+        4-bit-fraction mantissa per exponential, the most precise); the kernel runs
+        the same form (``AttentionConfig(codes=...)``).
 
     Returns
     -------
@@ -319,7 +323,7 @@ def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, 
                     float(np.abs(pos).max())) / 32767
     t = {"quant.weight_bits": np.array(weight_bits, np.int32),
          "quant.act_bits": np.array(act_bits, np.int32),
-         "quant.attn_sqrt2": np.array(attention == "sqrt2", np.int32),
+         "quant.attn_codes": np.array(ATTENTION_CODES.index(attention), np.int32),
          "residual.scale": np.array(res_scale), "pos_embed": quantize(pos, res_scale, bits=16)}
     t.update(_linear_entries("patch_embed", lin["patch_embed"], 1 / 256, -128, res_scale, 8))
     d = cfg.embed_dim

@@ -103,7 +103,7 @@ def check_model(qp, config):
     if int(qp.scalar("quant.act_bits")) != 8:
         raise ProgramError(f"{where}: the accelerator runs 8-bit activations, the parameter set "
                            f"has quant.act_bits = {int(qp.scalar('quant.act_bits'))}")
-    codes = "sqrt2" if qp.scalar("quant.attn_sqrt2") else "log2"
+    codes = qp.attention_codes
     if codes not in config.attention.codes:
         raise ProgramError(f"{where}: the model uses {codes} attention codes, the config builds "
                            f"attention.codes = {config.attention.codes}")
@@ -481,7 +481,7 @@ def compile_model(qp, config, *, overlap_attention=True):
     b = _Builder(config)
     lc = b.lc
     n, d, hd = m.num_tokens, m.embed_dim, m.head_dim
-    codes = Codes.SQRT2 if qp.scalar("quant.attn_sqrt2") else Codes.LOG2
+    codes = Codes[qp.attention_codes.upper()]
     order, group = qkv_order(m.num_heads, hd), head_groups(config, m, overlap_attention)
 
     # Patch embedding: X = position embedding, G = pixels - 128, X[1:] += patches @ W.

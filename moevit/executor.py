@@ -44,7 +44,7 @@ from golden.moe import combine, dispatch, topk
 from golden.quant import linear, requantize, residual_add
 from golden.softmax import attention_from_scores, softmax_u8
 from rtl.config import BUFFERS
-from rtl.control.isa import Base, Codes, Index, Opcode, Queue, Rows, Write
+from rtl.control.isa import Base, Index, Opcode, Queue, Rows, Write
 
 from .images import (bytes_to_beats, decode_matrix_image, decode_norm_image, stripe,
                      tensor_bytes, tensor_from_bytes, tensor_size, unstripe)
@@ -517,7 +517,7 @@ class Execution:
         qkv, out = self.buffers["QKV"], self.buffers["A"]
         n, hd = ins["tokens"], ins["head_dim"]
         first, end = ins["head"] * hd, (ins["head"] + ins["heads"]) * hd
-        codes = {Codes.LOG2: "log2", Codes.SQRT2: "sqrt2"}[ins["codes"]]
+        codes = ins["codes"].form
         mult, shift = np.int64(ins["mult"]), np.int64(ins["shift"])
         for j in range(ins["head"], ins["head"] + ins["heads"]):
             q, k, v = (qkv[:n, (3 * j + s) * hd:(3 * j + s + 1) * hd] for s in range(3))

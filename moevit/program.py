@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from amaranth.lib import enum
 
 from rtl.control.isa import (ARGS, HEADER, INSTRUCTION, INSTRUCTION_BITS, MAGIC, QUEUE_OPS,
-                             VERSION, Buffer, Codes, Opcode, Queue, Rows, Write)
+                             VERSION, Buffer, Opcode, Queue, Rows, Write)
 
 from .packing import pack, unpack
 
@@ -398,7 +398,7 @@ def _check_args(config, where, ins):
             raise ProgramError(f"{where}: ATTENTION heads {ins['head']} .. {top - 1} of "
                                f"{ins['head_dim']} channels must lie in dim {ins['dim']}, and "
                                f"3 * dim in QKV's {config.buffer_shape('QKV')[1]} columns")
-        codes = {Codes.LOG2: "log2", Codes.SQRT2: "sqrt2"}[ins["codes"]]
+        codes = ins["codes"].form
         if codes not in config.attention.codes:
             raise ProgramError(f"{where}: ATTENTION codes {codes} are not built in this config "
                                f"(attention.codes = {config.attention.codes})")

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from rtl import gating, layernorm
 from rtl.attention import exp_cycles as attention_cycles
 from rtl.config import BOUNDARY, STORE_LATENCY
-from rtl.control.isa import Codes, Opcode, Queue, Write
+from rtl.control.isa import Opcode, Queue, Write
 from rtl.linear import batch_cycles
 
 from .program import WORD_BYTES
@@ -212,7 +212,7 @@ def _duration(config, step, start, warm):
         return end, {"compute": end - start, "layernorm": end - start}
     if op == Opcode.ATTENTION:
         att = config.attention_config(info["head_dim"],
-                                      "sqrt2" if ins["codes"] == Codes.SQRT2 else "log2")
+                                      ins["codes"].form)
         end = first + attention_cycles(att, info["tokens"], -(-info["heads"] // att.h)) - 1
         return end, {"attention": end - start}
     if op == Opcode.COMBINE:

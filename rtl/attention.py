@@ -1,4 +1,4 @@
-"""Streaming attention with 4-bit log-domain probabilities: QK^T on MACs, P.V by shift-and-add.
+"""Streaming attention with log-domain probabilities: QK^T on MACs, P.V by shift-and-add.
 
 Exactly ``golden.softmax.attention_from_scores`` per head (``docs/arithmetic.md``,
 attention), with the codes chosen at elaboration (``AttentionConfig.codes``)::
@@ -10,6 +10,9 @@ attention), with the codes chosen at elaboration (``AttentionConfig.codes``)::
              shift v << (7 - ceil(c/2)) into two numerators, num_e and num_o;
              den = sum (2**15 or SQRT2_Q15 for odd c) << (7 - ceil(c/2)) (shifted constants);
              num = num_e << 15 + num_o * SQRT2_Q15 at the output (Dp constant multiplies)
+    "mant4": c = mant4_codes(u); out = attention_pv_mant4(c, v):
+             num = sum (v * MANT_TABLE[c % 64]) << (14 - c // 64) (a 5-bit multiply per
+             lane), den = sum MANT_TABLE[c % 64] << (14 - c // 64)
     out = sat8(round_shift(num * rec, k + 15)), (rec, k) = normalized_reciprocal(den)
 
 Dataflow for one group of ``H`` heads (all ``H`` heads run side by side, one lane
@@ -38,11 +41,12 @@ Cycle model: :func:`exp_cycles`.
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.softmax import ATTENTION_CODES, CODE_ZERO, EXP2_BITS, LOG2_FRAC, RECIP_BITS, SQRT2_Q15
+from golden.softmax import (ATTENTION_CODES, CODE_ZERO, EXP2_BITS, LOG2_FRAC, MANT_BITS,
+                            MANT_CODE_ZERO, MANT_TABLE, RECIP_BITS, SQRT2_Q15)
 
 from .params import check_int, validating
 from .recip import Reciprocal
@@ -74,9 +78,11 @@ class AttentionConfig:
     max_tokens : int, 1..1024
         Largest N (the K, V and score buffers).
     codes : str, one of ``golden.softmax.ATTENTION_CODES``
-        ``"log2"`` (octave steps) or ``"sqrt2"`` (the reference's log-sqrt2 codes:
+        ``"log2"`` (octave steps), ``"sqrt2"`` (the reference's log-sqrt2 codes:
         a second numerator per lane, a wider denominator and reciprocal, ``Dp``
-        constant multiplies per head at the output; same cycles).
+        constant multiplies per head at the output) or ``"mant4"`` (the exponential
+        with a 4-bit-fraction mantissa: an 8 x 5-bit multiply per P.V lane, numerators
+        and denominator 4 bits wider). Same cycles for all three.
     """
 
     r: int
@@ -104,8 +110,10 @@ class AttentionConfig:
 
     @property
     def lift_max(self):
-        """The largest shift of ``v`` in P.V: 14 (log2, code 0) or 7 (sqrt2, code 0)."""
-        return CODE_ZERO - 1 if self.codes == "log2" else CODE_ZERO // 2
+        """log2 of the largest weight of ``v`` in P.V: 14 (log2, code 0), 7 (sqrt2, code 0)
+        or 18 (mant4: mantissa 16 at octave 0)."""
+        return {"log2": CODE_ZERO - 1, "sqrt2": CODE_ZERO // 2,
+                "mant4": CODE_ZERO - 1 + MANT_BITS}[self.codes]
 
     @property
     def num_bits(self):
@@ -115,7 +123,7 @@ class AttentionConfig:
     @property
     def den_bits(self):
         """Bits of a row's denominator: ``max_tokens`` times the largest weight."""
-        top = 1 << self.lift_max if self.codes == "log2" else 1 << (EXP2_BITS + self.lift_max)
+        top = 1 << (self.lift_max + (EXP2_BITS if self.codes == "sqrt2" else 0))
         return (self.max_tokens * top).bit_length()
 
     @property
@@ -163,7 +171,9 @@ class AttentionKernel(wiring.Component):
         m = Module()
         cfg = self._config
         R, DP, H, S, NMAX = cfg.r, cfg.dp, cfg.h, cfg.slices, cfg.max_tokens
-        NUM_BITS, DEN_BITS, SQRT2 = cfg.num_bits, cfg.den_bits, cfg.codes == "sqrt2"
+        NUM_BITS, DEN_BITS = cfg.num_bits, cfg.den_bits
+        SQRT2, MANT = cfg.codes == "sqrt2", cfg.codes == "mant4"
+        table = Array(Const(int(x), range(int(MANT_TABLE.max()) + 1)) for x in MANT_TABLE)
         lane = data.ArrayLayout(data.ArrayLayout(signed(8), DP), H)
         m.submodules.kbuf = kbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
         # Two V buffers: a group's V loads while the back's pass 2 still reads the previous one.
@@ -282,22 +292,35 @@ class AttentionKernel(wiring.Component):
                 # numerator slices and the weight into the denominator, without multipliers.
                 # log2: lift = 14 - c, weight 2**lift. sqrt2: lift = 7 - ceil(c / 2), odd codes
                 # into the second numerator, weight (2**15 or SQRT2_Q15 if odd) << lift.
+                # mant4: the code is the distance itself (capped at 15 octaves), the weight
+                # MANT_TABLE[c % 64] << (14 - c // 64) and v is multiplied by the mantissa.
                 d_log = Signal(unsigned(17), name=f"dlog_{hh}_{r}")
-                code = Signal(range(CODE_ZERO + 1), name=f"code_{hh}_{r}")
+                zero_code = MANT_CODE_ZERO if MANT else CODE_ZERO
+                code = Signal(range(zero_code + 1), name=f"code_{hh}_{r}")
                 m.d.comb += d_log.eq(Mux(b_par, run_max[1][hh][r], run_max[0][hh][r])
                                      - u_rd.data[hh][r])
-                code_r = (d_log + (1 << (LOG2_FRAC - 1 - SQRT2))) >> (LOG2_FRAC - SQRT2)
-                m.d.comb += code.eq(Mux(code_r > CODE_ZERO, CODE_ZERO, code_r))
+                if MANT:
+                    code_r = d_log
+                else:
+                    code_r = (d_log + (1 << (LOG2_FRAC - 1 - SQRT2))) >> (LOG2_FRAC - SQRT2)
+                m.d.comb += code.eq(Mux(code_r > zero_code, zero_code, code_r))
+                is_zero = code == zero_code
                 lift = Signal(range(CODE_ZERO), name=f"lift_{hh}_{r}")
                 weight = Signal(DEN_BITS, name=f"w_{hh}_{r}")
                 odd = code[0] if SQRT2 else Const(0)
+                mantissa = Const(1)
                 if SQRT2:
                     m.d.comb += lift.eq(CODE_ZERO // 2 - ((code + 1) >> 1))
                     unit_w = Mux(odd, SQRT2_Q15, 1 << EXP2_BITS)
+                elif MANT:
+                    mantissa = Signal(range(int(MANT_TABLE.max()) + 1), name=f"mant_{hh}_{r}")
+                    m.d.comb += [lift.eq(CODE_ZERO - 1 - code[LOG2_FRAC:]),
+                                 mantissa.eq(table[code[:LOG2_FRAC]])]
+                    unit_w = mantissa
                 else:
                     m.d.comb += lift.eq(CODE_ZERO - 1 - code)
                     unit_w = Const(1)
-                m.d.comb += weight.eq(Mux(code == CODE_ZERO, 0, unit_w << lift))
+                m.d.comb += weight.eq(Mux(is_zero, 0, unit_w << lift))
                 heads = [num[p][hh][r] for p in range(1 + SQRT2)]
                 with m.If(b_clear):
                     m.d.sync += den[hh][r].eq(0)
@@ -307,8 +330,8 @@ class AttentionKernel(wiring.Component):
                         m.d.sync += den[hh][r].eq(den[hh][r] + weight)
                     for p, head in enumerate(heads):
                         for d in range(DP):
-                            shifted = Mux((code == CODE_ZERO) | (odd != p), 0,
-                                          v_rd.data[hh][d] << lift)
+                            scaled = v_rd.data[hh][d] * mantissa if MANT else v_rd.data[hh][d]
+                            shifted = Mux(is_zero | (odd != p), 0, scaled << lift)
                             m.d.sync += head[S - 1][d].eq(head[0][d] + shifted)
                         m.d.sync += [head[t].eq(head[t + 1]) for t in range(S - 1)]
                 with m.Elif(out_issue & (out_row == r)):

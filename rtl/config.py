@@ -473,7 +473,8 @@ class AcceleratorConfig:
         """Hard multipliers by part (DSP48E2 or 18x18): the MAC arrays (halved by DSP
         packing), one requantizer per output lane, the attention kernel's score
         requantizers and normalising multiplies (three per output lane, one more for
-        log-sqrt2)."""
+        log-sqrt2). The mant4 form's 8 x 5-bit P.V products (one per MAC lane) are LUT
+        logic and not counted here."""
         lin, att = self.linear, self.attention
         linear = lin.macs // (2 if lin.dsp_packing else 1) + lin.po
         attention = att.macs + att.r * att.h + att.dp * att.h * (3 + ("sqrt2" in att.codes))

@@ -56,6 +56,9 @@ UNITS = {
     # The same with the reference's log-sqrt2 codes (second numerator, sqrt(2) at the output).
     "attention_8x16x3_sqrt2": lambda: AttentionKernel(AttentionConfig(
         r=8, dp=16, h=3, max_tokens=129, codes="sqrt2")),
+    # And with mant4 codes (an 8 x 5-bit product per P.V lane, wider accumulators).
+    "attention_8x16x3_mant4": lambda: AttentionKernel(AttentionConfig(
+        r=8, dp=16, h=3, max_tokens=129, codes="mant4")),
 }
 
 # The kernels of every accelerator preset, built from its AcceleratorConfig, and the whole

@@ -1,5 +1,7 @@
 """The integer forward and its parameter set, on the small test config (m3vit_tiny in bench/)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,28 @@ def test_save_load_round_trip(quantized, tmp_path):
     assert loaded.config == CFG
     pixels = pixels_from_image(CFG, image)
     assert np.array_equal(int_forward(loaded, pixels, task=1), int_forward(qp, pixels, task=1))
+
+
+def test_load_reads_format_2_and_its_attention_flag(quantized, tmp_path):
+    # Format 2 stored the code form as the flag quant.attn_sqrt2 (0 log2, 1 sqrt2).
+    _, qp, image = quantized
+    tensors = {("quant.attn_sqrt2" if k == "quant.attn_codes" else k): v
+               for k, v in qp.tensors.items()}
+    tensors["quant.attn_sqrt2"] = np.array(1, np.int32)
+    meta = json.dumps({"format": 2, "config": CFG.to_dict()})
+    np.savez(tmp_path / "v2.npz", __config__=np.array(meta), **tensors)
+    loaded = QuantParams.load(tmp_path / "v2.npz")
+    assert loaded.attention_codes == "sqrt2" and list(loaded.tensors) == list(qp.tensors)
+    pixels = pixels_from_image(CFG, image)
+    sqrt2 = QuantParams(CFG, qp.tensors | {"quant.attn_codes": np.array(1, np.int32)})
+    assert np.array_equal(int_forward(loaded, pixels), int_forward(sqrt2, pixels))
+
+
+def test_an_unknown_attention_form_is_named(quantized):
+    _, qp, _ = quantized
+    with pytest.raises(ValueError, match=r"tensor 'quant.attn_codes' is 3, expected an index in "
+                                         r"\[0, 2\] of log2, sqrt2, mant4"):
+        QuantParams(CFG, qp.tensors | {"quant.attn_codes": np.array(3, np.int32)}).validate()
 
 
 def test_load_names_a_missing_tensor(quantized, tmp_path):

@@ -24,7 +24,7 @@ from golden.ptq import (
     norm_readers,
     reparameterise,
 )
-from golden.softmax import log2_codes, sqrt2_codes
+from golden.softmax import ATTENTION_CODES, attention_from_scores
 from golden.weights import init_weights
 
 
@@ -147,25 +147,29 @@ def test_bad_inputs_are_named(trained):
     calibrate(cfg, weights, calib[:need], "dual_stage")       # the boundary itself is accepted
     with pytest.raises(ValueError, match=r"method must be one of minmax, dual_stage, got 'kl'"):
         calibrate(cfg, weights, calib[:64], "kl")
-    with pytest.raises(ValueError, match=r"attention must be one of log2, sqrt2, got 'log4'"):
+    with pytest.raises(ValueError, match=r"attention must be one of log2, sqrt2, mant4, got 'log4'"):
         calibrate(cfg, weights, calib[:64], "minmax", attention="log4")
 
 
-def test_sqrt2_attention_runs_the_half_octave_codes(trained):
+def test_each_attention_form_changes_only_the_codes(trained):
     cfg, weights, calib = trained
-    qp2 = calibrate(cfg, weights, calib[:64], "minmax")
-    qps = calibrate(cfg, weights, calib[:64], "minmax", attention="sqrt2")
-    assert qp2.scalar("quant.attn_sqrt2") == 0 and qps.scalar("quant.attn_sqrt2") == 1
-    # Everything but the flag is the same parameter set ...
-    assert all(np.array_equal(qp2[n], qps[n]) for n in qp2.tensors if n != "quant.attn_sqrt2")
+    forms = {name: calibrate(cfg, weights, calib[:64], "minmax", attention=name)
+             for name in ATTENTION_CODES}
     pixels = pixels_from_image(cfg, calib[0])
-    _, t2 = int_classify(qp2, pixels, trace=True)
-    _, ts = int_classify(qps, pixels, trace=True)
-    # ... the scores are equal, the codes are the half-octave ones of the same scores.
-    assert np.array_equal(t2["blocks.0.attn.scores"], ts["blocks.0.attn.scores"])
-    assert np.array_equal(ts["blocks.0.attn.codes"], sqrt2_codes(ts["blocks.0.attn.scores"]))
-    assert np.array_equal(t2["blocks.0.attn.codes"], log2_codes(t2["blocks.0.attn.scores"]))
-    assert not np.array_equal(t2["blocks.0.attn.out"], ts["blocks.0.attn.out"])
+    traces = {name: int_classify(qp, pixels, trace=True)[1] for name, qp in forms.items()}
+    qp2, t2 = forms["log2"], traces["log2"]
+    for index, (name, qp) in enumerate(forms.items()):
+        assert qp.scalar("quant.attn_codes") == index and qp.attention_codes == name
+        # Everything but the form's index is the same parameter set ...
+        assert all(np.array_equal(qp2[n], qp[n]) for n in qp2.tensors if n != "quant.attn_codes")
+        # ... the scores are equal, the codes are that form's codes of the same scores.
+        tr = traces[name]
+        assert np.array_equal(t2["blocks.0.attn.scores"], tr["blocks.0.attn.scores"])
+        assert np.array_equal(tr["blocks.0.attn.codes"],
+                              attention_from_scores(tr["blocks.0.attn.scores"],
+                                                    np.zeros((cfg.num_tokens, 1), int), name)[0])
+        if name != "log2":
+            assert not np.array_equal(t2["blocks.0.attn.out"], tr["blocks.0.attn.out"])
 
 
 @pytest.mark.parametrize("name, total", [("digits", 1797), ("mnist5k", 5000)])

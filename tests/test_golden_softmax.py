@@ -3,8 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from golden.softmax import (CODE_ZERO, EXP2_TABLE, LOG2_FRAC, SQRT2_Q15, attention_from_scores,
-                            attention_pv, attention_pv_sqrt2, exp2_neg, log2_codes,
+from golden.softmax import (CODE_ZERO, EXP2_TABLE, LOG2_FRAC, MANT_CODE_ZERO, MANT_TABLE,
+                            SQRT2_Q15, attention_from_scores, attention_pv, attention_pv_mant4,
+                            attention_pv_sqrt2, exp2_neg, log2_codes, mant4_codes,
                             normalized_reciprocal, softmax_u8, sqrt2_codes)
 
 STEP = 1 << LOG2_FRAC
@@ -146,8 +147,51 @@ def test_attention_from_scores_picks_the_codes():
     v = np.arange(5).reshape(5, 1) * 20
     c2, out2 = attention_from_scores(u, v)
     cs, outs = attention_from_scores(u, v, "sqrt2")
+    cm, outm = attention_from_scores(u, v, "mant4")
     assert c2.tolist() == [[0, 1, 1, 2, 2]] and cs.tolist() == [[0, 1, 2, 3, 4]]
+    assert cm.tolist() == [[0, 32, 64, 96, 128]]
     assert out2.tolist() == attention_pv(c2, v).tolist()
     assert outs.tolist() == attention_pv_sqrt2(cs, v).tolist()
-    with pytest.raises(ValueError, match=r"codes must be one of log2, sqrt2, got 'log3'"):
+    assert outm.tolist() == attention_pv_mant4(cm, v).tolist()
+    with pytest.raises(ValueError, match=r"codes must be one of log2, sqrt2, mant4, got 'log3'"):
         attention_from_scores(u, v, "log3")
+
+
+def test_mant4_codes_and_table():
+    d = np.arange(0, 20 * STEP)
+    codes = mant4_codes(np.stack([np.zeros_like(d), -d], axis=1))
+    assert (codes[:, 0] == 0).all() and (codes[:, 1] == np.minimum(d, MANT_CODE_ZERO)).all()
+    # The mantissas: 2**4 * 2**(-f/64) rounded half up, 16 down to 8, within half an LSB.
+    exact = 2.0 ** (4 - np.arange(STEP) / STEP)
+    assert np.abs(MANT_TABLE - exact).max() <= 0.5 and MANT_TABLE[0] == 16 and MANT_TABLE[-1] == 8
+
+
+def test_attention_pv_mant4_against_float_definition():
+    rng = np.random.default_rng(7)
+    u = rng.integers(-1200, 1200, (3, 17, 29))
+    v = rng.integers(-128, 128, (3, 29, 8))
+    codes = mant4_codes(u)
+    assert (codes == MANT_CODE_ZERO).any() and (codes == 0).any()
+    out = attention_pv_mant4(codes, v)
+    c = codes.astype(np.int64)
+    w = np.where(c < MANT_CODE_ZERO, MANT_TABLE[c % STEP] * 2.0 ** -(c // STEP), 0.0)
+    ref = (w @ v) / w.sum(-1, keepdims=True)
+    assert out.dtype == np.int8
+    assert np.abs(out - ref).max() <= 0.5 + 127 * 2.0**-15
+    # The mantissa codes track the real softmax closer than both 4-bit forms.
+    probs = _float_softmax(u)
+    err = {name: np.abs(probs @ v - pv(to_codes(u), v)).mean() for name, to_codes, pv in (
+        ("log2", log2_codes, attention_pv), ("sqrt2", sqrt2_codes, attention_pv_sqrt2),
+        ("mant4", mant4_codes, attention_pv_mant4))}
+    assert err["mant4"] < err["sqrt2"] < err["log2"]
+
+
+def test_attention_pv_mant4_edges():
+    v = np.arange(-128, 128).reshape(1, 1, 256)
+    for code in (0, 1, 63, 64, 500, MANT_CODE_ZERO - 1):   # one key of any weight: that value
+        assert (attention_pv_mant4(np.full((1, 1, 1), code), v) == v).all()
+    # Weights 16 and 8 (code 64: one octave down): (2 * 127 + 1 * -128) / 3, rounded.
+    assert attention_pv_mant4(np.array([[0, 64]]), np.array([[127], [-128]])).tolist() == [[42]]
+    assert attention_pv_mant4(np.array([[0, MANT_CODE_ZERO]]), np.array([[5], [-128]])).tolist() == [[5]]
+    with pytest.raises(ValueError, match=r"codes must be in \[0, 960\]"):
+        attention_pv_mant4(np.full((1, 1), MANT_CODE_ZERO + 1), np.zeros((1, 1), int))

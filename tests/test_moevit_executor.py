@@ -18,6 +18,7 @@ from golden.datasets import dataset
 from golden.float_model import random_image
 from golden.int_model import QuantParams, int_classify, int_forward, pixels_from_image
 from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
+from golden.softmax import ATTENTION_CODES
 from golden.weights import init_weights
 from moevit.compiler import compile_model, head_groups, matrix_chunks, qkv_order
 from moevit.executor import DeadlockError, Execution, RaceError, execute
@@ -85,13 +86,13 @@ def _study(name, attention, n_images=3):
 
 
 @pytest.mark.parametrize("name", ["digits", "mnist5k"])
-@pytest.mark.parametrize("attention", ["log2", "sqrt2"])
+@pytest.mark.parametrize("attention", ATTENTION_CODES)
 def test_trained_study_models_bit_exact_at_every_preset(name, attention):
     qp, images = _study(name, attention)
     for preset_name in sorted(PRESETS):
         config = preset(preset_name).fitted(qp.config)
         config = dataclasses.replace(config, attention=dataclasses.replace(
-            config.attention, codes=("log2", "sqrt2")))
+            config.attention, codes=ATTENTION_CODES))
         compiled = compile_model(qp, config)
         for pixels in images:
             logits, _ = execute(compiled, pixels, 0)

@@ -8,7 +8,7 @@ from golden.gemm import int8_matmul
 from golden.int_model import int_forward, pixels_from_image
 from golden.ptq import calibrate
 from golden.quant import requantize
-from golden.softmax import CODE_ZERO, sqrt2_codes
+from golden.softmax import ATTENTION_CODES, CODE_ZERO, MANT_CODE_ZERO, mant4_codes, sqrt2_codes
 from rtl.attention import AttentionConfig, AttentionKernel, exp_cycles
 from sim.attention_images import (FixedScale, attention_streams, check_attention,
                                   golden_attention, random_heads)
@@ -46,7 +46,7 @@ def run(config, heads, n, *, seed=0, i_flow=1.0, o_flow=1.0, **kwargs):
                     seed=seed, i_flow=i_flow, o_flow=o_flow)
 
 
-@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
 @pytest.mark.parametrize("r, dp, h, head_dim, heads, n", [
     (2, 4, 1, 8, 2, 5),          # N not a multiple of R, two head groups
     (4, 8, 2, 8, 2, 4),          # N = R, S = 1 (every slice first and last)
@@ -59,7 +59,7 @@ def test_bit_exact_with_gaps_and_backpressure(r, dp, h, head_dim, heads, n, code
     run(config, heads, n, seed=r + dp, i_flow=0.6, o_flow=0.5)
 
 
-@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
 @pytest.mark.parametrize("r, dp, h, head_dim, heads, n", [
     (2, 4, 1, 8, 2, 5), (4, 8, 1, 64, 1, 9), (3, 4, 3, 8, 3, 7),
     (8, 4, 1, 8, 4, 5),          # one block per group
@@ -83,28 +83,29 @@ def test_sqrt2_every_code():
     (dict(dp=5), r"dp must divide head_dim \(64\), not 5"),
     (dict(h=17), r"h must be an integer in \[1, 16\], not 17"),
     (dict(max_tokens=1025), r"max_tokens must be an integer in \[1, 1024\], not 1025"),
-    (dict(codes="log3"), r"codes must be one of log2, sqrt2, not 'log3'"),
+    (dict(codes="log3"), r"codes must be one of log2, sqrt2, mant4, not 'log3'"),
 ])
 def test_bad_parameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AttentionConfig(**{"r": 4, "dp": 8, "h": 1} | kwargs)
 
 
-@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
 def test_largest_denominator(codes):
-    # N = max_tokens keys all at code 0: den = N * 2**14 (log2) or N * 2**22 (sqrt2), a
-    # power of two that needs every bit of the denominator (one bit less would wrap to 0).
+    # N = max_tokens keys all at code 0: den = N * 2**14 (log2), N * 2**22 (sqrt2) or
+    # N * 2**18 (mant4), a power of two that needs every bit of the denominator (one bit
+    # less would wrap to 0).
     config = AttentionConfig(r=4, dp=4, h=1, head_dim=8, max_tokens=64, codes=codes)
-    assert config.den_bits == (64 << (14 if codes == "log2" else 22)).bit_length()
+    assert config.den_bits == (64 << {"log2": 14, "sqrt2": 22, "mant4": 18}[codes]).bit_length()
     run(config, 1, 64, equal_scores=True)
 
 
-@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
 def test_largest_numerator(codes):
-    # N = max_tokens keys at code 0, all v = -128: num = -N * 128 << lift_max (14 or 7),
-    # the most negative numerator; it needs every bit of num_bits.
+    # N = max_tokens keys at code 0, all v = -128: num = -N * 128 << lift_max (14, 7 or
+    # 18), the most negative numerator; it needs every bit of num_bits.
     config = AttentionConfig(r=4, dp=4, h=1, head_dim=8, max_tokens=64, codes=codes)
-    assert config.num_bits == (64 * 128 << (14 if codes == "log2" else 7)).bit_length()
+    assert config.num_bits == (64 * 128 << {"log2": 14, "sqrt2": 7, "mant4": 18}[codes]).bit_length()
     run(config, 1, 64, equal_scores=True, v_fill=-128)
 
 
@@ -113,7 +114,7 @@ def test_kernel_takes_a_config():
         AttentionKernel({"r": 4})
 
 
-@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
 def test_slow_output_never_lets_a_group_overwrite_a_v_buffer_in_use(codes):
     # Three blocks per group and an output that stalls most cycles: the back lags the front,
     # which loads the next group's V while the back's pass 2 still reads this group's (with
@@ -122,14 +123,14 @@ def test_slow_output_never_lets_a_group_overwrite_a_v_buffer_in_use(codes):
     run(config, 6, 5, seed=11, i_flow=1.0, o_flow=0.1)
 
 
-@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
 def test_577_tokens(codes):
     # The largest N the issue asks for (ViT-B at 384 x 384), with small heads to keep it quick.
     config = AttentionConfig(r=32, dp=2, h=1, head_dim=2, max_tokens=577, codes=codes)
     assert run(config, 1, 577, seed=5) == exp_cycles(config, 577)
 
 
-@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
 def test_trained_model_layer(codes):
     # The trained mnist5k MoE-ViT under dual-stage PTQ: block 1's q, k, v of a test image
     # from the golden integer forward give its attention output on the kernel.
@@ -148,10 +149,22 @@ def test_trained_model_layer(codes):
              seed=1, i_flow=0.8, o_flow=0.8)
 
 
-@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
 def test_blocks_wider_than_64_rows(codes):
     # R = 65 (the u280 preset): 129 tokens in two blocks of 65 and 64 rows, under gaps and
     # backpressure, then at full rate against the cycle model.
     config = AttentionConfig(r=65, dp=2, h=1, head_dim=4, max_tokens=129, codes=codes)
     run(config, 1, 129, seed=7, i_flow=0.7, o_flow=0.6)
     assert run(config, 2, 129, seed=8) == exp_cycles(config, 129, groups=2)
+
+
+def test_mant4_every_mantissa_and_octave():
+    # Scores spread wide enough that the rows use all 64 mantissas, all 15 octaves and the
+    # zero code of the mant4 form.
+    config = AttentionConfig(r=4, dp=4, h=1, head_dim=8, max_tokens=48, codes="mant4")
+    q, k, _, mult, shift = workload(config, 1, 48, seed=3, shift_scale=3)
+    codes = mant4_codes(requantize(int8_matmul(q[0], k[0].T), mult, shift, bits=16))
+    live = codes[codes < MANT_CODE_ZERO]
+    assert set(np.unique(live & 63)) == set(range(64))
+    assert set(np.unique(live >> 6)) == set(range(CODE_ZERO)) and (codes == MANT_CODE_ZERO).any()
+    run(config, 1, 48, seed=3, shift_scale=3, i_flow=0.8, o_flow=0.7)

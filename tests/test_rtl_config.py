@@ -68,7 +68,7 @@ def test_shared_buffers_alias_the_readers_memories():
     (lambda: LinearArray(t=17), r"linear.t must be an integer in \[1, 16\], not 17"),
     (lambda: LinearArray(dsp_packing=1), r"linear.dsp_packing must be a bool, not 1"),
     (lambda: AttentionArray(r=129), r"attention.r must be an integer in \[1, 128\], not 129"),
-    (lambda: AttentionArray(codes="log2"), r"attention.codes must be a sequence of log2, sqrt2"),
+    (lambda: AttentionArray(codes="log2"), r"attention.codes must be a sequence of log2, sqrt2, mant4"),
     (lambda: AttentionArray(codes=("log3",)), r"attention.codes must be distinct entries"),
     (lambda: AxiPorts(data_bits=96), r"axi.data_bits must be a power of two in \[64, 1024\]"),
     (lambda: AxiPorts(ports=3), r"axi.ports must be 1, 2, 4 or 8, not 3"),

@@ -24,17 +24,25 @@ from sim.axi_lite import lite_write
 from sim.frame import arguments, run_pysim, simulate
 
 
-@pytest.fixture(scope="module")
-def tiny():
+def _tiny(attention="log2"):
     cfg = tiny_test()
     images = [random_image(cfg, seed=n) for n in range(3)]
-    return calibrate(cfg, init_weights(cfg, seed=2), images[:2]), pixels_from_image(cfg, images[2])
+    return (calibrate(cfg, init_weights(cfg, seed=2), images[:2], attention=attention),
+            pixels_from_image(cfg, images[2]))
 
 
-@pytest.mark.parametrize("name, task", [("zcu102", 0), ("zcu102", 1), ("ecp5_85f", 1)])
-def test_tiny_frame_bit_and_cycle_exact(tiny, name, task):
-    qp, pixels = tiny
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny()
+
+
+@pytest.mark.parametrize("name, task, codes", [("zcu102", 0, "log2"), ("zcu102", 1, "log2"),
+                                               ("ecp5_85f", 1, "log2"), ("ecp5_85f", 0, "mant4")])
+def test_tiny_frame_bit_and_cycle_exact(tiny, name, task, codes):
+    qp, pixels = tiny if codes == "log2" else _tiny(codes)
     config = preset(name).fitted(qp.config)
+    config = dataclasses.replace(config, attention=dataclasses.replace(config.attention,
+                                                                       codes=(codes,)))
     compiled = compile_model(qp, config)
     expected, run = execute(compiled, pixels, task)
     model = schedule(config, run)

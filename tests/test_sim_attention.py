@@ -2,11 +2,12 @@
 
 import pytest
 
+from golden.softmax import ATTENTION_CODES
 from rtl.attention import AttentionConfig, AttentionKernel
 from sim.runner import run_cocotb
 
 
-@pytest.mark.parametrize("codes", ["log2", "sqrt2"])
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
 def test_m3vit_tiny_attention_layer_verilog(codes):
     params = dict(r=4, dp=8, h=3, head_dim=64, max_tokens=129, codes=codes)
     run_cocotb("attention", params, AttentionKernel(AttentionConfig(**params)), "sim.tb_attention",

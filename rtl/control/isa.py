@@ -27,6 +27,8 @@ instruction words to them, the host packs through them
 
 from amaranth.lib import data, enum
 
+from golden.softmax import ATTENTION_CODES
+
 __all__ = ["INSTRUCTION_BITS", "Opcode", "Queue", "QUEUE_OPS", "Base", "Index", "Buffer",
            "Rows", "Write", "Codes", "TOKENS", "ARGS", "INSTRUCTION", "HEADER", "MAGIC",
            "VERSION", "FIELD_DOCS", "OP_DOCS", "markdown"]
@@ -35,7 +37,7 @@ __all__ = ["INSTRUCTION_BITS", "Opcode", "Queue", "QUEUE_OPS", "Base", "Index", 
 INSTRUCTION_BITS = 128
 #: Program header magic ("MVIT" little endian) and format version.
 MAGIC = 0x5449564D
-VERSION = 2
+VERSION = 3
 
 
 class Opcode(enum.Enum, shape=4):
@@ -108,10 +110,19 @@ class Write(enum.Enum, shape=2):
     ROUTE = 3       # gate logits: softmax, top-k, dispatch into the routing table
 
 
-class Codes(enum.Enum, shape=1):
-    """Attention probability codes (``golden.softmax.ATTENTION_CODES``)."""
+class Codes(enum.Enum, shape=2):
+    """Attention probability codes (``golden.softmax.ATTENTION_CODES``, in its order)."""
     LOG2 = 0
     SQRT2 = 1
+    MANT4 = 2
+
+    @property
+    def form(self):
+        """The form's name in ``golden.softmax.ATTENTION_CODES`` (``"log2"``, ...)."""
+        return self.name.lower()
+
+
+assert tuple(c.form for c in Codes) == ATTENTION_CODES
 
 
 TOKENS = data.StructLayout({"pop_prev": 1, "pop_next": 1, "push_prev": 1, "push_next": 1})
@@ -213,7 +224,7 @@ FIELD_DOCS = {
     "dim": "model width D (column of k in QKV)",
     "mult": "score requantizer multiplier",
     "shift": "score requantizer shift",
-    "codes": "LOG2 or SQRT2 probability codes",
+    "codes": "LOG2, SQRT2 or MANT4 probability codes",
     "magic": f"0x{MAGIC:08X}",
     "version": f"format version ({VERSION})",
     "load": "instructions in the load stream",
