@@ -8,22 +8,31 @@ integer forward runs the held-out test split:
 * ``minmax/log2``: naive per-tensor min/max, 4-bit log2 attention;
 * ``dual_stage/log2``: CoQMoE / RepQ-ViT dual-stage PTQ, 4-bit log2 attention;
 * ``dual_stage/sqrt2``: dual-stage with the reference's 4-bit log-sqrt2 attention
-  (odd codes through a second accumulator).
+  (odd codes through a second accumulator);
+* ``dual_stage/mant4``: dual-stage with the exponentials to a 4-bit-fraction mantissa
+  (``golden.softmax.attention_pv_mant4``).
 
-The attention kernel runs either code (``rtl.attention.AttentionConfig.codes``).
+The attention kernel runs each form (``rtl.attention.AttentionConfig.codes``). Then the
+same three dual-stage forms (and min/max log2) on M3ViT-tiny with seeded weights
+(``golden.weights.init_weights``, seed 0), calibrated on seeded images and compared with
+the float backbone on held-out seeded images, both tasks: routing agreement per MoE
+block. For every W8A8 row, the routing loss is split by
+``golden.accuracy.routing_sources`` (upstream / gate input / gate path).
 
 Printed and written to ``build/quant/<dataset>/``:
 
 * ``report.json``: float top-1; per configuration and width top-1, the change against
   float in percentage points, agreement with the float predictions, the paired count
   against min/max (test images only this one gets right / only min/max gets right),
-  pooled per-layer SQNR and expert-routing agreement per MoE block;
+  pooled per-layer SQNR, expert-routing agreement per MoE block and its sources;
+* ``m3vit_tiny/report.json``: the seeded M3ViT-tiny routing per configuration and task;
 * ``report.png``: top-1 per width and configuration, and per-layer SQNR at W8A8;
 * ``<dataset>_moevit_dual_stage_<codes>_w8a8.npz``: the exported integer parameter
-  sets (:class:`golden.int_model.QuantParams`, dual-stage W8A8, log2 and log-sqrt2
-  attention) that the hardware consumes.
+  sets (:class:`golden.int_model.QuantParams`, dual-stage W8A8, one per attention form)
+  that the hardware consumes.
 
-Usage: ``python -m bench.quant_report [--dataset mnist5k] [--widths 8:8,6:6,4:8,8:6] [--test N]``
+Usage: ``python -m bench.quant_report [--dataset mnist5k] [--widths 8:8,6:6,4:8,8:6] [--test N]
+[--m3vit-images N | --no-m3vit]``
 """
 
 import argparse
@@ -37,14 +46,19 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from golden.accuracy import SOURCES, evaluate, float_reference
+from golden.config import m3vit_tiny
 from golden.datasets import DATASETS, dataset
-from golden.accuracy import evaluate, float_reference
-from golden.ptq import calibrate
+from golden.float_model import random_image
+from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
+from golden.weights import init_weights
+from moevit.report import fidelity
 from sim.waves import BUILD_DIR
 
 OUT_DIR = BUILD_DIR / "quant"
 #: (method, attention codes) of the compared quantizations; the first is the baseline.
-CONFIGS = (("minmax", "log2"), ("dual_stage", "log2"), ("dual_stage", "sqrt2"))
+CONFIGS = (("minmax", "log2"), ("dual_stage", "log2"), ("dual_stage", "sqrt2"),
+           ("dual_stage", "mant4"))
 #: (method, width) whose parameter sets are saved, one per attention code.
 EXPORTED = ("dual_stage", 8, 8)
 DEFAULT_WIDTHS = "8:8,6:6,4:8,8:6"
@@ -145,10 +159,54 @@ def report_dataset(data, widths, out_dir, test_limit, console):
                       f"{r['float_agreement']:.2%}", f"{min(r['routing'].values()):.3f}",
                       f"{min(r['sqnr_db'].values()):.1f}", f"{r['sqnr_db']['logits']:.1f}")
     console.print(table)
+    console.print(_sources_table(f"{cfg.name}: routing agreement per MoE block at W8A8 and its "
+                                 f"sources", [(r["name"], r) for r in report["results"]
+                                              if r["width"] == "W8A8"]))
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     _plot(report, out_dir / "report.png")
     console.print(f"wrote {out_dir / 'report.json'}, {out_dir / 'report.png'}",
                   *(f"and {path}" for path in exported))
+    return report
+
+
+def _sources_table(title, rows, worst_only=False):
+    """One line per (label, MoE block), or per label its worst block: the routing
+    agreement and its three sources (``golden.accuracy.SOURCES``)."""
+    table = Table(title=title, caption="; ".join(f"{s}: {d}" for s, d in SOURCES.items()))
+    for col in ("quantization", "MoE block", "routing", *SOURCES):
+        table.add_column(col, justify="left" if col in ("quantization", "MoE block") else "right")
+    for label, r in rows:
+        blocks = [min(r["routing"], key=r["routing"].get)] if worst_only else r["routing"]
+        for block in blocks:
+            table.add_row(label, block + (" (worst)" if worst_only else ""),
+                          f"{r['routing'][block]:.4f}",
+                          *(f"{r['routing_sources'][block][s]:.4f}" for s in SOURCES))
+    return table
+
+
+def report_m3vit(out_dir, eval_images, console):
+    """Routing of seeded M3ViT-tiny under each configuration, both tasks; returns the report."""
+    cfg = m3vit_tiny()
+    weights = init_weights(cfg, seed=0)
+    calib = -(-MIN_SAMPLES_PER_CHANNEL // cfg.num_tokens)
+    images = [random_image(cfg, seed=1 + n) for n in range(calib + eval_images)]
+    report = {"model": cfg.name, "weights_seed": 0, "calibration_images": calib,
+              "eval_images": eval_images, "results": []}
+    for method, attention in CONFIGS:
+        t0 = time.perf_counter()
+        with console.status(f"{cfg.name}: {method}/{attention}"):
+            qp = calibrate(cfg, weights, images[:calib], method, attention=attention)
+            for task in range(cfg.num_tasks):
+                res = fidelity(qp, weights, images[calib:], task)
+                report["results"].append({"name": f"{method}/{attention}", "task": task, **res,
+                                          "seconds": round(time.perf_counter() - t0, 1)})
+    console.print(_sources_table(
+        f"{cfg.name} (seeded weights): routing per MoE block on {eval_images} held-out seeded "
+        f"images of {cfg.num_tokens} tokens, and its sources",
+        [(f"{r['name']} task {r['task']}", r) for r in report["results"]], worst_only=True))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    console.print(f"wrote {out_dir / 'report.json'}")
     return report
 
 
@@ -159,11 +217,17 @@ def main(argv=None):
     ap.add_argument("--widths", type=_widths, default=_widths(DEFAULT_WIDTHS),
                     help=f"comma-separated weight:activation bit widths (default {DEFAULT_WIDTHS})")
     ap.add_argument("--test", type=int, help="evaluate on the first N test images (default: all)")
+    ap.add_argument("--m3vit-images", type=int, default=6,
+                    help="held-out seeded images for the M3ViT-tiny routing (default 6)")
+    ap.add_argument("--no-m3vit", action="store_true", help="skip the M3ViT-tiny routing")
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 132)
-    return [report_dataset(dataset(name), args.widths, args.out / name, args.test, console)
-            for name in args.dataset or DATASETS]
+    reports = [report_dataset(dataset(name), args.widths, args.out / name, args.test, console)
+               for name in args.dataset or DATASETS]
+    if not args.no_m3vit:
+        reports.append(report_m3vit(args.out / "m3vit_tiny", args.m3vit_images, console))
+    return reports
 
 
 if __name__ == "__main__":

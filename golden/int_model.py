@@ -53,10 +53,8 @@ __all__ = ["LOG2_SCALE", "QuantParams", "IntTrace", "expected_shapes", "pixels_f
 #: Real value of one log2-domain LSB, as a natural-log logit: ``1 / (log2(e) * 2**LOG2_FRAC)``.
 LOG2_SCALE = 1.0 / (math.log2(math.e) * (1 << LOG2_FRAC))
 _FORMAT_VERSION = 3
-#: Formats :meth:`QuantParams.load` reads: version -> {tensor name now: its name then}.
-#: Version 2 stored the code form as the flag ``quant.attn_sqrt2`` (0 log2, 1 sqrt2),
-#: which are the indices of those forms in ``ATTENTION_CODES``.
-_READABLE_FORMATS = {3: {}, 2: {"quant.attn_codes": "quant.attn_sqrt2"}}
+#: Older formats :meth:`QuantParams.load` still reads (see :func:`_format_2`).
+_OLD_FORMATS = (2,)
 
 
 @dataclass
@@ -140,19 +138,37 @@ class QuantParams:
             meta = json.loads(text)
             if not isinstance(meta, dict):
                 raise ValueError(f"an object expected, not {type(meta).__name__}")
-            if meta.get("format") not in _READABLE_FORMATS:
+            if meta.get("format") not in (_FORMAT_VERSION, *_OLD_FORMATS):
                 raise ValueError(f"format {meta.get('format')}, expected "
-                                 f"{' or '.join(map(str, _READABLE_FORMATS))}")
+                                 f"{' or '.join(map(str, (_FORMAT_VERSION, *_OLD_FORMATS)))}")
             config = ModelConfig.from_dict(meta.get("config"))
         except ValueError as exc:
             raise ValueError(f"{path}: __config__: {exc}") from None
-        stored = {name: _READABLE_FORMATS[meta["format"]].get(name, name)
-                  for name in expected_shapes(config)}
-        shapes = expected_shapes(config)
-        tensors = read_npz(path, {stored[name]: shape for name, shape in shapes.items()},
-                           strings={"__config__"}, context=f" for config {config.name!r}")
-        tensors = {name: tensors[stored[name]] for name in shapes if stored[name] in tensors}
+        shapes, upgrade = (_format_2(config) if meta["format"] == 2
+                           else (expected_shapes(config), dict))
+        tensors = read_npz(path, shapes, strings={"__config__"},
+                           context=f" for config {config.name!r}")
+        tensors.pop("__config__")
+        tensors = upgrade(tensors)
         return cls(config, tensors).validate(str(path))
+
+
+def _format_2(config):
+    """Format 2's stored shapes and the upgrade of its tensors to this format. Format 2
+    stored the code form as the flag ``quant.attn_sqrt2`` (0 log2, 1 sqrt2: their indices
+    in ``ATTENTION_CODES``) and one scale for v (now one per channel)."""
+    shapes = expected_shapes(config)
+    stored = {name: "quant.attn_sqrt2" if name == "quant.attn_codes" else name for name in shapes}
+
+    def upgrade(tensors):
+        out = {name: tensors[stored[name]] for name in shapes if stored[name] in tensors}
+        for name in out:
+            if name.endswith("attn.v.scale"):
+                out[name] = np.full(shapes[name], out[name], np.float64)
+        return out
+
+    return {stored[name]: () if name.endswith("attn.v.scale") else shape
+            for name, shape in shapes.items()}, upgrade
 
 
 #: The number type of each tensor, by the last part of its name: integer tensors may be
@@ -213,7 +229,7 @@ def expected_shapes(cfg):
         p = f"blocks.{b}."
         shapes.update(_norm_shapes(p + "norm1", d))
         shapes.update(_linear_shapes(p + "attn.qkv", 3 * d, d))
-        shapes.update({p + f"attn.{t}.scale": () for t in "qkv"})
+        shapes.update({p + "attn.q.scale": (), p + "attn.k.scale": (), p + "attn.v.scale": (d,)})
         shapes.update({p + "attn.scores.mult": (), p + "attn.scores.shift": ()})
         shapes.update(_linear_shapes(p + "attn.proj", d, d))
         shapes.update(_norm_shapes(p + "norm2", d))
@@ -295,15 +311,18 @@ def _attention(cfg, qp, p, h, trace):
     d = cfg.embed_dim
     qkv = _linear(qp, p + "attn.qkv", h)
     q, k, v = (_split_heads(cfg, qkv[:, i * d:(i + 1) * d]) for i in range(3))
-    for t, value in zip("qkv", (q, k, v)):
-        trace.put(p + f"attn.{t}", value, qp.scalar(p + f"attn.{t}.scale"))
+    s_v = qp[p + "attn.v.scale"]
+    for t, value, scale in zip("qkv", (q, k, v), (qp.scalar(p + "attn.q.scale"),
+                                                  qp.scalar(p + "attn.k.scale"),
+                                                  _split_heads(cfg, s_v[None])), strict=True):
+        trace.put(p + f"attn.{t}", value, scale)
     scores = np.stack([int8_matmul(q[j], k[j].T) for j in range(cfg.num_heads)])
     u = requantize(scores, qp[p + "attn.scores.mult"], qp[p + "attn.scores.shift"], bits=16)
     codes, o = attention_from_scores(u, v, qp.attention_codes)
     out = o.transpose(1, 0, 2).reshape(-1, d)
     trace.put(p + "attn.scores", u, LOG2_SCALE)
     trace.put(p + "attn.codes", codes)
-    trace.put(p + "attn.out", out, qp.scalar(p + "attn.v.scale"))
+    trace.put(p + "attn.out", out, s_v)
     return out
 
 

@@ -138,7 +138,10 @@ def collect_samples(cfg, weights, images, task, progress):
     samples = {}
 
     def add(name, value):
-        samples.setdefault(name, []).append(np.asarray(value, np.float64).reshape(-1, value.shape[-1]))
+        value = np.asarray(value, np.float64)
+        if value.ndim == 3:         # q, k, v: (heads, N, head_dim) -> N x D, head-major channels
+            value = value.transpose(1, 0, 2).reshape(value.shape[1], -1)
+        samples.setdefault(name, []).append(value.reshape(-1, value.shape[-1]))
 
     for image in progress(images, "calibration"):
         run = classify if cfg.num_classes else forward
@@ -180,6 +183,14 @@ class _Activations:
             amax = float(np.abs(x).max(initial=0.0))
             return amax / (self.offset - 1) if amax > 0 else 1.0
         return search_symmetric(x, self.bits)[0]
+
+    def values(self, x):
+        """v's scales, one per channel (columns of ``x``): per tensor for min/max, per
+        channel for the dual-stage method (free in hardware: v has a requantizer per
+        channel, and the attention output keeps v's scales, which fold into proj)."""
+        if self.method == "minmax":
+            return np.full(x.shape[1], self.symmetric(x))
+        return np.array([search_symmetric(x[:, c], self.bits)[0] for c in range(x.shape[1])])
 
     def code_range(self, scale, zp):
         """Real values of the lowest and highest code."""
@@ -335,16 +346,22 @@ def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, 
     for b in range(cfg.depth):
         p = f"blocks.{b}."
         s_h, zp_h = add_norm(p + "norm1")
-        s_qkv = [acts.symmetric(samples[p + f"attn.{n}"]) for n in "qkv"]
-        t.update(_linear_entries(p + "attn.qkv", lin[p + "attn.qkv"], s_h, zp_h, np.repeat(s_qkv, d),
+        s_q, s_k = (acts.symmetric(samples[p + f"attn.{n}"]) for n in "qk")
+        s_v = acts.values(samples[p + "attn.v"])
+        t.update(_linear_entries(p + "attn.qkv", lin[p + "attn.qkv"], s_h, zp_h,
+                                 np.concatenate([np.full(d, s_q), np.full(d, s_k), s_v]),
                                  weight_bits))
-        for n, s in zip("qkv", s_qkv, strict=True):
-            t[p + f"attn.{n}.scale"] = np.array(s)
-        mult, shift = dyadic(s_qkv[0] * s_qkv[1] / math.sqrt(cfg.head_dim) / LOG2_SCALE)
+        t.update({p + "attn.q.scale": np.array(s_q), p + "attn.k.scale": np.array(s_k),
+                  p + "attn.v.scale": s_v})
+        mult, shift = dyadic(s_q * s_k / math.sqrt(cfg.head_dim) / LOG2_SCALE)
         t[p + "attn.scores.mult"] = mult.astype(np.int32)
         t[p + "attn.scores.shift"] = shift.astype(np.int32)
-        t.update(_linear_entries(p + "attn.proj", lin[p + "attn.proj"], s_qkv[2], 0, res_scale,
-                                 weight_bits))
+        # proj reads the attention output at v's per-channel scales: fold them into its
+        # columns against the largest one (the same real product, one input scale).
+        w_proj, b_proj = lin[p + "attn.proj"]
+        s_a = float(s_v.max())
+        t.update(_linear_entries(p + "attn.proj", (w_proj * (s_v / s_a), b_proj), s_a, 0,
+                                 res_scale, weight_bits))
         s_h, zp_h = add_norm(p + "norm2")
         m = p + "mlp."
         if not cfg.is_moe(b):

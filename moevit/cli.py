@@ -28,6 +28,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, track
 from rich.table import Table
 
+from golden.softmax import ATTENTION_CODES
+
 __all__ = ["main"]
 
 _MHZ = 300
@@ -406,7 +408,7 @@ def _parser():
     q.add_argument("--calib", required=True, help="folder of pictures, a picture or an .npy")
     q.add_argument("-o", "--output", required=True, help="output .npz (quantized set)")
     q.add_argument("--method", default="minmax", choices=("minmax", "dual_stage"))
-    q.add_argument("--attention", default="log2", choices=("log2", "sqrt2"))
+    q.add_argument("--attention", default="log2", choices=ATTENTION_CODES)
     q.add_argument("--task", type=int, default=0, help="task whose gate routes calibration")
     q.add_argument("--limit", type=int, help="use at most this many images")
     model_option(q)

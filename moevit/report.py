@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 
 
-from golden.accuracy import TracePool
+from golden.accuracy import SOURCES, TracePool, routing_sources
 from golden.float_model import forward
 from golden.int_model import int_forward, pixels_from_image
 from platforms.boards import board as board_files
@@ -83,13 +83,15 @@ def _routes(execution):
 
 def fidelity(qp, weights, images, task=0):
     """SQNR (dB) per traced layer pooled over ``images`` and routing agreement per MoE
-    block of the integer model against the float model (:class:`golden.accuracy.TracePool`)."""
+    block of the integer model against the float model (:class:`golden.accuracy.TracePool`),
+    and where the routing loss comes from (:func:`golden.accuracy.routing_sources`)."""
     pool, cfg = TracePool(), qp.config
     for image in images:
         _, ref = forward(cfg, weights, image, task, trace=True)
         _, tr = int_forward(qp, pixels_from_image(cfg, image), task, trace=True)
-        pool.add(ref, tr.dequantized())
-    return {"sqnr_db": pool.sqnr_db(), "routing": pool.routing(), "images": len(images)}
+        pool.add(ref, tr.dequantized(), routing_sources(qp, weights, ref, tr, task))
+    return {"sqnr_db": pool.sqnr_db(), "routing": pool.routing(),
+            "routing_sources": pool.routing_sources(), "images": len(images)}
 
 
 def build_report(compiled, pixels, task=0, board=None, rtl=None, qp=None, weights=None,
@@ -239,8 +241,10 @@ def write_html(report, path):
         parts.append(f"<h2>Fidelity</h2><p>Integer model against the float model on "
                      f"{f['images']} image(s).</p>"
                      f"<img src='data:image/png;base64,{plots['fidelity']}'>")
-        parts.append(_table(("MoE block", "routing agreement"),
-                            [(b, f"{v:.3f}") for b, v in f["routing"].items()]))
+        parts.append(_table(("MoE block", "routing agreement", *SOURCES),
+                            [(b, f"{v:.3f}", *(f"{f['routing_sources'][b][s]:.3f}" for s in SOURCES))
+                             for b, v in f["routing"].items()]))
+        parts.append("<p>" + "; ".join(f"<b>{s}</b>: {d}" for s, d in SOURCES.items()) + ".</p>")
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
              "padding:3px 8px;text-align:right}th{background:#f3f3f3}img{max-width:100%}")

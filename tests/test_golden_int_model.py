@@ -57,16 +57,20 @@ def test_save_load_round_trip(quantized, tmp_path):
     assert np.array_equal(int_forward(loaded, pixels, task=1), int_forward(qp, pixels, task=1))
 
 
-def test_load_reads_format_2_and_its_attention_flag(quantized, tmp_path):
-    # Format 2 stored the code form as the flag quant.attn_sqrt2 (0 log2, 1 sqrt2).
+def test_load_reads_format_2(quantized, tmp_path):
+    # Format 2 stored the code form as the flag quant.attn_sqrt2 (0 log2, 1 sqrt2) and one
+    # scale for v (min/max calibration has one anyway).
     _, qp, image = quantized
     tensors = {("quant.attn_sqrt2" if k == "quant.attn_codes" else k): v
                for k, v in qp.tensors.items()}
     tensors["quant.attn_sqrt2"] = np.array(1, np.int32)
+    for b in range(CFG.depth):
+        tensors[f"blocks.{b}.attn.v.scale"] = np.array(qp[f"blocks.{b}.attn.v.scale"][0])
     meta = json.dumps({"format": 2, "config": CFG.to_dict()})
     np.savez(tmp_path / "v2.npz", __config__=np.array(meta), **tensors)
     loaded = QuantParams.load(tmp_path / "v2.npz")
     assert loaded.attention_codes == "sqrt2" and list(loaded.tensors) == list(qp.tensors)
+    assert all(np.array_equal(loaded[n], qp[n]) for n in qp.tensors if n != "quant.attn_codes")
     pixels = pixels_from_image(CFG, image)
     sqrt2 = QuantParams(CFG, qp.tensors | {"quant.attn_codes": np.array(1, np.int32)})
     assert np.array_equal(int_forward(loaded, pixels), int_forward(sqrt2, pixels))
