@@ -72,8 +72,11 @@ bitstream: $(STAMP)  ## open ECP5 flow to a .bit with Fmax + utilisation (BOARD=
 synth-report: $(STAMP)  ## yosys estimate vs device capacity, fails if it does not fit (BOARD=..., UNIT=...)
 	$(BIN)/python -m platforms.flows synth-report --board $(BOARD) $(if $(UNIT),--unit $(UNIT))
 
-quant-report: $(STAMP)  ## PTQ accuracy study: float vs min/max vs dual-stage on the trained mnist5k and digits MoE-ViTs -> build/quant/
+quant-report: $(STAMP)  ## PTQ accuracy study: float vs min/max vs dual-stage (log2, sqrt2, mant4 attention) on the trained MoE-ViTs, routing of seeded M3ViT-tiny -> build/quant/
 	$(BIN)/python -m bench.quant_report
+
+routing-ablation: $(STAMP)  ## where the W8A8 routing loss comes from: integer-model variants and fake quantization per point and width -> build/quant/routing_ablation.json
+	$(BIN)/python -m bench.routing_ablation
 
 train-moevit: $(STAMP)  ## retrain a study MoE-ViT (DATASET=digits|mnist5k; installs the torch extra) -> golden/models/
 	$(BIN)/python -m pip install -q -e ".[train]"
@@ -109,5 +112,5 @@ clean:  ## remove build outputs (keeps .venv)
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow formal fuzz sim verilog synth vivado-project bitstream synth-report quant-report train-moevit frame program throughput bench \
+.PHONY: help venv demo test test-slow formal fuzz sim verilog synth vivado-project bitstream synth-report quant-report routing-ablation train-moevit frame program throughput bench \
         clean distclean

@@ -44,6 +44,13 @@ name                                   shape         meaning
 =====================================  ============  ====================================
 
 Every traced value is float64 except ``topk_idx``.
+
+Fake quantization: :func:`forward` and :func:`classify` take ``hook(name, value) ->
+value``, called on every traced activation (and on each expert's ``experts.<e>.fc1``
+and ``.gelu``; not on the gate's probabilities and choices, which follow from the
+hooked logits) before the model uses it; what it returns flows on. It lets a study
+quantize chosen points of the float model (``bench/routing_ablation.py``) without a
+second model.
 """
 
 import math
@@ -56,6 +63,10 @@ __all__ = ["gelu", "layer_norm", "softmax", "patchify", "patch_embed", "attentio
            "topk", "moe", "forward", "classify", "random_image"]
 
 _ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+def _at(hook, name, value):
+    return value if hook is None else hook(name, value)
 
 
 def gelu(x):
@@ -184,7 +195,7 @@ def patch_embed(cfg, weights, image):
     return np.concatenate([cls, x + pos[1:]])
 
 
-def attention(cfg, h, w_qkv, b_qkv, w_proj, b_proj, trace=None, prefix=""):
+def attention(cfg, h, w_qkv, b_qkv, w_proj, b_proj, trace=None, prefix="", hook=None):
     """Multi-head self-attention (the attention branch of a block, before the residual).
 
     Parameters
@@ -201,6 +212,8 @@ def attention(cfg, h, w_qkv, b_qkv, w_proj, b_proj, trace=None, prefix=""):
         ``.out`` and ``.proj`` (see the module docstring).
     prefix : str
         E.g. ``"blocks.3."``.
+    hook : callable, optional
+        Fake quantization (module docstring), called on q, k, v, scores, probs, out, proj.
 
     Returns
     -------
@@ -210,12 +223,13 @@ def attention(cfg, h, w_qkv, b_qkv, w_proj, b_proj, trace=None, prefix=""):
     h = np.asarray(h, np.float64)
     n, d, hd = h.shape[0], cfg.embed_dim, cfg.head_dim
     qkv = h @ np.asarray(w_qkv, np.float64).T + b_qkv
-    q, k, v = (qkv[:, i * d:(i + 1) * d].reshape(n, cfg.num_heads, hd).transpose(1, 0, 2)
-               for i in range(3))
-    scores = q @ k.transpose(0, 2, 1) / math.sqrt(hd)
-    probs = softmax(scores)
-    out = (probs @ v).transpose(1, 0, 2).reshape(n, d)
-    y = out @ np.asarray(w_proj, np.float64).T + b_proj
+    q, k, v = (_at(hook, prefix + f"attn.{t}",
+                   qkv[:, i * d:(i + 1) * d].reshape(n, cfg.num_heads, hd).transpose(1, 0, 2))
+               for i, t in enumerate("qkv"))
+    scores = _at(hook, prefix + "attn.scores", q @ k.transpose(0, 2, 1) / math.sqrt(hd))
+    probs = _at(hook, prefix + "attn.probs", softmax(scores))
+    out = _at(hook, prefix + "attn.out", (probs @ v).transpose(1, 0, 2).reshape(n, d))
+    y = _at(hook, prefix + "attn.proj", out @ np.asarray(w_proj, np.float64).T + b_proj)
     if trace is not None:
         trace.update({prefix + "attn.q": q, prefix + "attn.k": k, prefix + "attn.v": v,
                       prefix + "attn.scores": scores, prefix + "attn.probs": probs,
@@ -223,7 +237,7 @@ def attention(cfg, h, w_qkv, b_qkv, w_proj, b_proj, trace=None, prefix=""):
     return y
 
 
-def mlp(h, w1, b1, w2, b2, trace=None, prefix=""):
+def mlp(h, w1, b1, w2, b2, trace=None, prefix="", hook=None):
     """Two-layer FFN, ``fc2(gelu(fc1(h)))`` (a dense block's FFN, or one expert).
 
     Parameters
@@ -235,13 +249,15 @@ def mlp(h, w1, b1, w2, b2, trace=None, prefix=""):
         Receives ``prefix + "fc1"`` (before GELU) and ``prefix + "gelu"``, both (M, F).
     prefix : str
         E.g. ``"blocks.0.mlp."``.
+    hook : callable, optional
+        Fake quantization (module docstring), called on ``fc1`` and ``gelu``.
 
     Returns
     -------
     numpy.ndarray of float64, shape (M, D)
     """
-    a = np.asarray(h, np.float64) @ np.asarray(w1, np.float64).T + b1
-    g = gelu(a)
+    a = _at(hook, prefix + "fc1", np.asarray(h, np.float64) @ np.asarray(w1, np.float64).T + b1)
+    g = _at(hook, prefix + "gelu", gelu(a))
     if trace is not None:
         trace.update({prefix + "fc1": a, prefix + "gelu": g})
     return g @ np.asarray(w2, np.float64).T + b2
@@ -276,7 +292,7 @@ def topk(values, k):
     return np.argsort(-values, axis=-1, kind="stable")[..., :k].astype(np.int64)
 
 
-def moe(cfg, h, weights, block, task, trace=None, prefix=""):
+def moe(cfg, h, weights, block, task, trace=None, prefix="", hook=None):
     """The mixture-of-experts FFN of block ``block`` for task ``task``.
 
     ``probs = softmax(h @ w_gate[task])`` over all E experts, ``idx = topk(probs, k)``,
@@ -300,6 +316,9 @@ def moe(cfg, h, weights, block, task, trace=None, prefix=""):
         ``"topk_probs"`` (N, k).
     prefix : str
         E.g. ``"blocks.1.mlp."``.
+    hook : callable, optional
+        Fake quantization (module docstring), called on the gate logits and on each
+        expert's ``experts.<e>.fc1`` and ``.gelu``.
 
     Returns
     -------
@@ -315,7 +334,7 @@ def moe(cfg, h, weights, block, task, trace=None, prefix=""):
     _check_task(cfg, task)
     h = np.asarray(h, np.float64)
     p = f"blocks.{block}.mlp."
-    logits = h @ weights[f"{p}gate.{task}.w_gate"].astype(np.float64)
+    logits = _at(hook, prefix + "gate_logits", h @ weights[f"{p}gate.{task}.w_gate"].astype(np.float64))
     probs = softmax(logits)
     idx = topk(probs, cfg.top_k)
     chosen = np.take_along_axis(probs, idx, axis=1)
@@ -325,14 +344,15 @@ def moe(cfg, h, weights, block, task, trace=None, prefix=""):
     for e in range(cfg.num_experts):
         rows, slot = np.nonzero(idx == e)
         if len(rows):
-            y[rows] += chosen[rows, slot, None] * mlp(h[rows], w1[e], b1[e], w2[e], b2[e])
+            y[rows] += chosen[rows, slot, None] * mlp(h[rows], w1[e], b1[e], w2[e], b2[e],
+                                                     prefix=f"{prefix}experts.{e}.", hook=hook)
     if trace is not None:
         trace.update({prefix + "gate_logits": logits, prefix + "gate_probs": probs,
                       prefix + "topk_idx": idx, prefix + "topk_probs": chosen})
     return y
 
 
-def forward(cfg, weights, image, task=0, trace=False):
+def forward(cfg, weights, image, task=0, trace=False, hook=None):
     """One frame: ``image`` -> the token matrix after the last block.
 
     Parameters
@@ -346,6 +366,9 @@ def forward(cfg, weights, image, task=0, trace=False):
         In [0, num_tasks-1]; selects the gate of every MoE block.
     trace : bool
         Also return every named intermediate tensor.
+    hook : callable, optional
+        ``hook(name, value) -> value`` on every traced activation (fake quantization,
+        module docstring); the trace holds what it returned.
 
     Returns
     -------
@@ -363,29 +386,32 @@ def forward(cfg, weights, image, task=0, trace=False):
     _check_task(cfg, task)
     weights = validate_weights(weights, cfg)
     tr = {}
-    x = patch_embed(cfg, weights, image)
-    tr["embed"] = x
+
+    def at(name, value):
+        tr[name] = value = _at(hook, name, value)
+        return value
+
+    x = at("embed", patch_embed(cfg, weights, image))
     for b in range(cfg.depth):
         p = f"blocks.{b}."
-        h = layer_norm(x, weights[p + "norm1.weight"], weights[p + "norm1.bias"], cfg.ln_eps)
-        tr[p + "norm1"] = h
-        x = x + attention(cfg, h, weights[p + "attn.qkv.weight"], weights[p + "attn.qkv.bias"],
-                          weights[p + "attn.proj.weight"], weights[p + "attn.proj.bias"], tr, p)
-        tr[p + "x_attn"] = x
-        h = layer_norm(x, weights[p + "norm2.weight"], weights[p + "norm2.bias"], cfg.ln_eps)
-        tr[p + "norm2"] = h
+        h = at(p + "norm1", layer_norm(x, weights[p + "norm1.weight"], weights[p + "norm1.bias"],
+                                       cfg.ln_eps))
+        x = at(p + "x_attn", x + attention(
+            cfg, h, weights[p + "attn.qkv.weight"], weights[p + "attn.qkv.bias"],
+            weights[p + "attn.proj.weight"], weights[p + "attn.proj.bias"], tr, p, hook))
+        h = at(p + "norm2", layer_norm(x, weights[p + "norm2.weight"], weights[p + "norm2.bias"],
+                                       cfg.ln_eps))
         if cfg.is_moe(b):
-            y = moe(cfg, h, weights, b, task, tr, p + "mlp.")
+            y = moe(cfg, h, weights, b, task, tr, p + "mlp.", hook)
         else:
             y = mlp(h, weights[p + "mlp.fc1.weight"], weights[p + "mlp.fc1.bias"],
-                    weights[p + "mlp.fc2.weight"], weights[p + "mlp.fc2.bias"], tr, p + "mlp.")
-        x = x + y
-        tr[p + "mlp.out"] = y
-        tr[p + "out"] = x
+                    weights[p + "mlp.fc2.weight"], weights[p + "mlp.fc2.bias"], tr, p + "mlp.", hook)
+        y = at(p + "mlp.out", y)
+        x = at(p + "out", x + y)
     return (x, tr) if trace else x
 
 
-def classify(cfg, weights, image, task=0, trace=False):
+def classify(cfg, weights, image, task=0, trace=False, hook=None):
     """Class logits of one image: :func:`forward`, then the final LayerNorm and the head
     on the class token (row 0).
 
@@ -393,7 +419,7 @@ def classify(cfg, weights, image, task=0, trace=False):
     ----------
     cfg : ModelConfig
         With ``num_classes`` > 0.
-    weights, image, task, trace
+    weights, image, task, trace, hook
         As :func:`forward`; the trace adds ``norm`` (1, D) and ``logits`` (1, C).
 
     Returns
@@ -409,9 +435,9 @@ def classify(cfg, weights, image, task=0, trace=False):
     if not cfg.num_classes:
         raise ValueError("classify needs a config with num_classes > 0")
     weights = validate_weights(weights, cfg)
-    x, tr = forward(cfg, weights, image, task, trace=True)
-    h = layer_norm(x[:1], weights["norm.weight"], weights["norm.bias"], cfg.ln_eps)
-    logits = h @ weights["head.weight"].T.astype(np.float64) + weights["head.bias"]
+    x, tr = forward(cfg, weights, image, task, trace=True, hook=hook)
+    h = _at(hook, "norm", layer_norm(x[:1], weights["norm.weight"], weights["norm.bias"], cfg.ln_eps))
+    logits = _at(hook, "logits", h @ weights["head.weight"].T.astype(np.float64) + weights["head.bias"])
     tr["norm"], tr["logits"] = h, logits
     return (logits[0], tr) if trace else logits[0]
 

@@ -266,3 +266,30 @@ def test_m3vit_tiny_frame_end_to_end():
     for b in cfg.moe_blocks:
         top = trace[f"blocks.{b}.mlp.topk_probs"]
         assert 2 / 16 < top[:, 0].mean() < 0.9 and (top.sum(axis=1) < 1).all()
+
+
+def test_the_hook_sees_every_traced_activation_and_its_result_flows_on():
+    weights = init_weights(CFG, seed=3)
+    image = random_image(CFG, seed=4)
+    out, trace = forward(CFG, weights, image, 1, trace=True)
+    seen = []
+
+    def identity(name, value):
+        seen.append(name)
+        return value
+
+    same, same_trace = forward(CFG, weights, image, 1, trace=True, hook=identity)
+    assert np.array_equal(same, out)
+    derived = ("gate_probs", "topk_idx", "topk_probs")        # from the hooked gate logits
+    assert {n for n in trace if not n.endswith(derived)} <= set(seen)
+    assert list(same_trace) == list(trace)
+    experts = {n for n in seen if ".experts." in n}
+    assert experts and all(n.endswith((".fc1", ".gelu")) for n in experts)
+
+    # What the hook returns is what the model goes on with (and what the trace holds).
+    def rounded(name, value):
+        return np.round(value, 1) if name.endswith("attn.v") else value
+
+    got, got_trace = forward(CFG, weights, image, 1, trace=True, hook=rounded)
+    assert not np.array_equal(got, out)
+    assert np.array_equal(got_trace["blocks.0.attn.v"], np.round(trace["blocks.0.attn.v"], 1))
