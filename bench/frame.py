@@ -10,11 +10,13 @@ MAC utilisation, frames per second at an **assumed** 300 MHz (no vendor tool has
 timed the design) next to Edge-MoE (~5.3 M cycles, compute only) and CoQMoE (~155
 frames/s), and the simulator's speed.
 
-Usage: ``python -m bench.frame [--config zcu102 | --config FILE.json]``; writes
-``build/frame/<config name>/report.json``.
+Usage: ``python -m bench.frame [--config zcu102 | --config FILE.json] [--attention mant4]``;
+writes ``build/frame/<config name>/report.json`` (``<config name>_<form>`` for an attention
+form other than log2: the model is quantized with it and the top built for it).
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -27,6 +29,7 @@ from golden.config import m3vit_tiny
 from golden.float_model import random_image
 from golden.int_model import pixels_from_image
 from golden.ptq import calibrate
+from golden.softmax import ATTENTION_CODES
 from golden.weights import init_weights
 from moevit.compiler import compile_model
 from moevit.executor import execute
@@ -46,15 +49,22 @@ def main(argv=None):
                         help=f"a preset ({', '.join(PRESETS)}) or a config JSON file "
                              f"(e.g. build/dse/u280.config.json of make dse)")
     parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--attention", default="log2", choices=ATTENTION_CODES,
+                        help="attention code form of the model and the top (default log2)")
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 120)
     cfg = m3vit_tiny()
     with console.status("M3ViT-tiny: seeded weights, min/max PTQ, compile"):
         images = [random_image(cfg, seed=n) for n in range(3)]
-        qp = calibrate(cfg, init_weights(cfg, seed=args.seed), images[:2])
+        qp = calibrate(cfg, init_weights(cfg, seed=args.seed), images[:2],
+                       attention=args.attention)
         pixels = pixels_from_image(cfg, images[2])
         config = (AcceleratorConfig.load(args.config)
                   if args.config.endswith(".json") else preset(args.config))
+        if args.attention != "log2":
+            config = dataclasses.replace(
+                config, name=f"{config.name}_{args.attention}",
+                attention=dataclasses.replace(config.attention, codes=(args.attention,)))
         compiled = compile_model(qp, config)
     runs = [(pixels, task) for task in range(cfg.num_tasks)]
     start = time.perf_counter()

@@ -101,9 +101,10 @@ class FakeQuant:
         # Per channel: LayerNorm outputs (N, D) over tokens, v (H, N, hd) over tokens.
         axis = 1 if point == "attn.v" else 0 if point in GROUPS["LayerNorm outputs"] else None
         lo, hi = value.min(axis=axis), value.max(axis=axis)
-        old = self.ranges.get(name)
-        self.ranges[name] = (lo, hi) if old is None else (np.minimum(old[0], lo),
-                                                           np.maximum(old[1], hi))
+        for key in {name, _pooled(name)}:
+            old = self.ranges.get(key)
+            self.ranges[key] = (lo, hi) if old is None else (np.minimum(old[0], lo),
+                                                              np.maximum(old[1], hi))
         return value
 
     def __call__(self, name, value):
@@ -115,8 +116,9 @@ class FakeQuant:
             return np.round(value / LOG2_SCALE) * LOG2_SCALE
         if group == "residual stream":
             return _symmetric(value, self.residual, 16)
-        # Experts' GELU points were observed per expert; every other point by name.
-        lo, hi = self.ranges[name]
+        # Per expert where the calibration routed tokens to it, else all experts of the
+        # block (as golden.ptq); every other point by name.
+        lo, hi = self.ranges[name] if name in self.ranges else self.ranges[_pooled(name)]
         if point == "attn.out":               # at v's per-channel scales (heads x head_dim)
             v = self.ranges[name.removesuffix("out") + "v"]
             return _symmetric(value, np.maximum(np.abs(v[0]), np.abs(v[1])).reshape(-1), self.bits)
@@ -127,6 +129,11 @@ class FakeQuant:
         scale = np.maximum(hi - lo, 1e-12) / ((1 << self.bits) - 1)
         zp = np.round(-lo / scale)
         return (np.clip(np.round(value / scale) + zp, 0, (1 << self.bits) - 1) - zp) * scale
+
+
+def _pooled(name):
+    """An expert's point as the point of all experts of its block."""
+    return re.sub(r"experts\.\d+\.", "experts.", name)
 
 
 def _symmetric(value, amax, bits):

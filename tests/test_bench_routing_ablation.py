@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bench.routing_ablation import GROUPS, FakeQuant, _point, integer_rows
+from bench.routing_ablation import GROUPS, FakeQuant, _point, _pooled, integer_rows
 from golden.config import tiny_test
 from golden.float_model import forward, random_image
 from golden.ptq import MIN_SAMPLES_PER_CHANNEL
@@ -41,6 +41,12 @@ def test_fake_quantization_puts_each_point_on_its_grid():
         x = tr["blocks.0.out"]                      # the residual stream on a 16-bit grid
         assert np.allclose(x / fq.residual * 32767, np.round(x / fq.residual * 32767))
         assert not np.array_equal(tr["blocks.1.mlp.gate_logits"], ref["blocks.1.mlp.gate_logits"])
+    # An expert the calibration never routed to takes the range of all its block's experts.
+    unseen = "blocks.1.mlp.experts.99.fc1"
+    assert _pooled(unseen) == "blocks.1.mlp.experts.fc1" and unseen not in fq.ranges
+    lo, hi = fq.ranges[_pooled(unseen)]
+    step = (hi - lo) / ((1 << fq.bits) - 1)         # clamped to that range's ends
+    assert np.allclose(fq(unseen, np.array([lo - 1.0, hi + 1.0])), [lo, hi], atol=step)
 
 
 def test_integer_rows_cover_each_attention_form_and_the_gate_variants():
