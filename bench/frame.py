@@ -11,8 +11,9 @@ timed the design) next to Edge-MoE (~5.3 M cycles, compute only) and CoQMoE (~15
 frames/s), and the simulator's speed.
 
 Usage: ``python -m bench.frame [--config zcu102 | --config FILE.json] [--attention mant4]``;
-writes ``build/frame/<config name>/report.json`` (``<config name>_<form>`` for an attention
-form other than log2: the model is quantized with it and the top built for it).
+writes ``build/frame/<config name>/report.json``. The model is quantized with the
+attention form and the top built for it: a config built for another form is renamed
+``<config name>_<form>``.
 """
 
 import argparse
@@ -61,7 +62,7 @@ def main(argv=None):
         pixels = pixels_from_image(cfg, images[2])
         config = (AcceleratorConfig.load(args.config)
                   if args.config.endswith(".json") else preset(args.config))
-        if args.attention != "log2":
+        if config.attention.codes != (args.attention,):
             config = dataclasses.replace(
                 config, name=f"{config.name}_{args.attention}",
                 attention=dataclasses.replace(config.attention, codes=(args.attention,)))

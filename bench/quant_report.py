@@ -193,12 +193,15 @@ def report_m3vit(out_dir, eval_images, console):
     report = {"model": cfg.name, "weights_seed": 0, "calibration_images": calib,
               "eval_images": eval_images, "results": []}
     for method, attention in CONFIGS:
-        t0 = time.perf_counter()
         with console.status(f"{cfg.name}: {method}/{attention}"):
+            t0 = time.perf_counter()
             qp = calibrate(cfg, weights, images[:calib], method, attention=attention)
+            calibration_s = round(time.perf_counter() - t0, 1)
             for task in range(cfg.num_tasks):
+                t0 = time.perf_counter()
                 res = fidelity(qp, weights, images[calib:], task)
                 report["results"].append({"name": f"{method}/{attention}", "task": task, **res,
+                                          "calibration_s": calibration_s,
                                           "seconds": round(time.perf_counter() - t0, 1)})
     console.print(_sources_table(
         f"{cfg.name} (seeded weights): routing per MoE block on {eval_images} held-out seeded "

@@ -201,7 +201,9 @@ def integer_rows(cfg, weights, calib, images, run):
                     p, block = f"blocks.{b}.", f"blocks.{b}"
                     g = f"{p}mlp.gate.{task}."
                     acc = linear(tr[p + "norm2"], qp[g + "weight"], qp[g + "bias"])
-                    u = requantize(acc, qp[g + "mult"], qp[g + "shift"] - 4, bits=16)
+                    # 4 more fraction bits (saturating 16x sooner; shifts below 4 stay 0).
+                    u = requantize(acc, qp[g + "mult"], np.maximum(qp[g + "shift"] - 4, 0),
+                                   bits=16)
                     h16 = int_layernorm(tr[p + "x_attn"], qp[p + "norm2.gain"], qp[p + "norm2.bias"],
                                         qp.scalar(p + "norm2.shift") - 8, qp.scalar(p + "norm2.eps"),
                                         bits=16)

@@ -17,7 +17,9 @@ tensor              format
 pixels              uint8 ``p``; the MAC array sees ``p - 128`` (scale 1/256)
 residual stream     int16 at one scale for the whole model (``residual.scale``)
 LayerNorm outputs   A-bit, per-tensor scale and zero point
-q, k, v             A-bit, symmetric per-tensor scales
+q, k, v             A-bit, symmetric; q and k per tensor, v per channel
+                    (``attn.v.scale``: one value under min/max, per channel under
+                    dual-stage)
 scores, gate logits int16 log2 domain (``LOG2_FRAC`` fraction bits)
 attention probs     log-domain codes, deferred normalisation: ``quant.attn_codes``
                     indexes ``golden.softmax.ATTENTION_CODES`` (log2, sqrt2, mant4)
@@ -155,13 +157,16 @@ class QuantParams:
 
 def _format_2(config):
     """Format 2's stored shapes and the upgrade of its tensors to this format. Format 2
-    stored the code form as the flag ``quant.attn_sqrt2`` (0 log2, 1 sqrt2: their indices
-    in ``ATTENTION_CODES``) and one scale for v (now one per channel)."""
+    stored the code form as the flag ``quant.attn_sqrt2`` (zero log2, any other value
+    sqrt2, as its integer forward read it) and one scale for v (now one per channel)."""
     shapes = expected_shapes(config)
     stored = {name: "quant.attn_sqrt2" if name == "quant.attn_codes" else name for name in shapes}
 
     def upgrade(tensors):
         out = {name: tensors[stored[name]] for name in shapes if stored[name] in tensors}
+        if "quant.attn_codes" in out:
+            out["quant.attn_codes"] = np.array(ATTENTION_CODES.index(
+                "sqrt2" if out["quant.attn_codes"] else "log2"), np.int32)
         for name in out:
             if name.endswith("attn.v.scale"):
                 out[name] = np.full(shapes[name], out[name], np.float64)
@@ -250,7 +255,8 @@ class IntTrace(dict):
     """Integer intermediate tensors by name (the float model's trace names), with their scales.
 
     ``scales[name] = (scale, zero_point)`` for every tensor that has a real meaning
-    (scalars, or arrays over the last axis: per channel);
+    (scalars, or arrays that broadcast against it: per channel over the last axis, v's
+    per head and channel as (heads, 1, head_dim));
     :meth:`dequantized` returns the float view for :func:`golden.metrics.compare_traces`.
     """
 

@@ -12,7 +12,9 @@ observed min / max (symmetric for q, k, v; asymmetric elsewhere).
    asymmetric uniform quantizers for every post-LayerNorm activation (the inputs of
    qkv, dense fc1, the gate of every task, every expert's fc1, and the classifier
    head), with the clipping percentile chosen per channel by the least L2 error; per
-   tensor percentile-searched quantizers elsewhere (:mod:`golden.quantizers`);
+   tensor percentile-searched quantizers elsewhere (:mod:`golden.quantizers`), except
+   v and the attention output, one symmetric scale per channel (folded into proj's
+   columns);
 2. stage two re-parameterises them into the hardware's: the channel-wise scales and
    zero points fold into the LayerNorm affine and into the columns and bias of every
    linear layer that reads it (:mod:`golden.reparam`; the gate gains a bias), which
@@ -190,7 +192,13 @@ class _Activations:
         channel, and the attention output keeps v's scales, which fold into proj)."""
         if self.method == "minmax":
             return np.full(x.shape[1], self.symmetric(x))
-        return np.array([search_symmetric(x[:, c], self.bits)[0] for c in range(x.shape[1])])
+        scales = np.array([search_symmetric(x[:, c], self.bits)[0] for c in range(x.shape[1])])
+        # A channel that is zero on every calibration token gets the smallest live scale,
+        # not search_symmetric's 1.0, which would shrink proj's other columns by the fold.
+        dead = ~np.abs(x).max(axis=0).astype(bool)
+        if dead.any() and not dead.all():
+            scales[dead] = scales[~dead].min()
+        return scales
 
     def code_range(self, scale, zp):
         """Real values of the lowest and highest code."""

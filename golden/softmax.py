@@ -5,7 +5,7 @@ produced by a requantizer (:func:`golden.quant.requantize` with ``bits=16``) who
 multiplier folds the tensor scales, ``1/sqrt(d)`` and ``log2(e) * 2**LOG2_FRAC``. Then
 ``exp(logit - max) = 2**(-(m - u) / 2**LOG2_FRAC)`` needs only shifts and a 64-entry table.
 
-Two output forms:
+Output forms:
 
 * :func:`softmax_u8` (gating): unsigned Q0.8 probabilities, one reciprocal per row.
 * :func:`log2_codes` + :func:`attention_pv` (attention): 4-bit codes ``c`` of the
@@ -16,14 +16,15 @@ Two output forms:
   4-bit log-sqrt2 codes, ``e = 2**(-c/2)``, half-octave steps; in hardware form
   ``2**-ceil(c/2)`` shifts into an even and an odd accumulator and one multiply by
   sqrt(2) per output and per denominator.
-* :func:`mant4_codes` + :func:`attention_pv_mant4`: the exponential itself to 4
-  fraction bits, ``e = MANT_TABLE[d % 64] * 2**-(d // 64)`` (a power of two times a
-  mantissa in [8, 16] / 16, relative error below 2**-5), over the same 15 octaves
-  as the log2 codes. P.V multiplies each value by a 5-bit mantissa before the shift.
-  Far closer to the real softmax than either 4-bit code (``docs/quantization.md``:
-  it lifts the routing agreement of the study models from 0.92-0.95 to 0.97-0.98).
+* :func:`mant4_codes` + :func:`attention_pv_mant4`: the exponential itself with a
+  4-bit mantissa, ``e = MANT_TABLE[d % 64] * 2**-(d // 64)`` (a power of two times a
+  mantissa in [8, 16] / 16, relative error at most 5.4 %, below 2**-4), over the same
+  15 octaves as the log2 codes. P.V multiplies each value by the 5-bit table entry
+  before the shift. Far closer to the real softmax than either 4-bit code
+  (``docs/quantization.md``: it lifts the routing agreement of the study models from
+  0.89-0.92 to 0.97-0.98).
 
-Both take the row maximum over the whole row (the hardware keeps a running maximum
+All take the row maximum over the whole row (the hardware keeps a running maximum
 while the row streams in and buffers the scores until the row ends).
 """
 
@@ -318,7 +319,9 @@ def attention_from_scores(u, v, codes="log2"):
 
     Returns
     -------
-    (numpy.ndarray of uint8 (..., M, N), numpy.ndarray of int8 (..., M, D))
+    (codes, out)
+        numpy.ndarray (..., M, N) of uint8 (log2, sqrt2) or uint16 (mant4), and
+        numpy.ndarray of int8 (..., M, D).
     """
     if codes not in ATTENTION_CODES:
         raise ValueError(f"codes must be one of {', '.join(ATTENTION_CODES)}, got {codes!r}")

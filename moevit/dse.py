@@ -100,17 +100,18 @@ class Candidate:
         return (self.cycles, self.resources["dsp"]) if self.ok else (math.inf, math.inf)
 
 
-def make_config(board, model, genes, packing):
-    """The fitted :class:`~rtl.config.AcceleratorConfig` of ``genes`` on ``board``; the
-    LayerNorm lanes drop to the largest divisor of theirs that divides the X buffer's
-    word (what the unit needs)."""
+def make_config(board, model, genes, packing, codes="log2"):
+    """The fitted :class:`~rtl.config.AcceleratorConfig` of ``genes`` on ``board``, its
+    attention kernel built for the model's code form ``codes``; the LayerNorm lanes drop
+    to the largest divisor of theirs that divides the X buffer's word (what the unit
+    needs)."""
     memory = BOARD_MEMORY[board]
     p = genes["p"]
     config = AcceleratorConfig(
         name=f"dse_{board}",
         linear=LinearArray(pi=p, po=p, t=genes["t"], dsp_packing=packing,
                            bank_words=genes.get("bank_words", 576)),
-        attention=AttentionArray(r=genes["r"], dp=p, h=1),
+        attention=AttentionArray(r=genes["r"], dp=p, h=1, codes=(codes,)),
         norm_lanes=1,
         axi=AxiPorts(burst_beats=genes.get("burst_beats", 64),
                      outstanding=genes.get("outstanding", 8), **memory),
@@ -137,7 +138,7 @@ def _evaluate(args):
     qp, pixels = _WORK["qp"], _WORK["pixels"]
     device = board_files(board)[1]
     try:
-        config = make_config(board, qp.config, genes, packing)
+        config = make_config(board, qp.config, genes, packing, qp.attention_codes)
     except ValueError as exc:
         return Candidate(genes, {}, reason=str(exc))
     resources = estimate(config, device)
@@ -189,7 +190,8 @@ class Search:
     def fits(self, genes):
         """Whether ``genes`` fit the board by the resource estimate alone (no schedule)."""
         try:
-            config = make_config(self.board, self.qp.config, genes, self.packing)
+            config = make_config(self.board, self.qp.config, genes, self.packing,
+                                 self.qp.attention_codes)
         except ValueError:
             return False
         return estimate(config, board_files(self.board)[1])["fits"]

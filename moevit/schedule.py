@@ -155,7 +155,7 @@ class Schedule:
         Useful multiply-accumulates of the linear kernel (tokens x d_in x d_out).
     attention_macs : int
         Multiplies of the attention kernel's score pass (tokens x tokens x head_dim per
-        head; P.V runs on shift-and-add lanes, not multipliers).
+        head; P.V runs on shift-and-add lanes, not DSP multipliers).
     """
 
     cycles: int

@@ -1,4 +1,4 @@
-"""Streaming attention with log-domain probabilities: QK^T on MACs, P.V by shift-and-add.
+"""Streaming attention with log-domain probabilities: QK^T on MACs, P.V by shifted adds.
 
 Exactly ``golden.softmax.attention_from_scores`` per head (``docs/arithmetic.md``,
 attention), with the codes chosen at elaboration (``AttentionConfig.codes``)::
@@ -25,8 +25,9 @@ on consecutive blocks of R query rows at once::
                                s -> u (R requantizers) -> score buffer (two, alternating),
                                running max per row
                        hand the block to the back
-    back:   pass 2: key j again: c = min(round_shift(max - u, 6), 15) per row,
-                    num[r] += v_j << (14 - c)  (R x Dp shift-add lanes, no multiplier),
+    back:   pass 2: key j again: c = min(round_shift(max - u, 6), 15) per row (log2),
+                    num[r] += v_j << (14 - c)  (R x Dp shift-add lanes, no DSP; mant4
+                    adds v_j times its 5-bit mantissa as gated shifted adds),
                     den[r] += 2**(14 - c)
             normalise: R bit-serial reciprocals per head at once, then
                        out = num * rec (Dp multipliers per head) --> o, row by row
@@ -289,7 +290,7 @@ class AttentionKernel(wiring.Component):
                         m.d.sync += run_max[p][hh][r].eq(u)
 
                 # Pass 2 (back): the code of (row r, key j), then v << lift into the rotating
-                # numerator slices and the weight into the denominator, without multipliers.
+                # numerator slices and the weight into the denominator, without DSPs.
                 # log2: lift = 14 - c, weight 2**lift. sqrt2: lift = 7 - ceil(c / 2), odd codes
                 # into the second numerator, weight (2**15 or SQRT2_Q15 if odd) << lift.
                 # mant4: the code is the distance itself (capped at 15 octaves), the weight
@@ -330,7 +331,11 @@ class AttentionKernel(wiring.Component):
                         m.d.sync += den[hh][r].eq(den[hh][r] + weight)
                     for p, head in enumerate(heads):
                         for d in range(DP):
-                            scaled = v_rd.data[hh][d] * mantissa if MANT else v_rd.data[hh][d]
+                            value = v_rd.data[hh][d]
+                            # mant4: v * mantissa as gated shifted adds (LUT logic, kept
+                            # off the DSPs the linear kernel needs).
+                            scaled = (sum(Mux(mantissa[b], value << b, 0)
+                                          for b in range(len(mantissa))) if MANT else value)
                             shifted = Mux(is_zero | (odd != p), 0, scaled << lift)
                             m.d.sync += head[S - 1][d].eq(head[0][d] + shifted)
                         m.d.sync += [head[t].eq(head[t + 1]) for t in range(S - 1)]

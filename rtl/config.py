@@ -473,11 +473,12 @@ class AcceleratorConfig:
         """Hard multipliers by part (DSP48E2 or 18x18): the MAC arrays (halved by DSP
         packing), one requantizer per output lane, the attention kernel's score
         requantizers and normalising multiplies (three per output lane, one more for
-        log-sqrt2). The mant4 form's 8 x 5-bit P.V products (one per MAC lane) are LUT
-        logic and not counted here."""
+        log-sqrt2 or mant4, whose numerators are wider). The mant4 form's 8 x 5-bit P.V
+        products (one per MAC lane) are gated shifted adds in LUT logic, not DSPs."""
         lin, att = self.linear, self.attention
         linear = lin.macs // (2 if lin.dsp_packing else 1) + lin.po
-        attention = att.macs + att.r * att.h + att.dp * att.h * (3 + ("sqrt2" in att.codes))
+        wide = bool({"sqrt2", "mant4"} & set(att.codes))
+        attention = att.macs + att.r * att.h + att.dp * att.h * (3 + wide)
         return {"linear": linear, "attention": attention, "layernorm": 2 * self.norm_lanes}
 
     def fitted(self, model, **capacity):

@@ -32,7 +32,7 @@ def random_heads(rng, heads, n, head_dim):
 
 
 def golden_attention(q, k, v, mult, shift, codes="log2"):
-    """Per head: requantized q.k -> 4-bit ``codes`` -> shift-and-add P.V (int8)."""
+    """Per head: requantized q.k -> the ``codes`` form's codes -> its P.V (int8)."""
     out = []
     for h in range(q.shape[0]):
         u = requantize(int8_matmul(q[h], k[h].T), mult, shift, bits=16)

@@ -63,13 +63,15 @@ def test_load_reads_format_2(quantized, tmp_path):
     _, qp, image = quantized
     tensors = {("quant.attn_sqrt2" if k == "quant.attn_codes" else k): v
                for k, v in qp.tensors.items()}
-    tensors["quant.attn_sqrt2"] = np.array(1, np.int32)
     for b in range(CFG.depth):
         tensors[f"blocks.{b}.attn.v.scale"] = np.array(qp[f"blocks.{b}.attn.v.scale"][0])
     meta = json.dumps({"format": 2, "config": CFG.to_dict()})
-    np.savez(tmp_path / "v2.npz", __config__=np.array(meta), **tensors)
-    loaded = QuantParams.load(tmp_path / "v2.npz")
-    assert loaded.attention_codes == "sqrt2" and list(loaded.tensors) == list(qp.tensors)
+    # Format 2's forward read any non-zero flag as sqrt2.
+    for flag, form in ((0, "log2"), (1, "sqrt2"), (2, "sqrt2")):
+        tensors["quant.attn_sqrt2"] = np.array(flag, np.int32)
+        np.savez(tmp_path / "v2.npz", __config__=np.array(meta), **tensors)
+        loaded = QuantParams.load(tmp_path / "v2.npz")
+        assert loaded.attention_codes == form and list(loaded.tensors) == list(qp.tensors)
     assert all(np.array_equal(loaded[n], qp[n]) for n in qp.tensors if n != "quant.attn_codes")
     pixels = pixels_from_image(CFG, image)
     sqrt2 = QuantParams(CFG, qp.tensors | {"quant.attn_codes": np.array(1, np.int32)})

@@ -198,3 +198,24 @@ def test_every_dataset_has_its_trained_model():
         assert weights["head.weight"].shape == (10, data.config().embed_dim)
     with pytest.raises(ValueError, match=r"unknown dataset 'cifar'; valid: digits, mnist5k"):
         dataset("cifar")
+
+
+def test_dual_stage_gives_v_one_scale_per_channel_folded_into_proj(trained):
+    cfg, weights, calib = trained
+    dual = calibrate_dual_stage(cfg, weights, calib)
+    plain = calibrate(cfg, weights, calib, "minmax")
+    res = dual.scalar("residual.scale")
+    for b in range(cfg.depth):
+        p = f"blocks.{b}."
+        s_v = dual[p + "attn.v.scale"]
+        assert s_v.shape == (cfg.embed_dim,) and len(np.unique(s_v)) > cfg.embed_dim // 2
+        assert len(np.unique(plain[p + "attn.v.scale"])) == 1
+        # proj's integer weights times its requantizer read the attention output's codes at
+        # v's per-channel scales: the effective real weight is the float one.
+        step = dual[p + "attn.proj.mult"] * 2.0 ** -dual[p + "attn.proj.shift"].astype(float)
+        w_eff = dual[p + "attn.proj.weight"] * step[:, None] * res / s_v[None, :]
+        w = weights[p + "attn.proj.weight"]
+        row_max = np.abs(w * s_v / s_v.max()).max(axis=1, keepdims=True)
+        # Half a weight step of the folded row, mapped back through the column's factor.
+        bound = 0.5 * row_max / 127 * s_v.max() / s_v[None, :] * 1.01
+        assert np.all(np.abs(w_eff - w) <= bound)
