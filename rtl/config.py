@@ -473,12 +473,12 @@ class AcceleratorConfig:
         """Hard multipliers by part (DSP48E2 or 18x18): the MAC arrays (halved by DSP
         packing), one requantizer per output lane, the attention kernel's score
         requantizers and normalising multiplies (three per output lane, one more for
-        log-sqrt2 or mant4, whose numerators are wider). The mant4 form's 8 x 5-bit P.V
-        products (one per MAC lane) are gated shifted adds in LUT logic, not DSPs."""
+        log-sqrt2's sqrt(2) constant). The mant4 form's 8 x 5-bit P.V products (one per
+        MAC lane) are gated shifted adds in LUT logic, and its wider numerators need no
+        more DSPs (yosys: 528 for log2 and for mant4 at 8x16x3)."""
         lin, att = self.linear, self.attention
         linear = lin.macs // (2 if lin.dsp_packing else 1) + lin.po
-        wide = bool({"sqrt2", "mant4"} & set(att.codes))
-        attention = att.macs + att.r * att.h + att.dp * att.h * (3 + wide)
+        attention = att.macs + att.r * att.h + att.dp * att.h * (3 + ("sqrt2" in att.codes))
         return {"linear": linear, "attention": attention, "layernorm": 2 * self.norm_lanes}
 
     def fitted(self, model, **capacity):
