@@ -9,7 +9,7 @@ integer forward runs the held-out test split:
 * ``dual_stage/log2``: CoQMoE / RepQ-ViT dual-stage PTQ, 4-bit log2 attention;
 * ``dual_stage/sqrt2``: dual-stage with the reference's 4-bit log-sqrt2 attention
   (odd codes through a second accumulator);
-* ``dual_stage/mant4``: dual-stage with the exponentials to a 4-bit-fraction mantissa
+* ``dual_stage/mant4``: dual-stage with the exponentials with a 4-bit mantissa
   (``golden.softmax.attention_pv_mant4``).
 
 The attention kernel runs each form (``rtl.attention.AttentionConfig.codes``). Then the

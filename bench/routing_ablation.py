@@ -45,7 +45,8 @@ from golden.layernorm import int_layernorm
 from golden.metrics import routing_agreement
 from golden.moe import topk
 from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
-from golden.quant import linear, requantize
+from golden.quant import dequantize, linear, quantize, quantize_weight_per_channel, requantize
+from golden.quantizers import uniform_fake_quant, uniform_params
 from golden.softmax import ATTENTION_CODES
 from golden.weights import init_weights
 from sim.waves import BUILD_DIR
@@ -126,9 +127,7 @@ class FakeQuant:
             return _symmetric(value, np.maximum(np.abs(lo), np.abs(hi))[:, None, :], self.bits)
         if group == "q, k":
             return _symmetric(value, max(abs(lo), abs(hi)), self.bits)
-        scale = np.maximum(hi - lo, 1e-12) / ((1 << self.bits) - 1)
-        zp = np.round(-lo / scale)
-        return (np.clip(np.round(value / scale) + zp, 0, (1 << self.bits) - 1) - zp) * scale
+        return uniform_fake_quant(value, *uniform_params(lo, hi, self.bits), self.bits)
 
 
 def _pooled(name):
@@ -137,9 +136,9 @@ def _pooled(name):
 
 
 def _symmetric(value, amax, bits):
+    """``value`` through the spec's symmetric quantizer whose largest code is ``amax``."""
     scale = np.maximum(amax, 1e-12) / ((1 << (bits - 1)) - 1)
-    top = (1 << (bits - 1)) - 1
-    return np.clip(np.round(value / scale), -top, top) * scale
+    return dequantize(quantize(value, scale, bits=bits), scale)
 
 
 def _weights8(cfg, weights):
@@ -152,8 +151,8 @@ def _weights8(cfg, weights):
         elif not name.endswith("weight") or w.ndim < 2 or "norm" in name:
             continue
         flat = w.reshape(-1, w.shape[-1]) if "patch_embed" not in name else w.reshape(w.shape[0], -1)
-        scale = np.maximum(np.abs(flat).max(axis=1, keepdims=True), 1e-12) / 127
-        q = (np.round(flat / scale) * scale).reshape(w.shape)
+        codes, scale = quantize_weight_per_channel(flat, 8)
+        q = (codes * scale[:, None]).reshape(w.shape)
         out[name] = q.T if name.endswith(".w_gate") else q
     return out
 

@@ -22,7 +22,7 @@ from .float_model import classify, topk as float_topk
 from .int_model import int_classify, pixels_from_image
 from .metrics import routing_agreement
 from .moe import topk
-from .quant import linear, requantize, round_half_up, int_range
+from .quant import linear, quantize, requantize
 
 __all__ = ["FloatReference", "TracePool", "SOURCES", "routing_sources", "float_reference",
            "evaluate"]
@@ -56,13 +56,12 @@ def routing_sources(qp, weights, ref, trace, task=0):
         ``{block: {source: int64 array (N, k)}}``, blocks as ``"blocks.<b>"``.
     """
     cfg, bits = qp.config, int(qp.scalar("quant.act_bits"))
-    lo, hi = int_range(bits)
     out = {}
     for b in cfg.moe_blocks:
         p = f"blocks.{b}."
         scale, zp = qp[p + "norm2.scale"], qp[p + "norm2.zero_point"]
         w_gate = np.asarray(weights[f"{p}mlp.gate.{task}.w_gate"], np.float64)
-        codes = np.clip(round_half_up(ref[p + "norm2"] / scale + zp), lo, hi)
+        codes = quantize(ref[p + "norm2"], scale, zp, bits)
         g = f"{p}mlp.gate.{task}."
         u = requantize(linear(codes, qp[g + "weight"], qp[g + "bias"]), qp[g + "mult"],
                        qp[g + "shift"], bits=16)

@@ -28,7 +28,7 @@ reciprocal per row, so they need no calibration. 4-bit ``"log2"`` codes
 (:func:`golden.softmax.sqrt2_codes`, the reference's log-sqrt2 quantizer in its
 shift-only form: ``2**-ceil(c/2)`` into an even and an odd accumulator, one multiply
 by sqrt(2) per output) or ``"mant4"`` (:func:`golden.softmax.mant4_codes`, the
-exponential with a 4-bit-fraction mantissa: a 5-bit multiply per value); the attention
+exponential with a 4-bit mantissa: a 5-bit table entry per value); the attention
 kernel runs each (``AttentionConfig.codes``).
 
 Both methods: weights symmetric per output channel with ``weight_bits``; the residual
@@ -297,7 +297,7 @@ def calibrate(cfg, weights, images, method="minmax", weight_bits=8, act_bits=8, 
         ``golden.softmax.ATTENTION_CODES``: ``"log2"`` (4-bit log2, the attention
         kernel's default), ``"sqrt2"`` (4-bit log-sqrt2 as the reference, odd codes
         through a second accumulator and one sqrt(2) multiply) or ``"mant4"`` (a
-        4-bit-fraction mantissa per exponential, the most precise); the kernel runs
+        4-bit mantissa per exponential, the most precise); the kernel runs
         the same form (``AttentionConfig(codes=...)``).
 
     Returns

@@ -300,7 +300,7 @@ def attention_pv_mant4(codes, v):
 
 #: The attention probabilities' code forms: ``"log2"`` (4-bit, octave steps,
 #: :func:`log2_codes` and :func:`attention_pv`), ``"sqrt2"`` (4-bit, half-octave steps,
-#: :func:`sqrt2_codes` and :func:`attention_pv_sqrt2`) or ``"mant4"`` (a 4-bit-fraction
+#: :func:`sqrt2_codes` and :func:`attention_pv_sqrt2`) or ``"mant4"`` (a 4-bit
 #: mantissa and an octave, :func:`mant4_codes` and :func:`attention_pv_mant4`).
 #: ``QuantParams`` records the index of its form (``quant.attn_codes``).
 ATTENTION_CODES = ("log2", "sqrt2", "mant4")

@@ -11,8 +11,8 @@ attention), with the codes chosen at elaboration (``AttentionConfig.codes``)::
              den = sum (2**15 or SQRT2_Q15 for odd c) << (7 - ceil(c/2)) (shifted constants);
              num = num_e << 15 + num_o * SQRT2_Q15 at the output (Dp constant multiplies)
     "mant4": c = mant4_codes(u); out = attention_pv_mant4(c, v):
-             num = sum (v * MANT_TABLE[c % 64]) << (14 - c // 64) (a 5-bit multiply per
-             lane), den = sum MANT_TABLE[c % 64] << (14 - c // 64)
+             num = sum (v * MANT_TABLE[c % 64]) << (14 - c // 64) (8 x 5-bit products
+             as gated shifted adds), den = sum MANT_TABLE[c % 64] << (14 - c // 64)
     out = sat8(round_shift(num * rec, k + 15)), (rec, k) = normalized_reciprocal(den)
 
 Dataflow for one group of ``H`` heads (all ``H`` heads run side by side, one lane
@@ -82,7 +82,7 @@ class AttentionConfig:
         ``"log2"`` (octave steps), ``"sqrt2"`` (the reference's log-sqrt2 codes:
         a second numerator per lane, a wider denominator and reciprocal, ``Dp``
         constant multiplies per head at the output) or ``"mant4"`` (the exponential
-        with a 4-bit-fraction mantissa: an 8 x 5-bit multiply per P.V lane, numerators
+        with a 4-bit mantissa: an 8 x 5-bit product per P.V lane in LUTs, numerators
         and denominator 4 bits wider). Same cycles for all three.
     """
 
@@ -174,7 +174,8 @@ class AttentionKernel(wiring.Component):
         R, DP, H, S, NMAX = cfg.r, cfg.dp, cfg.h, cfg.slices, cfg.max_tokens
         NUM_BITS, DEN_BITS = cfg.num_bits, cfg.den_bits
         SQRT2, MANT = cfg.codes == "sqrt2", cfg.codes == "mant4"
-        table = Array(Const(int(x), range(int(MANT_TABLE.max()) + 1)) for x in MANT_TABLE)
+        if MANT:
+            table = Array(Const(int(x), range(int(MANT_TABLE.max()) + 1)) for x in MANT_TABLE)
         lane = data.ArrayLayout(data.ArrayLayout(signed(8), DP), H)
         m.submodules.kbuf = kbuf = memory.Memory(shape=lane, depth=NMAX * S, init=[])
         # Two V buffers: a group's V loads while the back's pass 2 still reads the previous one.

@@ -37,7 +37,7 @@ def test_fake_quantization_puts_each_point_on_its_grid():
         assert max(len(np.unique(h[:, c])) for c in range(h.shape[1])) <= 1 << bits
         q = tr["blocks.0.attn.q"]                   # per tensor, symmetric: a multiple of one step
         step = np.abs(q[q != 0]).min()
-        assert np.allclose(q / step, np.round(q / step)) and len(np.unique(q)) <= (1 << bits) - 1
+        assert np.allclose(q / step, np.round(q / step)) and len(np.unique(q)) <= 1 << bits
         x = tr["blocks.0.out"]                      # the residual stream on a 16-bit grid
         assert np.allclose(x / fq.residual * 32767, np.round(x / fq.residual * 32767))
         assert not np.array_equal(tr["blocks.1.mlp.gate_logits"], ref["blocks.1.mlp.gate_logits"])
