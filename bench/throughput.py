@@ -43,12 +43,15 @@ ANCHORS = {"Edge-MoE": (5_300_000, "compute only, estimate"),
            "CoQMoE": (1_940_000, "~155 frames/s at 300 MHz")}
 #: The presets the first whole frames ran on (16x16x3 / 16x16x6 linear, 24 / 32 attention
 #: rows), the starting point of the ablation.
-BASELINE = {"zcu102": {"linear.t": 3, "attention.r": 24, "norm_lanes": 16,
-                       "overlap_attention": False},
-            "u280": {"linear.t": 6, "attention.r": 32, "norm_lanes": 16,
-                     "overlap_attention": False}}
+BASELINE = {"zcu102": {"linear.pi": 16, "linear.po": 16, "attention.dp": 16, "linear.t": 3,
+                       "attention.r": 24, "norm_lanes": 16, "overlap_attention": False},
+            "u280": {"linear.pi": 16, "linear.po": 16, "attention.dp": 16, "linear.t": 6,
+                     "attention.r": 32, "norm_lanes": 16, "overlap_attention": False}}
 #: The levers, in the order they are stacked: (name, the fields they set from the preset).
-LEVERS = (("token lanes (lever 2)", ("linear.t",)),
+#: A lever that leaves a device's fields as they are (its preset keeps the baseline's
+#: value) gets no row there.
+LEVERS = (("buffer word (lever 2)", ("linear.pi", "linear.po", "attention.dp")),
+          ("token lanes (lever 2)", ("linear.t",)),
           ("attention rows per block (lever 2)", ("attention.r",)),
           ("LayerNorm lanes (lever 2)", ("norm_lanes",)),
           ("attention beside the next head group's qkv (lever 3)", ("overlap_attention",)))
@@ -117,6 +120,8 @@ def main(argv=None):
         preset = PRESETS[name]()
         fields, rows = dict(start), []
         for lever, keys in (("baseline", ()), *LEVERS):
+            if keys and all(fields[key] == _get(preset, key) for key in keys):
+                continue
             for key in keys:
                 fields[key] = _get(preset, key)
             config = with_fields(preset, {k: v for k, v in fields.items() if k not in COMPILER})

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from platforms.boards import board as board_files
 from platforms.resources import CEILING, estimate
-from rtl.config import AcceleratorConfig, AttentionArray, AxiPorts, LinearArray
+from rtl.config import AcceleratorConfig, AttentionArray, AxiPorts, Capacity, LinearArray
 
 __all__ = ["BOARD_MEMORY", "Space", "Candidate", "Search", "search", "exhaustive", "pareto"]
 
@@ -116,10 +116,11 @@ def make_config(board, model, genes, packing, codes="log2"):
         axi=AxiPorts(burst_beats=genes.get("burst_beats", 64),
                      outstanding=genes.get("outstanding", 8), **memory),
         **BOARD_FIXED.get(board, {}))
-    lanes = math.gcd(genes.get("norm_lanes", 32), config.row_align("int16"))
-    # Narrow kernels cut matrices into more chunks: room for the longer program.
-    return dataclasses.replace(config, norm_lanes=lanes).fitted(
-        model, instructions=1024 if p >= 16 else 4096)
+    # Narrow kernels cut matrices into more chunks: room for the longer program. Not
+    # fitted(): a word the heads cannot take is an invalid candidate, not a narrower one.
+    capacity = Capacity.of(model, instructions=1024 if p >= 16 else 4096)
+    lanes = math.gcd(genes.get("norm_lanes", 32), config.row_align("int16"), capacity.dim)
+    return dataclasses.replace(config, norm_lanes=lanes, capacity=capacity)
 
 
 # The worker's model and image (set once per process).

@@ -291,6 +291,17 @@ class Capacity(_Part):
         check_int("capacity.classes", self.classes, 0, 4096)
         check_int("capacity.instructions", self.instructions, 16, 1 << 16)
 
+    @classmethod
+    def of(cls, model, **fields_):
+        """The capacity of ``model`` (a :class:`golden.config.ModelConfig`): its tokens,
+        width, the widest hidden row (FFN, experts, flattened patch), head size, experts,
+        top-k and classes; ``fields_`` override (``instructions=2048``)."""
+        hidden = max(model.mlp_hidden, model.patch_dim,
+                     model.expert_hidden if model.moe_blocks else 0)
+        return cls(**({"tokens": model.num_tokens, "dim": model.embed_dim, "hidden": hidden,
+                       "head_dim": model.head_dim, "experts": max(model.num_experts, 2),
+                       "top_k": model.top_k, "classes": model.num_classes} | fields_))
+
 
 _PARTS = {"linear": LinearArray, "attention": AttentionArray, "axi": AxiPorts,
           "capacity": Capacity}
@@ -482,19 +493,28 @@ class AcceleratorConfig:
         return {"linear": linear, "attention": attention, "layernorm": 2 * self.norm_lanes}
 
     def fitted(self, model, **capacity):
-        """A copy whose capacity is exactly ``model``'s (a :class:`golden.config.ModelConfig`):
-        its tokens, width, the widest hidden row (FFN, experts, flattened patch), head size,
-        experts, top-k and classes; ``capacity`` overrides fields (``instructions=2048``).
-        ``norm_lanes`` drops to the largest of its divisors that divides the width (32
-        lanes run a 48-wide model on 16)."""
-        hidden = max(model.mlp_hidden, model.patch_dim,
-                     model.expert_hidden if model.moe_blocks else 0)
-        fields_ = {"tokens": model.num_tokens, "dim": model.embed_dim, "hidden": hidden,
-                   "head_dim": model.head_dim, "experts": max(model.num_experts, 2),
-                   "top_k": model.top_k, "classes": model.num_classes,
-                   "instructions": self.capacity.instructions}
-        cap = Capacity(**(fields_ | capacity))
-        return replace(self, capacity=cap, norm_lanes=math.gcd(self.norm_lanes, cap.dim))
+        """A copy whose capacity is exactly ``model``'s (:meth:`Capacity.of`; ``capacity``
+        overrides fields, ``instructions=2048``; the program size stays this config's).
+
+        Two fields narrow to what the model's shape allows:
+
+        * ``norm_lanes`` drops to the largest of its divisors that divides the width and
+          the X buffer's memory word (32 lanes run a 48-wide model on 16);
+        * the buffer word (``linear.pi = linear.po = attention.dp``) drops to the largest
+          power of two that divides it and the head size (the ``u280`` preset's 32-wide
+          word runs 16-wide heads on a 16x16xT kernel), with ``linear.bank_words`` scaled
+          up to keep the bank's bytes; the token lanes stay.
+        """
+        cap = Capacity.of(model, **({"instructions": self.capacity.instructions} | capacity))
+        word = math.gcd(self.word, cap.head_dim & -cap.head_dim)
+        lin, att = self.linear, self.attention
+        if word != self.word:
+            lin = replace(lin, pi=word, po=word, bank_words=min(
+                lin.bank_words * (self.word // word), (1 << DIM_BITS) - 1))
+            att = replace(att, dp=word)
+        shaped = replace(self, capacity=cap, linear=lin, attention=att, norm_lanes=1)
+        return replace(shaped, norm_lanes=math.gcd(self.norm_lanes, cap.dim,
+                                                   shaped.row_align("int16")))
 
     # ---- JSON -------------------------------------------------------------------------
 
@@ -566,16 +586,19 @@ def zcu102():
 
 
 def u280():
-    """An Alveo U280 (xcu280: 9,024 DSP48E2, 70.9 Mb block RAM, 270 Mb UltraRAM, HBM2): a
-    packed 16x16x12 linear kernel (3,072 MACs on 1,536 DSPs; 129 tokens fill 11 groups of
-    12, 98 %), a 65x16x1 attention kernel (129 query rows in two blocks), four 256-bit
-    HBM pseudo-channel ports (a 1024-bit load path), every weight streamed each frame
+    """An Alveo U280 (xcu280: 9,024 DSP48E2, 70.9 Mb block RAM, 270 Mb UltraRAM, HBM2): the
+    optimum of ``python -m bench.dse --board u280 --exhaustive`` over the stage-1 space
+    (``docs/dse.md``). A packed 32x32x6 linear kernel (6,144 MACs on 3,072 DSPs; 129
+    tokens fill 22 groups of 6, 98 %) on a 32-element buffer word, which M3ViT-tiny's
+    64-wide heads allow (:meth:`AcceleratorConfig.fitted` narrows it to 16 for 16-wide
+    heads), a 65x32x1 attention kernel (129 query rows in two blocks), four 256-bit HBM
+    pseudo-channel ports (a 1024-bit load path), every weight streamed each frame
     (``weight_store`` would keep them in UltraRAM: M3ViT-tiny's images take 18.7 MB of
     its 33.75 MB; the top does not build the store yet)."""
     return AcceleratorConfig(
-        name="u280", linear=LinearArray(pi=16, po=16, t=12, dsp_packing=True, bank_words=576),
-        attention=AttentionArray(r=65, dp=16, h=1), norm_lanes=32,
-        axi=AxiPorts(data_bits=256, ports=4, burst_beats=32, outstanding=16, read_latency=64,
+        name="u280", linear=LinearArray(pi=32, po=32, t=6, dsp_packing=True, bank_words=576),
+        attention=AttentionArray(r=65, dp=32, h=1), norm_lanes=32,
+        axi=AxiPorts(data_bits=256, ports=4, burst_beats=64, outstanding=8, read_latency=64,
                      write_latency=32))
 
 

@@ -110,3 +110,13 @@ def test_fitted_takes_the_model_shape_and_the_lanes_its_width_allows():
     assert wide.fitted(tiny_test()).norm_lanes == 32                    # D = 32
     narrow = wide.fitted(tiny_test(), dim=48)                            # a 48-wide model
     assert (narrow.capacity.dim, narrow.norm_lanes) == (48, 16)
+
+
+def test_fitted_narrows_the_buffer_word_to_the_heads():
+    u280 = preset("u280")                                   # a 32-wide word, 64-wide heads
+    assert u280.fitted(m3vit_tiny()).word == 32
+    fitted = u280.fitted(tiny_test())                       # 16-wide heads
+    assert (fitted.linear.pi, fitted.linear.po, fitted.attention.dp) == (16, 16, 16)
+    assert fitted.linear.bank_words == 2 * u280.linear.bank_words    # the same bank bytes
+    assert (fitted.linear.t, fitted.attention.r) == (u280.linear.t, u280.attention.r)
+    assert u280.fitted(tiny_test(), head_dim=24).word == 8  # 24 = 8 x 3
