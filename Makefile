@@ -13,6 +13,7 @@
 #             UNIT                synth-report: an rtl/units.py unit instead of the self-test top
 #             CONFIG ?= zcu102    accelerator preset of make frame: zcu102 | u280 | ecp5_85f
 #             ATTENTION ?= log2   attention code form of make frame: log2 | sqrt2 | mant4
+#             MODEL ?= m3vit_tiny model of make frame: m3vit_tiny | m3vit_small
 #             SEED                make fuzz: the campaign seed (default: from the clock, printed)
 
 PYTHON ?= python3
@@ -25,6 +26,7 @@ UNIT   ?=
 DATASET ?= mnist5k
 CONFIG ?= zcu102
 ATTENTION ?= log2
+MODEL ?= m3vit_tiny
 export SIM
 
 .DEFAULT_GOAL := help
@@ -84,8 +86,8 @@ train-moevit: $(STAMP)  ## retrain a study MoE-ViT (DATASET=digits|mnist5k; inst
 	$(BIN)/python -m pip install -q -e ".[train]"
 	$(BIN)/python -m examples.train_moevit --dataset $(DATASET)
 
-frame: $(STAMP)  ## one M3ViT-tiny frame per task through the RTL top in Verilator (CONFIG=zcu102|u280|ecp5_85f, ATTENTION=log2|sqrt2|mant4) -> build/frame/
-	$(BIN)/python -m bench.frame --config $(CONFIG) --attention $(ATTENTION)
+frame: $(STAMP)  ## one M3ViT frame per task through the RTL top in Verilator (CONFIG=zcu102|u280|ecp5_85f, ATTENTION=log2|sqrt2|mant4, MODEL=m3vit_tiny|m3vit_small) -> build/frame/
+	$(BIN)/python -m bench.frame --config $(CONFIG) --attention $(ATTENTION) --model $(MODEL)
 
 program: $(STAMP)  ## M3ViT-tiny compiled for every preset: reference executor vs integer model, schedule-model cycles -> build/program/
 	$(BIN)/python -m bench.program

@@ -1,8 +1,8 @@
-"""One M3ViT-tiny frame per task through the RTL top in Verilator, against both models.
+"""One M3ViT frame per task through the RTL top in Verilator, against both models.
 
-Builds M3ViT-tiny with seeded weights (``golden.weights.init_weights``, min/max
+Builds M3ViT-tiny (or ``--model m3vit_small``) with seeded weights (``golden.weights.init_weights``, min/max
 PTQ: the same quantized model as ``tests/test_sim_top.py``), compiles it for an
-accelerator preset, and runs one frame per task on the RTL top with the
+accelerator preset fitted to the model (:meth:`rtl.config.AcceleratorConfig.fitted`), and runs one frame per task on the RTL top with the
 simulation DRAM (:func:`sim.frame.run_verilator`). Each frame is checked against
 the reference executor (bit for bit) and the schedule model (cycles); the report
 gives the measured cycles, the busy cycles of every engine, the linear kernel's
@@ -10,10 +10,11 @@ MAC utilisation, frames per second at an **assumed** 300 MHz (no vendor tool has
 timed the design) next to Edge-MoE (~5.3 M cycles, compute only) and CoQMoE (~155
 frames/s), and the simulator's speed.
 
-Usage: ``python -m bench.frame [--config zcu102 | --config FILE.json] [--attention mant4]``;
-writes ``build/frame/<config name>/report.json``. The model is quantized with the
-attention form and the top built for it: a config built for another form is renamed
-``<config name>_<form>``.
+Usage: ``python -m bench.frame [--config zcu102 | --config FILE.json] [--attention mant4]
+[--model m3vit_small]``; writes ``build/frame/<config name>/report.json``. The model is
+quantized with the attention form and the top built for it: a config built for another
+form is renamed ``<config name>_<form>``, one fitted to a model other than M3ViT-tiny
+``<config name>_<model>``.
 """
 
 import argparse
@@ -26,7 +27,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from golden.config import m3vit_tiny
+from golden.config import PRESETS as MODELS
 from golden.float_model import random_image
 from golden.int_model import pixels_from_image
 from golden.ptq import calibrate
@@ -45,17 +46,19 @@ ASSUMED_MHZ = 300
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="M3ViT-tiny frames through the RTL top.")
+    parser = argparse.ArgumentParser(description="M3ViT frames through the RTL top.")
     parser.add_argument("--config", default="zcu102",
                         help=f"a preset ({', '.join(PRESETS)}) or a config JSON file "
                              f"(e.g. build/dse/u280.config.json of make dse)")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--attention", default="log2", choices=ATTENTION_CODES,
                         help="attention code form of the model and the top (default log2)")
+    parser.add_argument("--model", default="m3vit_tiny", choices=("m3vit_tiny", "m3vit_small"),
+                        help="the model (default m3vit_tiny)")
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 120)
-    cfg = m3vit_tiny()
-    with console.status("M3ViT-tiny: seeded weights, min/max PTQ, compile"):
+    cfg = MODELS[args.model]()
+    with console.status(f"{cfg.name}: seeded weights, min/max PTQ, compile"):
         images = [random_image(cfg, seed=n) for n in range(3)]
         qp = calibrate(cfg, init_weights(cfg, seed=args.seed), images[:2],
                        attention=args.attention)
@@ -66,6 +69,8 @@ def main(argv=None):
             config = dataclasses.replace(
                 config, name=f"{config.name}_{args.attention}",
                 attention=dataclasses.replace(config.attention, codes=(args.attention,)))
+        if config.fitted(cfg) != config:
+            config = dataclasses.replace(config.fitted(cfg), name=f"{config.name}_{cfg.name}")
         compiled = compile_model(qp, config)
     runs = [(pixels, task) for task in range(cfg.num_tasks)]
     start = time.perf_counter()
@@ -74,7 +79,7 @@ def main(argv=None):
         results, sim_wall = run_verilator(compiled, runs)
     report = {"config": config.to_dict(), "model": cfg.name, "tasks": {},
               "clock_mhz_assumed": ASSUMED_MHZ}
-    table = Table(title=f"M3ViT-tiny on the {config.name} top (Verilator)")
+    table = Table(title=f"{cfg.name} on the {config.name} top (Verilator)")
     for column in ("task", "bit-exact", "cycles (RTL)", "cycles (model)", "fps @300 MHz*",
                    "vs Edge-MoE", "vs CoQMoE", "MAC util.", "sim cycles/s"):
         table.add_column(column, justify="right")

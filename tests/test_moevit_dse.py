@@ -58,6 +58,11 @@ def test_resource_estimate_against_the_devices():
     assert zcu["lut"] is None                                   # not modelled, and says so
     ecp5 = estimate(preset("ecp5_85f"), board("ulx3s")[1])
     assert not ecp5["fits"] and ecp5["over"].startswith("DSP 136 > 80% of 156")
+    # Block RAM from the elaborated top's memories, each mapped as yosys maps it: the
+    # activation buffers and the combiner dominate; small FIFOs go to LUT RAM.
+    assert set(ecp5["by_unit"]["bram"]) >= {"buffer_X", "buffer_G", "combiner", "linear"}
+    assert ecp5["bram"] > 208 and ecp5["lutram"] > 0
+    assert estimate(preset("ecp5_85f"), board("ulx3s")[1]) == ecp5      # cached census
 
 
 def test_report_and_plot(model, tmp_path):
