@@ -213,12 +213,21 @@ class Accelerator(wiring.Component):
         for q in Queue:
             seq = Sequencer(pc_bits, cap.experts)
             m.submodules[f"sequencer_{q.name.lower()}"] = seqs[q] = seq
-            rd = imem.read_port(transparent_for=(imem_wr,))
-            slot = Signal(range(per), name=f"slot_{q.name.lower()}")
+            # The last program word is written in the cycle the sequencers begin (the
+            # reader's done pulses with its last word): a read of the row being written
+            # takes the written parts from a bypass. A transparent read port would do the
+            # same, but yosys then maps this three-reader memory to LUT RAM, not block RAM.
+            rd = imem.read_port()
+            name = q.name.lower()
+            slot = Signal(range(per), name=f"slot_{name}")
+            hit = Signal(len(imem_wr.en), name=f"bypass_{name}")
+            fresh = Signal.like(imem_wr.data, name=f"fresh_{name}")
             m.d.comb += [rd.addr.eq(seq.imem_addr >> exact_log2(per)), rd.en.eq(seq.imem_en)]
             with m.If(seq.imem_en):
-                m.d.sync += slot.eq(seq.imem_addr[:exact_log2(per)] if per > 1 else 0)
-            word = Cat(rd.data)
+                m.d.sync += [slot.eq(seq.imem_addr[:exact_log2(per)] if per > 1 else 0),
+                             hit.eq(Mux(imem_wr.addr == rd.addr, imem_wr.en, 0)),
+                             fresh.eq(imem_wr.data)]
+            word = Cat(*[Mux(hit[g], fresh[g], rd.data[g]) for g in range(len(imem_wr.en))])
             m.d.comb += [seq.imem_data.eq(word.word_select(slot, INSTRUCTION_BITS)),
                          seq.active.eq(n_active)]
 
