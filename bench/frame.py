@@ -13,8 +13,8 @@ frames/s), and the simulator's speed.
 Usage: ``python -m bench.frame [--config zcu102 | --config FILE.json] [--attention mant4]
 [--model m3vit_small]``; writes ``build/frame/<config name>/report.json``. The model is
 quantized with the attention form and the top built for it: a config built for another
-form is renamed ``<config name>_<form>``, one fitted to a model other than M3ViT-tiny
-``<config name>_<model>``.
+form is renamed ``<config name>_<form>``; a config not sized for the model is fitted to it
+(:meth:`rtl.config.AcceleratorConfig.fitted`) and renamed ``<config name>_<model>``.
 """
 
 import argparse

@@ -101,10 +101,11 @@ class Candidate:
 
 
 def make_config(board, model, genes, packing, codes="log2"):
-    """The fitted :class:`~rtl.config.AcceleratorConfig` of ``genes`` on ``board``, its
-    attention kernel built for the model's code form ``codes``; the LayerNorm lanes drop
-    to the largest divisor of theirs that divides the X buffer's word (what the unit
-    needs)."""
+    """The :class:`~rtl.config.AcceleratorConfig` of ``genes`` on ``board`` with the model's
+    capacity (:meth:`rtl.config.Capacity.of`), its attention kernel built for the model's
+    code form ``codes``; the LayerNorm lanes drop to the largest divisor of theirs that
+    divides the X buffer's word and the model's width (what the unit needs). Unlike
+    ``fitted()``, the word is not narrowed: a word the heads cannot take is invalid."""
     memory = BOARD_MEMORY[board]
     p = genes["p"]
     config = AcceleratorConfig(

@@ -90,7 +90,8 @@ class _Cell:
     ``sync_only``: read ports must be clocked (block RAM); ``blocks``: the device's
     counted block units per instance (a RAMB18E2 is half a RAMB36E2); ``lutram``:
     distributed-RAM cells per instance, as :func:`platforms.yosys.group_cells` weighs
-    them."""
+    them; ``read_first``: a read port can return the old data while the other port
+    writes (the Xilinx ``READ_FIRST`` mode; ECP5's block RAM cannot)."""
 
     name: str
     abits: int
@@ -102,6 +103,7 @@ class _Cell:
     widthscale: bool = False
     blocks: float = 0
     lutram: int = 0
+    read_first: bool = False
 
 
 #: Per family: the RAM cells ``memory_libmap`` may choose.
@@ -114,10 +116,12 @@ FAMILIES = {
         _Cell("TRELLIS_DPR16X4", 4, (4,), 4, sync_only=False, lutram=1),
     ),
     "xcup": (
-        _Cell("RAMB18E2", 14, (1, 2, 4, 9, 18), 129, byte=9, blocks=0.5),
-        _Cell("RAMB18E2 (SDP)", 14, (1, 2, 4, 9, 18, 36), 129, byte=9, blocks=0.5),
-        _Cell("RAMB36E2", 15, (1, 2, 4, 9, 18, 36), 257, byte=9, blocks=1),
-        _Cell("RAMB36E2 (SDP)", 15, (1, 2, 4, 9, 18, 36, 72), 257, byte=9, blocks=1),
+        _Cell("RAMB18E2", 14, (1, 2, 4, 9, 18), 129, byte=9, blocks=0.5, read_first=True),
+        _Cell("RAMB18E2 (SDP)", 14, (1, 2, 4, 9, 18, 36), 129, byte=9, blocks=0.5,
+              read_first=True),
+        _Cell("RAMB36E2", 15, (1, 2, 4, 9, 18, 36), 257, byte=9, blocks=1, read_first=True),
+        _Cell("RAMB36E2 (SDP)", 15, (1, 2, 4, 9, 18, 36, 72), 257, byte=9, blocks=1,
+              read_first=True),
         # LUT RAM, simple dual port (one write, one read port per copy): 32 x 14 and
         # 64 x 7. The library's multi-read cells (DP, QP, OP) store fewer bits per LUT
         # and cost more for every read-port count these designs have.
@@ -129,7 +133,8 @@ FAMILIES = {
 
 @dataclass(frozen=True)
 class Mapping:
-    """What one memory becomes: ``kind`` is ``"block"``, ``"lutram"`` or ``"logic"``;
+    """What one memory becomes: ``kind`` is ``"block"``, ``"lutram"``, ``"logic"`` or
+    ``"removed"`` (never read);
     ``cell`` the chosen cell, ``instances`` how many, ``blocks`` and ``lutram`` in the
     device's counting units (:class:`_Cell`), ``cost`` in ``memory_libmap``'s units."""
 
@@ -144,7 +149,7 @@ class Mapping:
 def _geometry(memory, cell):
     """The cheapest geometry of ``memory`` on ``cell``: ``(cost, instances)``, as
     ``memory_libmap``'s ``handle_geom`` computes it for a memory without wide ports."""
-    reads = max(1, memory.reads)
+    reads = memory.reads
     copies = -(-reads // cell.reads_per_copy)
     grain = memory.granularity if 0 < memory.granularity < memory.width else memory.width
     best = None
@@ -162,13 +167,13 @@ def _geometry(memory, cell):
         if rows > 1:
             cost += 0.5 * rows * (memory.width // grain)                    # write demux
         # Emulation, two cost units per point: a point per read port (the pass's
-        # tie-breaker); on a block RAM, whose read port cannot see the other port's write
-        # of the same cycle, three per transparent read port, and for read-first (old data)
-        # ports three per write port plus three per such read port.
-        score = reads
-        if cell.blocks:
-            old = memory.sync_reads - memory.transparent_reads
-            score += 3 * memory.transparent_reads + (3 + 3 * old if old else 0)
+        # tie-breaker); three per transparent read port (no cell here returns the other
+        # port's write of the same cycle); on a block RAM without a read-first mode, for
+        # read ports that return the old data, three per write port and three per port.
+        score = reads + 3 * memory.transparent_reads
+        old = memory.sync_reads - memory.transparent_reads
+        if cell.blocks and not cell.read_first and old:
+            score += 3 + 3 * old
         cost += 2 * score
         if best is None or cost < best[0]:
             best = (cost, instances * copies)
@@ -180,6 +185,11 @@ def map_memory(memory, family):
     :class:`MemoryShape`) on ``family`` (``"ecp5"`` or ``"xcup"``)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
+    if not memory.granularity:
+        raise ValueError(f"{memory.path}: a memory without write ports (a ROM) is not "
+                         f"modelled (yosys costs ROMs differently)")
+    if not memory.reads:                    # yosys removes a memory nobody reads
+        return Mapping("removed", "-", 0, 0, 0, 0)
     choice = Mapping("logic", "FF", 0, 0, 0, memory.bits)      # one cost unit per bit
     for cell in FAMILIES[family]:
         if cell.sync_only and memory.async_reads:

@@ -503,7 +503,8 @@ class AcceleratorConfig:
         * the buffer word (``linear.pi = linear.po = attention.dp``) drops to the largest
           power of two that divides it and the head size (the ``u280`` preset's 32-wide
           word runs 16-wide heads on a 16x16xT kernel), with ``linear.bank_words`` scaled
-          up to keep the bank's bytes; the token lanes stay.
+          by the same factor, as the widest input now takes that many more words per
+          output fold; the token lanes stay.
         """
         cap = Capacity.of(model, **({"instructions": self.capacity.instructions} | capacity))
         word = math.gcd(self.word, cap.head_dim & -cap.head_dim)

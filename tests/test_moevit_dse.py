@@ -14,7 +14,7 @@ from moevit.dse import Space, exhaustive, make_config, pareto, plot, report, sea
 from moevit.executor import execute
 from moevit.schedule import schedule
 from platforms.boards import board
-from platforms.resources import CEILING, estimate
+from platforms.resources import CEILING, estimate, memory_census
 from rtl.config import preset
 
 SMALL = Space(p=(8, 16), t=(1, 2, 4, 8), r=(9, 17), norm_lanes=(8, 32), bank_words=(576,),
@@ -62,7 +62,9 @@ def test_resource_estimate_against_the_devices():
     # activation buffers and the combiner dominate; small FIFOs go to LUT RAM.
     assert set(ecp5["by_unit"]["bram"]) >= {"buffer_X", "buffer_G", "combiner", "linear"}
     assert ecp5["bram"] > 208 and ecp5["lutram"] > 0
-    assert estimate(preset("ecp5_85f"), board("ulx3s")[1]) == ecp5      # cached census
+    hits = memory_census.cache_info().hits
+    assert estimate(preset("ecp5_85f"), board("ulx3s")[1]) == ecp5
+    assert memory_census.cache_info().hits == hits + 1                  # not elaborated again
 
 
 def test_report_and_plot(model, tmp_path):

@@ -117,6 +117,6 @@ def test_fitted_narrows_the_buffer_word_to_the_heads():
     assert u280.fitted(m3vit_tiny()).word == 32
     fitted = u280.fitted(tiny_test())                       # 16-wide heads
     assert (fitted.linear.pi, fitted.linear.po, fitted.attention.dp) == (16, 16, 16)
-    assert fitted.linear.bank_words == 2 * u280.linear.bank_words    # the same bank bytes
+    assert fitted.linear.bank_words == 2 * u280.linear.bank_words    # scaled as the word halves
     assert (fitted.linear.t, fitted.attention.r) == (u280.linear.t, u280.attention.r)
     assert u280.fitted(tiny_test(), head_dim=24).word == 8  # 24 = 8 x 3
