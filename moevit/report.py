@@ -8,9 +8,9 @@ Sections:
   cycles and busy counters stand beside the model's and any difference is flagged;
 * **utilisation** per unit and **cycles per block** (from the start of a block's
   first LayerNorm to the next block's, on the compute queue);
-* **resources** against the device budget: the config's multipliers and on-chip
-  bytes (:meth:`rtl.config.AcceleratorConfig.multipliers`, ``memory_bytes``; analytic
-  estimates, not synthesis results);
+* **resources** against the device budget: the hard multipliers of the elaborated top
+  on the board's family (UltraScale+ without a board; :func:`platforms.resources.dsp_by_unit`)
+  and the config's on-chip bytes (``memory_bytes``); estimates, not synthesis results;
 * **fidelity** when a float weight set is given: SQNR of every traced layer of the
   integer model against the float model, and expert-routing agreement per MoE block.
 
@@ -30,6 +30,7 @@ from golden.accuracy import SOURCES, TracePool, routing_sources
 from golden.float_model import forward
 from golden.int_model import int_forward, pixels_from_image
 from platforms.boards import board as board_files
+from platforms.resources import dsp_by_unit
 from rtl.control.isa import Opcode, Queue, Write
 
 from .executor import execute
@@ -118,9 +119,11 @@ def build_report(compiled, pixels, task=0, board=None, rtl=None, qp=None, weight
     if rtl is not None:
         report["rtl"] = {"cycles": rtl["cycles"], "busy": rtl.get("busy", {}),
                          "equal_to_model": rtl["cycles"] == sched.cycles}
-    mult = compiled.config.multipliers()
+    family = board_files(board)[1].family if board is not None else "xcup"
+    mult = dsp_by_unit(compiled.config, family)
     memory = compiled.config.memory_bytes()
     report["resources"] = {"multipliers": mult, "dsp_estimate": sum(mult.values()),
+                           "dsp_family": family,
                            "memory_bytes": memory, "on_chip_bytes": sum(memory.values())}
     if board is not None:
         device = board_files(board)[1]
@@ -224,7 +227,7 @@ def write_html(report, path):
     parts.append(f"<h2>Cycles per block</h2><img src='data:image/png;base64,{plots['blocks']}'>")
     parts.append(_table(("part", "cycles"), [(lab, f"{c:,}") for lab, c in report["blocks"]]))
     res = report["resources"]
-    rows = [("DSP / multipliers (estimate)", f"{res['dsp_estimate']:,}",
+    rows = [(f"hard multipliers ({res['dsp_family']}, estimate)", f"{res['dsp_estimate']:,}",
              ", ".join(f"{k} {v:,}" for k, v in res["multipliers"].items())),
             ("on-chip memory bytes (estimate)", f"{res['on_chip_bytes']:,}",
              ", ".join(f"{k} {v:,}" for k, v in res["memory_bytes"].items() if v))]

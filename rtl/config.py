@@ -480,18 +480,6 @@ class AcceleratorConfig:
                 "layernorm": norm, "combine": combine, "routing": routing,
                 "instructions": c.instructions * 16, "weights": self.weight_store}
 
-    def multipliers(self):
-        """Hard multipliers by part (DSP48E2 or 18x18): the MAC arrays (halved by DSP
-        packing), one requantizer per output lane, the attention kernel's score
-        requantizers and normalising multiplies (three per output lane, one more for
-        log-sqrt2's sqrt(2) constant). The mant4 form's 8 x 5-bit P.V products (one per
-        MAC lane) are gated shifted adds in LUT logic, and its wider numerators need no
-        more DSPs (yosys: 528 for log2 and for mant4 at 8x16x3)."""
-        lin, att = self.linear, self.attention
-        linear = lin.macs // (2 if lin.dsp_packing else 1) + lin.po
-        attention = att.macs + att.r * att.h + att.dp * att.h * (3 + ("sqrt2" in att.codes))
-        return {"linear": linear, "attention": attention, "layernorm": 2 * self.norm_lanes}
-
     def fitted(self, model, **capacity):
         """A copy whose capacity is exactly ``model``'s (:meth:`Capacity.of`; ``capacity``
         overrides fields, ``instructions=2048``; the program size stays this config's).
@@ -563,11 +551,12 @@ class AcceleratorConfig:
 
 def ecp5_85f():
     """An LFE5U-85F (156 18x18 multipliers, 208 x 18 Kb block RAM): a 8x8x1 linear kernel,
-    a 4x8x1 attention kernel, one 64-bit port, shared activation buffers (M3ViT-tiny fits
-    in about 2.9 Mb of the 3.7 Mb)."""
+    a 3x8x1 attention kernel (a fourth query row would take 161 multipliers, the multiplier
+    census says), one 64-bit port, shared activation buffers (M3ViT-tiny fits in about
+    2.9 Mb of the 3.7 Mb, counted in bytes; the block RAM census says 287 DP16KD)."""
     return AcceleratorConfig(
         name="ecp5_85f", linear=LinearArray(pi=8, po=8, t=1, bank_words=192),
-        attention=AttentionArray(r=4, dp=8, h=1), norm_lanes=2,
+        attention=AttentionArray(r=3, dp=8, h=1), norm_lanes=2,
         axi=AxiPorts(data_bits=64, ports=1, burst_beats=64, outstanding=2, read_latency=24,
                      write_latency=12),
         share_buffers=True)

@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.moe import TOPK_MAX
 
+from .constmul import times
 from .linear import SCORE_BITS, TOKEN_BITS
 from .params import check_int, validating
 from .softmax import SoftmaxUnit
@@ -151,7 +152,7 @@ class Gating(wiring.Component):
         m.d.comb += softmax.o.ready.eq(~(writing & w_last) & ~readout & (pend_count > 0))
         w_expert = w_idx[w_slot]
         m.d.comb += [
-            q_wr.addr.eq(w_expert * n_max + count[w_expert]),
+            q_wr.addr.eq(times(w_expert, n_max) + count[w_expert]),
             q_wr.data.token.eq(token),
             q_wr.data.score.eq(w_score[w_slot]),
             q_wr.en.eq(writing),
@@ -194,7 +195,7 @@ class Gating(wiring.Component):
         for e in range(E):
             m.d.comb += later[e].eq(later[e + 1] | (count[e] != 0))
         m.d.comb += last_expert.eq(~later.bit_select(r_expert + 1, 1))
-        m.d.comb += [q_rd.addr.eq(r_expert * n_max + r_entry), q_rd.en.eq(en)]
+        m.d.comb += [q_rd.addr.eq(times(r_expert, n_max) + r_entry), q_rd.en.eq(en)]
         with m.If(frame_done):
             m.d.sync += [readout.eq(1), r_expert.eq(0), r_entry.eq(0)]
         with m.If(readout & en):

@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from golden.layernorm import D_MAX, NORM_FRAC
 from golden.softmax import RECIP_BITS
 
+from .constmul import times
 from .params import check_int, validating
 from .recip import QUOTIENT_BITS, ISqrt, Reciprocal
 
@@ -231,7 +232,7 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += [
             # A slot released this cycle takes the next token's first beat at once.
             self.i.ready.eq(bank_fresh.bit_select(in_bank, 1) & ((held < slots) | release)),
-            x_wr.addr.eq(in_slot * beats + in_beat),
+            x_wr.addr.eq(times(in_slot, beats) + in_beat),
             x_wr.data.eq(self.i.payload.data),
             x_wr.en.eq(take),
         ]
@@ -268,7 +269,7 @@ class LayerNormUnit(wiring.Component):
         new2 = Mux(st1.first, 0, acc2) + beat_s2
         with m.If(st1.valid):
             m.d.sync += [acc1.eq(new1), acc2.eq(new2), tok1.eq(new1), tok2.eq(new2)]
-        m.d.sync += [s1sq.eq(tok1 * tok1), ds2.eq(d * tok2)]
+        m.d.sync += [s1sq.eq(tok1 * tok1), ds2.eq(times(tok2, d))]
         with m.If(st2.valid):
             with m.Switch(st2.slot):
                 for s in range(slots):
@@ -299,7 +300,7 @@ class LayerNormUnit(wiring.Component):
             load.eq(en & (~busy | row_last) & recip.o.valid),
             recip.o.ready.eq(load),
             release.eq(issue & row_last),
-            x_rd.addr.eq(slot * beats + beat), x_rd.en.eq(en),
+            x_rd.addr.eq(times(slot, beats) + beat), x_rd.en.eq(en),
         ]
         with m.If(issue):
             m.d.sync += beat.eq(Mux(row_last, 0, beat + 1))
@@ -338,7 +339,7 @@ class LayerNormUnit(wiring.Component):
             yr = (affine + ((1 << st[4].shift) >> 1)) >> st[4].shift
             with m.If(en):
                 m.d.sync += [
-                    c.eq(d * x_rd.data[lane] - st[0].s1),                       # stage 2
+                    c.eq(times(x_rd.data[lane], d) - st[0].s1),                       # stage 2
                     prod.eq(c * st[1].rec),                                     # stage 3
                     z.eq(Mux(zr > 32767, 32767, Mux(zr < -32768, -32768, zr))),  # stage 4
                     affine.eq(z * p_rd.data.gain[lane] + p_rd.data.bias[lane]),  # stage 5

@@ -6,6 +6,7 @@ import pytest
 
 from golden.config import m3vit_tiny, tiny_test
 from platforms.devices import DEVICES
+from platforms.resources import dsp_by_unit
 from rtl.config import (BUFFERS, PRESETS, AcceleratorConfig, AttentionArray, AxiPorts, Capacity,
                         LinearArray, preset)
 from rtl.linear import LinearConfig
@@ -22,7 +23,7 @@ URAM_BYTES = 288 * 1024 // 8
 def test_presets_fit_their_device(name):
     config = preset(name)
     device = DEVICES[PRESET_DEVICES[name]]
-    assert sum(config.multipliers().values()) <= device.DSP
+    assert sum(dsp_by_unit(config, device.family).values()) <= device.DSP
     memory = sum(config.memory_bytes().values())
     assert memory <= 0.8 * (device.BRAM * BRAM_BYTES[device.family] + device.URAM * URAM_BYTES)
 

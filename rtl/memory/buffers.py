@@ -18,6 +18,8 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from ..constmul import times
+
 __all__ = ["read_signature", "write_signature", "Buffer", "row_layout", "beat_layout",
            "BufferReader", "rows_command_layout", "entry_layout", "RowGenerator"]
 
@@ -167,7 +169,7 @@ class BufferReader(wiring.Component):
         column = row.col + j
         shift = exact_log2(per)
         m.d.comb += [self.bus.en.eq(read),
-                     self.bus.addr.eq(Mux(read, row.row * pitch + (column >> shift), 0)),
+                     self.bus.addr.eq(Mux(read, times(row.row, pitch) + (column >> shift), 0)),
                      self.rows.ready.eq(~active | (read & end))]
         with m.If(read):
             m.d.sync += j.eq(Mux(end, 0, j + 1))

@@ -35,8 +35,9 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..bus.axi import ADDR_BITS, INCR, OKAY, read_signature, write_signature
 from ..config import BOUNDARY
+from ..constmul import times
 
-__all__ = ["BEATS_BITS", "command_layout", "DmaReader", "DmaWriter"]
+__all__ = ["BEATS_BITS", "command_layout", "sub_region", "DmaReader", "DmaWriter"]
 
 #: Width of a transfer's word count (the LOAD_MATRIX ``beats`` field).
 BEATS_BITS = 24
@@ -48,15 +49,18 @@ def _port_members(axi, signature):
     return {f"m{p}": Out(signature(axi.data_bits)) for p in range(axi.ports)}
 
 
-def _sub_region(m, axi, beats, name):
-    """A signal: bytes of one port's sub-region of a ``beats``-word transfer."""
-    size = Signal(BEATS_BITS + 13, name=name)
+def sub_region(m, axi, beats, name):
+    """A signal (combinational, added to ``m``): bytes of one port's sub-region of a
+    transfer of ``beats`` load-path words (at most :data:`BEATS_BITS` bits), rounded up to
+    a 4 KB multiple when there are several ports (:meth:`rtl.config.AxiPorts.sub_region`)."""
     shift = exact_log2(axi.data_bytes)
+    # Rounding up to the 4 KB boundary adds at most one bit (4 KB < 2**(BEATS_BITS + shift)).
+    width = BEATS_BITS + shift + (axi.ports > 1)
+    size = Signal(width, name=name)
     if axi.ports == 1:
         m.d.comb += size.eq(beats << shift)
     else:
-        m.d.comb += size.eq(((beats << shift) + BOUNDARY - 1) & ~Const(BOUNDARY - 1,
-                                                                        BEATS_BITS + 13))
+        m.d.comb += size.eq(((beats << shift) + BOUNDARY - 1) & ~Const(BOUNDARY - 1, width))
     return size
 
 
@@ -112,7 +116,7 @@ class DmaReader(wiring.Component):
         axi = self._axi
         active = Signal()
         words_left = Signal(BEATS_BITS)
-        sub = _sub_region(m, axi, self.cmd.payload.beats, "sub_region")
+        sub = sub_region(m, axi, self.cmd.payload.beats, "sub_region")
         take = self.cmd.valid & self.cmd.ready
         m.d.comb += self.cmd.ready.eq(~active)
         fifos, bad = [], []
@@ -136,7 +140,7 @@ class DmaReader(wiring.Component):
             with m.If(issued):
                 split.advance(m)
             with m.If(take):
-                m.d.sync += [split.addr.eq(self.cmd.payload.address + p * sub),
+                m.d.sync += [split.addr.eq(self.cmd.payload.address + times(sub, p)),
                              split.left.eq(self.cmd.payload.beats)]
             bad.append(port.rvalid & port.rready & (port.rresp != OKAY))
         sticky = Signal()
@@ -187,7 +191,7 @@ class DmaWriter(wiring.Component):
         m = Module()
         axi = self._axi
         active = Signal()
-        sub = _sub_region(m, axi, self.cmd.payload.beats, "sub_region")
+        sub = sub_region(m, axi, self.cmd.payload.beats, "sub_region")
         take = self.cmd.valid & self.cmd.ready
         m.d.comb += self.cmd.ready.eq(~active)
         lasts, finals, dones, bad = [], [], [], []
@@ -221,7 +225,7 @@ class DmaWriter(wiring.Component):
             with m.If(issued):
                 split.advance(m)
             with m.If(take):
-                m.d.sync += [split.addr.eq(self.cmd.payload.address + p * sub),
+                m.d.sync += [split.addr.eq(self.cmd.payload.address + times(sub, p)),
                              split.left.eq(self.cmd.payload.beats)]
             with m.If(beat):
                 m.d.sync += w_count.eq(Mux(port.wlast, 0, w_count + 1))

@@ -35,6 +35,7 @@ from ..attention import AttentionKernel
 from ..bus.axi import axi4_signature, forward, lite_signature, read_signature, write_signature
 from ..combine import Combiner
 from ..config import BOUNDARY, BUFFERS, AcceleratorConfig
+from ..constmul import times
 from ..control.isa import (ARGS, HEADER, INSTRUCTION, INSTRUCTION_BITS, MAGIC, TOKENS, VERSION,
                            Base, Buffer, Index, Opcode, Queue, Rows, Write)
 from ..control.registers import ENGINES, ERRORS, ControlRegisters
@@ -44,7 +45,7 @@ from ..layernorm import LayerNormUnit, param_layout
 from ..linear import LinearKernel
 from ..memory.buffers import Buffer as BufferMemory
 from ..memory.buffers import BufferReader, RowGenerator, entry_layout
-from ..memory.dma import BEATS_BITS, DmaReader, DmaWriter
+from ..memory.dma import BEATS_BITS, DmaReader, DmaWriter, sub_region
 from ..params import validating
 
 __all__ = ["Accelerator"]
@@ -522,14 +523,7 @@ class Accelerator(wiring.Component):
     @staticmethod
     def _dram_address(m, cfg, ins_args, bases, index, beats, name):
         """Base + offset + index * footprint(beats), as a signal (combinational)."""
-        axi = cfg.axi
-        size = Signal(BEATS_BITS + 13, name=f"{name}_sub")
-        shift = exact_log2(axi.data_bytes)
-        if axi.ports == 1:
-            m.d.comb += size.eq(beats << shift)
-        else:
-            m.d.comb += size.eq(((beats << shift) + 4095) & ~Const(4095, BEATS_BITS + 13))
-        footprint = size * axi.ports
+        footprint = times(sub_region(m, cfg.axi, beats, f"{name}_sub"), cfg.axi.ports)
         base = Signal(64, name=f"{name}_base")
         with m.Switch(ins_args.base):
             for b, value in bases.items():
@@ -545,17 +539,20 @@ class Accelerator(wiring.Component):
         per_row = {}
         beats = Signal(BEATS_BITS, name=f"{name}_beats")
         words = Signal(_COL_BITS, name=f"{name}_row_words")
+        scale = Signal(range(exact_log2(cfg.memory_word_bytes("int16") // cfg.axi.path_bytes) + 1),
+                       name=f"{name}_row_scale")
         with m.Switch(ins_args.buffer):
             for buffer in (Buffer.X, Buffer.G, Buffer.LOGITS):
                 dtype = BUFFERS[buffer.name][0]
                 mbytes = cfg.memory_word_bytes(dtype)
                 elem = _ELEM[dtype] // 8
-                with m.Case(buffer):
-                    row_words = (ins_args.cols * elem + mbytes - 1) >> exact_log2(mbytes)
-                    m.d.comb += [words.eq(row_words),
-                                 beats.eq(ins_args.rows * row_words
-                                          * (mbytes // cfg.axi.path_bytes))]
                 per_row[buffer] = mbytes // cfg.axi.path_bytes
+                with m.Case(buffer):
+                    m.d.comb += [words.eq((times(ins_args.cols, elem) + (mbytes - 1))
+                                          >> exact_log2(mbytes)),
+                                 scale.eq(exact_log2(per_row[buffer]))]
+        # One multiplier for the three buffers (the words per row are selected first).
+        m.d.comb += beats.eq((ins_args.rows * words) << scale)
         return beats, words, per_row
 
     # ---- the load queue's engine ----------------------------------------------------------
@@ -643,7 +640,7 @@ class Accelerator(wiring.Component):
             gpp = path // unit.granule_bits
             sel = Signal(name=f"load_to_{b.name}")
             m.d.comb += sel.eq(take & (buffer == b))
-            m.d.comb += [port.addr.eq(Mux(sel, (row0 + r) * unit.pitch + j, 0)),
+            m.d.comb += [port.addr.eq(Mux(sel, times(row0 + r, unit.pitch) + j, 0)),
                          port.data.eq(Mux(sel, Cat(*[flipped] * per), 0)),
                          port.en.eq(Mux(sel, ((1 << gpp) - 1) << (q_part * gpp), 0))]
         per_any = {b: mem[b.name].word_bits // path for b in tensor_writers}
@@ -731,7 +728,7 @@ class Accelerator(wiring.Component):
         offset = Signal(range(word_bits), name=f"{name}_offset")
         word = Signal(unit.unit.addr_bits + 1, name=f"{name}_word")
         m.d.comb += [offset.eq(bit_offset[:exact_log2(word_bits)]),
-                     word.eq(row * unit.pitch + (bit_offset >> exact_log2(word_bits)))]
+                     word.eq(times(row, unit.pitch) + (bit_offset >> exact_log2(word_bits)))]
         count = bits // g
         m.d.comb += [port.addr.eq(Mux(valid, word, 0)),
                      port.data.eq(Mux(valid, Cat(*[value] * (word_bits // bits)), 0)),
@@ -795,7 +792,7 @@ class Accelerator(wiring.Component):
         unit_bits = w * 16
         bit_offset = add_unit * unit_bits
         m.d.comb += [add_read.en.eq(add_valid),
-                     add_read.addr.eq(Mux(add_valid, add_row * x.pitch
+                     add_read.addr.eq(Mux(add_valid, times(add_row, x.pitch)
                                           + (bit_offset >> exact_log2(x.word_bits)), 0))]
         s2_valid = Signal(name="add_s2_valid")
         s2_row, s2_unit = Signal.like(add_row), Signal.like(add_unit)
