@@ -2,7 +2,7 @@
 
 For each (R, Dp, H) point, runs the layer through the emitted Verilog under
 cocotb + Verilator (outputs checked bit-exactly against ``golden.softmax``),
-and prints measured cycles, the model (``rtl.attention.exp_cycles``), the MACs
+and prints measured cycles, the model (``rtl.compute.attention.exp_cycles``), the MACs
 of the QK^T array, and the speed-up over Edge-MoE's ~204k cycles for QK^T + P.V
 of the same layer (anchors: 102,168 cycles each). Writes ``build/bench/attention.json``.
 
@@ -17,7 +17,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from rtl.attention import AttentionConfig, AttentionKernel
+from rtl.compute.attention import AttentionConfig, AttentionKernel
 from sim.runner import run_cocotb
 from sim.waves import BUILD_DIR
 

@@ -18,7 +18,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from rtl.linear import LinearConfig, LinearKernel
+from rtl.compute.linear import LinearConfig, LinearKernel
 from sim.runner import run_cocotb
 from sim.waves import BUILD_DIR
 

@@ -33,12 +33,12 @@ from golden.layernorm import affine_params, eps_int, int_layernorm
 from golden.moe import dispatch, topk
 from golden.quant import dequantize, dyadic, quantize, requantize
 from golden.softmax import CODE_ZERO, LOG2_FRAC, attention_pv, log2_codes, softmax_u8
-from rtl import gating, layernorm
-from rtl import gelu as gelu_unit
-from rtl import softmax as softmax_unit
-from sim.nonlinear_images import (gating_streams, layernorm_batch, layernorm_streams,
-                                  softmax_words)
 from moevit.packing import pack
+from rtl.compute import gelu as gelu_unit
+from rtl.compute import layernorm
+from rtl.compute import softmax as softmax_unit
+from rtl.moe import gating
+from sim.nonlinear_images import gating_streams, layernorm_batch, layernorm_streams, softmax_words
 from sim.pysim_stream import run_streams
 from sim.waves import BUILD_DIR
 

@@ -12,7 +12,7 @@ integer forward runs the held-out test split:
 * ``dual_stage/mant4``: dual-stage with the exponentials with a 4-bit mantissa
   (``golden.softmax.attention_pv_mant4``).
 
-The attention kernel runs each form (``rtl.attention.AttentionConfig.codes``). Then the
+The attention kernel runs each form (``rtl.compute.attention.AttentionConfig.codes``). Then the
 same three dual-stage forms (and min/max log2) on M3ViT-tiny with seeded weights
 (``golden.weights.init_weights``, seed 0), calibrated on seeded images and compared with
 the float backbone on held-out seeded images, both tasks: routing agreement per MoE

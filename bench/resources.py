@@ -29,7 +29,7 @@ from bench.throughput import with_fields
 from golden.config import PRESETS as MODELS
 from platforms.memories import map_memory
 from platforms.resources import census, dsp_by_unit
-from platforms.yosys import TARGETS, group_cells, map_memories, map_multipliers
+from platforms.yosys import DSP_RECIPES, TARGETS, group_cells, map_memories, map_multipliers
 from rtl.config import preset
 from rtl.top.accelerator import Accelerator
 from sim.verilog import emit_verilog
@@ -54,7 +54,7 @@ def cached(run, vfile, target):
     """``run(vfile, target, log=...)`` (:func:`platforms.yosys.map_memories` or
     ``map_multipliers``), cached by the Verilog text, the function and its recipe:
     ``{"cells": ..., "yosys_s": ...}``."""
-    recipe = f"{run.__name__}:{TARGETS[target][0]}".encode()
+    recipe = f"{run.__name__}:{TARGETS[target][0]}:{DSP_RECIPES[target][0]}".encode()
     key = hashlib.sha256(vfile.read_bytes() + recipe).hexdigest()[:20]
     path = CACHE / f"{target}-{key}.json"
     if path.exists():

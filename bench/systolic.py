@@ -1,6 +1,6 @@
 """Systolic-array benchmark: a transformer-sized int8 matmul on the bare array, in RTL simulation.
 
-Elaborates :class:`rtl.systolic.SystolicArray` to Verilog, runs ``tokens x d_in``
+Elaborates :class:`rtl.compute.systolic.SystolicArray` to Verilog, runs ``tokens x d_in``
 times ``d_in x d_out`` (default 129 x 192 x 192, one M3ViT-tiny projection)
 through the emitted Verilog under cocotb, checks every output bit-exactly
 against ``golden.gemm.int8_matmul`` and prints cycles, MACs per cycle and
@@ -16,7 +16,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from rtl.systolic import SystolicArray
+from rtl.compute.systolic import SystolicArray
 from sim.runner import run_cocotb
 from sim.waves import BUILD_DIR
 
@@ -58,7 +58,7 @@ def main(argv=None):
     table.add_column("value", justify="right")
     table.add_row("MACs", f"{report['macs']:,}")
     table.add_row("cycles (RTL)", f"{report['cycles']:,}")
-    table.add_row("cycles (model, rtl.systolic.exp_cycles)", f"{report['model_cycles']:,}")
+    table.add_row("cycles (model, rtl.compute.systolic.exp_cycles)", f"{report['model_cycles']:,}")
     table.add_row(f"ideal cycles (MACs / {lanes} PEs)", f"{ideal:,}")
     table.add_row("MACs per cycle", f"{report['macs_per_cycle']:.1f} of {lanes}")
     table.add_row("utilization", f"{100 * report['utilization']:.1f}%")

@@ -1,7 +1,7 @@
 """Integer GEMM: signed int8 x int8 products, int32 accumulation.
 
 This is the first entry of the bit-exact arithmetic spec (``docs/arithmetic.md``).
-The systolic MAC array (``rtl/systolic.py``) and every linear layer built on it
+The systolic MAC array (``rtl/compute/systolic.py``) and every linear layer built on it
 must reproduce :func:`int8_matmul` bit for bit.
 """
 

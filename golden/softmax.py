@@ -11,7 +11,7 @@ Output forms:
 * :func:`log2_codes` + :func:`attention_pv` (attention): 4-bit codes ``c`` of the
   *unnormalised* exponentials, ``e = 2**-c`` (code 15 = zero), so P.V is
   shift-and-add, and normalisation is deferred to one reciprocal per row. This is
-  what the attention kernel (``rtl/attention.py``) implements.
+  what the attention kernel (``rtl/compute/attention.py``) implements.
 * :func:`sqrt2_codes` + :func:`attention_pv_sqrt2`: the reference's (CoQMoE)
   4-bit log-sqrt2 codes, ``e = 2**(-c/2)``, half-octave steps; in hardware form
   ``2**-ceil(c/2)`` shifts into an even and an odd accumulator and one multiply by

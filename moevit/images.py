@@ -6,10 +6,10 @@ them back, and the RTL units decode them (bit offsets come from the units'
 ``lib.data`` layouts, never from this file).
 
 * **Matrix image** (:func:`matrix_image`, :func:`decode_matrix_image`): what the
-  linear kernel takes on ``w`` (:mod:`rtl.linear`): header, weight words in tile
+  linear kernel takes on ``w`` (:mod:`rtl.compute.linear`): header, weight words in tile
   order, channel words, optionally the GELU table.
 * **LayerNorm image** (:func:`norm_image`, :func:`decode_norm_image`): what the
-  LayerNorm unit takes on ``p`` (:func:`rtl.layernorm.param_layout`): ``d / lanes``
+  LayerNorm unit takes on ``p`` (:func:`rtl.compute.layernorm.param_layout`): ``d / lanes``
   words of gain and bias, ``shift`` and ``eps`` in every word.
 * **Tensor** (:func:`tensor_bytes`, :func:`tensor_from_bytes`): a row-major block of
   int8 / uint8 / int16 elements, little endian, each row padded with zeros to a
@@ -25,8 +25,8 @@ of every load-path word from its own contiguous sub-region (:func:`stripe`).
 import numpy as np
 
 from golden.quant import BIAS_MAX, MULT_MAX, SHIFT_MAX
-from rtl.layernorm import EPS_BITS, param_layout
-from rtl.linear import GELU_ENTRIES, HEADER, OutMode, channel_layout, image_beats
+from rtl.compute.layernorm import EPS_BITS, param_layout
+from rtl.compute.linear import GELU_ENTRIES, HEADER, OutMode, channel_layout, image_beats
 
 from .packing import pack, pack_rows, unpack, unpack_rows
 
@@ -111,7 +111,7 @@ def matrix_image(config, name, weight, bias, *, mult=1, shift=0, zero_point=0, b
 
     Parameters
     ----------
-    config : rtl.linear.LinearConfig
+    config : rtl.compute.linear.LinearConfig
     name : str
         Names the matrix in errors.
     weight : int array, shape (d_out, d_in), values in [-128, 127]

@@ -32,11 +32,11 @@ step a start and an end cycle.
   B comes ``write_latency`` cycles after its last W beat; the step ends with the last B.
 * Units: their first input beat leaves the buffers :data:`SOURCE_LATENCY` cycles
   after the start (a two-stage row generator, then the buffer reader), the unit
-  model gives the last output (``rtl.linear.batch_cycles``,
-  ``rtl.layernorm.exp_cycles``, ``rtl.attention.exp_cycles``), and the step ends
+  model gives the last output (``rtl.compute.linear.batch_cycles``,
+  ``rtl.compute.layernorm.exp_cycles``, ``rtl.compute.attention.exp_cycles``), and the step ends
   with that output's write (a residual add or an accumulation into the combiner
   one cycle later). A ROUTE then reads the logits back into the gating unit
-  (``rtl.gating.exp_cycles``, from :data:`SOURCE_LATENCY` cycles after the last
+  (``rtl.moe.gating.exp_cycles``, from :data:`SOURCE_LATENCY` cycles after the last
   logit) and ends with its last queue entry. COMBINE flushes the combiner
   (:data:`FLUSH_LATENCY` plus one beat per token and fold, then the residual add).
 * Resident weights (``config.weight_store``): in a warm frame (every frame after the
@@ -53,11 +53,12 @@ step a start and an end cycle.
 
 from dataclasses import dataclass, field
 
-from rtl import gating, layernorm
-from rtl.attention import exp_cycles as attention_cycles
+from rtl.compute import layernorm
+from rtl.compute.attention import exp_cycles as attention_cycles
+from rtl.compute.linear import batch_cycles
 from rtl.config import BOUNDARY, STORE_LATENCY
 from rtl.control.isa import Opcode, Queue, Write
-from rtl.linear import batch_cycles
+from rtl.moe import gating
 
 from .program import WORD_BYTES
 

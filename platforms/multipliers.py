@@ -24,8 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.hdl import Fragment
-from amaranth.hdl._ast import (Assign, Concat, Const, Operator, Part, Print, Property,
-                               Slice, Switch, SwitchValue)
+from amaranth.hdl._ast import (
+    Assign,
+    Concat,
+    Const,
+    Operator,
+    Part,
+    Print,
+    Property,
+    Slice,
+    Switch,
+    SwitchValue,
+)
 from amaranth.hdl._ir import Instance
 from amaranth.hdl._mem import MemoryInstance
 
@@ -47,7 +57,7 @@ class MultiplierShape:
     constant : int or None
         The value of a constant operand (``b``), or None when both vary.
     source : str
-        Where the ``*`` was written (``rtl/attention.py:380``).
+        Where the ``*`` was written (``rtl/compute/attention.py:380``).
     """
 
     path: str
@@ -91,12 +101,35 @@ def _shape(path, op):
                            source=source)
 
 
+def _structure(v, memo):
+    """A hashable form of a value that equals another's exactly when both compute the same
+    function of the same signals (signals by identity, not by name); ``memo`` caches it
+    per value object."""
+    key = id(v)
+    if key not in memo:
+        if isinstance(v, Const):
+            form = ("const", v.value, len(v), v.shape().signed)
+        elif isinstance(v, Operator):
+            form = (v.operator, v.shape().signed, *(_structure(o, memo) for o in v.operands))
+        elif isinstance(v, Slice):
+            form = ("slice", v.start, v.stop, _structure(v.value, memo))
+        elif isinstance(v, Part):
+            form = ("part", v.width, v.stride, _structure(v.value, memo),
+                    _structure(v.offset, memo))
+        elif isinstance(v, Concat):
+            form = ("cat", *(_structure(p, memo) for p in v.parts))
+        else:
+            form = ("value", key)       # a signal, or a value compared by identity
+        memo[key] = (form, v)           # v kept alive, so its id is not reused
+    return memo[key][0]
+
+
 def design_multipliers(elaboratable, platform=None):
     """Every ``*`` of ``elaboratable``'s elaborated hierarchy whose operands are not both
     constant, in hierarchy order: once per operator (a product used in several places is
-    one cell) and once per product (the same operands and operator written twice in one
-    fragment are one cell after Yosys' ``opt_merge``)."""
-    out, seen, products = [], set(), set()
+    one cell) and once per product (the same product of the same signals written twice is
+    one cell after Yosys' ``opt_merge``)."""
+    out, seen, products, forms = [], set(), set(), {}
 
     def value(v, path):
         stack = [v]
@@ -107,7 +140,7 @@ def design_multipliers(elaboratable, platform=None):
             seen.add(id(v))
             if isinstance(v, Operator):
                 if v.operator == "*" and not all(isinstance(o, Const) for o in v.operands):
-                    key = (path, repr(v))       # opt_merge: equal products are one cell
+                    key = _structure(v, forms)  # opt_merge: equal products are one cell
                     if key not in products:
                         products.add(key)
                         out.append(_shape(path, v))
@@ -143,8 +176,9 @@ def design_multipliers(elaboratable, platform=None):
                 for v in (port._addr, port._data, port._en):
                     value(v, name)
         elif isinstance(fragment, Instance):
-            for v, _ in fragment.named_ports.values():
-                value(v, name)
+            for v, kind in fragment.ports.values():
+                if kind != "io":                # I/O ports carry no arithmetic
+                    value(v, name)
         for stmts in fragment.statements.values():
             for s in stmts:
                 statement(s, name)

@@ -55,7 +55,7 @@ def census(config):
 def _unit(fragment_path):
     """The top-level part a fragment belongs to: ``top/core/linear/...`` -> ``linear``."""
     parts = fragment_path.split("/")
-    return parts[2] if len(parts) > 2 else "core"
+    return parts[min(len(parts), 3) - 1]        # top, core, or the part under the core
 
 
 def dsp_by_unit(config, family):

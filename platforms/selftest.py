@@ -22,9 +22,9 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from golden.gemm import int8_matmul
-from rtl.systolic import SystolicArray, exp_cycles, result_layout
-from sim.gemm_tiles import gemm_words
 from moevit.packing import pack, unpack
+from rtl.compute.systolic import SystolicArray, exp_cycles, result_layout
+from sim.gemm_tiles import gemm_words
 
 from .uart import UartTx
 
@@ -50,7 +50,7 @@ class Vectors:
 
     @property
     def cycles(self):
-        """Cycles of a run: ``rtl.systolic.exp_cycles`` (first operand beat to last result word)."""
+        """Cycles of a run: ``rtl.compute.systolic.exp_cycles`` (first operand beat to last result word)."""
         return exp_cycles(self.m, self.k, self.n, rows=self.rows, cols=self.cols)
 
     def corrupted(self, index):
@@ -103,7 +103,7 @@ class SelfTest(wiring.Component):
         Set at the end of a run, held until the next start.
     cycles : Out(32)
         Cycles of the last run, from the first operand beat to the last result
-        word inclusive: :attr:`Vectors.cycles` (``rtl.systolic.exp_cycles``) when
+        word inclusive: :attr:`Vectors.cycles` (``rtl.compute.systolic.exp_cycles``) when
         the array runs at full rate, which it does here (the source never pauses,
         the sink is always ready). The start pulse adds one idle cycle before.
 

@@ -15,8 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["TARGETS", "synthesize", "map_memories", "map_multipliers", "group_cells",
-           "yowasp_tool"]
+__all__ = ["TARGETS", "DSP_RECIPES", "synthesize", "map_memories", "map_multipliers",
+           "group_cells", "yowasp_tool"]
 
 #: target -> (Yosys synthesis command, {resource: {cell type: weight}}).
 TARGETS = {
@@ -120,7 +120,7 @@ def map_memories(verilog, target, log=None):
 
 #: Per target: the family's recipe up to and including its DSP mapping (``map_dsp`` of
 #: ``synth_xilinx``, the ``coarse`` step of ``synth_lattice``), and the DSP cell type.
-_DSP_RECIPES = {"xcup": ("synth_xilinx -family xcup -flatten -top top -run :coarse", "DSP48E2"),
+DSP_RECIPES = {"xcup": ("synth_xilinx -family xcup -flatten -top top -run :coarse", "DSP48E2"),
                 "ecp5": ("synth_ecp5 -flatten -top top -run :map_ram", "MULT18X18D")}
 
 
@@ -129,7 +129,7 @@ def map_multipliers(verilog, target, log=None):
     ``{part: count}``, the hard multiplier cells of ``verilog``, by the hierarchy path of
     the ``$mul`` each came from (``core.attention``; ``""`` for cells whose name no longer
     says, such as UltraScale+'s ``maccmap`` and ECP5's ``share`` products)."""
-    command, cell = _DSP_RECIPES[_check(target)]
+    command, cell = DSP_RECIPES[_check(target)]
     listed = _run(verilog, target, f"{command}; tee -q -o memories.txt select -list t:{cell}",
                   log, True)[1]
     out = {}

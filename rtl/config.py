@@ -23,7 +23,7 @@ part                what it fixes
 
 Every field is checked on construction; a bad value raises ``ValueError`` naming
 the field (``linear.pi``, ``axi.ports``) and its allowed range. The unit configs
-(:class:`rtl.linear.LinearConfig`, :class:`rtl.attention.AttentionConfig`), the
+(:class:`rtl.compute.linear.LinearConfig`, :class:`rtl.compute.attention.AttentionConfig`), the
 on-chip buffers and the compiler's limits are derived here and nowhere else.
 :data:`PRESETS` holds configs sized for the supported devices; the design-space
 search tunes them.
@@ -37,9 +37,9 @@ from golden.config import load_json_file, parse_json
 from golden.moe import TOPK_MAX
 from golden.softmax import ATTENTION_CODES
 
-from .attention import AttentionConfig
-from .combine import ACC_BITS
-from .linear import DIM_BITS, LinearConfig
+from .compute.attention import AttentionConfig
+from .compute.linear import DIM_BITS, LinearConfig
+from .moe.combine import ACC_BITS
 from .params import check_int
 
 __all__ = ["LinearArray", "AttentionArray", "AxiPorts", "Capacity", "AcceleratorConfig",
@@ -97,7 +97,7 @@ class _Part:
 
 @dataclass(frozen=True)
 class LinearArray(_Part):
-    """The linear kernel (:class:`rtl.linear.LinearKernel`).
+    """The linear kernel (:class:`rtl.compute.linear.LinearKernel`).
 
     Parameters
     ----------
@@ -132,7 +132,7 @@ class LinearArray(_Part):
 
 @dataclass(frozen=True)
 class AttentionArray(_Part):
-    """The attention kernel (:class:`rtl.attention.AttentionKernel`).
+    """The attention kernel (:class:`rtl.compute.attention.AttentionKernel`).
 
     Parameters
     ----------
@@ -404,7 +404,7 @@ class AcceleratorConfig:
         return self.memory_word_bytes(dtype) // _ELEMENT_BYTES[dtype]
 
     def linear_config(self):
-        """The :class:`rtl.linear.LinearConfig` of the kernel (int16 outputs, GELU stage,
+        """The :class:`rtl.compute.linear.LinearConfig` of the kernel (int16 outputs, GELU stage,
         the load path as its weight bus)."""
         c, lin = self.capacity, self.linear
         max_in = max(c.dim, c.hidden)
@@ -416,7 +416,7 @@ class AcceleratorConfig:
                             out_width=16, gelu=True)
 
     def attention_config(self, head_dim=None, codes=None):
-        """The :class:`rtl.attention.AttentionConfig` for heads of ``head_dim`` (default: the
+        """The :class:`rtl.compute.attention.AttentionConfig` for heads of ``head_dim`` (default: the
         capacity's) with ``codes`` (default: the first the config runs)."""
         a = self.attention
         return AttentionConfig(r=a.r, dp=a.dp, h=a.h,

@@ -4,15 +4,15 @@ Each entry maps a configuration name to a constructor, so tools and reports
 share one list instead of repeating parameters.
 """
 
-from .attention import AttentionConfig, AttentionKernel
-from .combine import Combiner
+from .compute.attention import AttentionConfig, AttentionKernel
+from .compute.gelu import GeluUnit
+from .compute.layernorm import LayerNormUnit
+from .compute.linear import LinearConfig, LinearKernel
+from .compute.softmax import SoftmaxUnit
+from .compute.systolic import SystolicArray
 from .config import PRESETS
-from .gating import Gating
-from .gelu import GeluUnit
-from .layernorm import LayerNormUnit
-from .linear import LinearConfig, LinearKernel
-from .softmax import SoftmaxUnit
-from .systolic import SystolicArray
+from .moe.combine import Combiner
+from .moe.gating import Gating
 from .top.accelerator import Accelerator
 
 __all__ = ["UNITS"]

@@ -1,4 +1,4 @@
-"""Host side of :class:`rtl.attention.AttentionKernel`: K/V/Q beats, golden outputs, checks.
+"""Host side of :class:`rtl.compute.attention.AttentionKernel`: K/V/Q beats, golden outputs, checks.
 
 Shared by the Amaranth-simulator tests and the cocotb testbench.
 """
@@ -13,9 +13,8 @@ from amaranth.lib.wiring import In, Out
 from golden.gemm import int8_matmul
 from golden.quant import dyadic, requantize
 from golden.softmax import LOG2_FRAC, attention_from_scores
-from rtl.attention import beat_layout
-
 from moevit.packing import pack, unpack
+from rtl.compute.attention import beat_layout
 
 __all__ = ["random_heads", "golden_attention", "attention_streams", "check_attention",
            "FixedScale"]

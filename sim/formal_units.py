@@ -22,19 +22,19 @@ from amaranth.hdl import Mux, Signal
 from amaranth.lib import fifo
 from amaranth.utils import exact_log2
 
-from rtl.attention import AttentionConfig, AttentionKernel
 from rtl.bus.axi import INCR
-from rtl.combine import Combiner
+from rtl.compute.attention import AttentionConfig, AttentionKernel
+from rtl.compute.gelu import GeluUnit
+from rtl.compute.layernorm import LayerNormUnit
+from rtl.compute.linear import LinearConfig, LinearKernel
+from rtl.compute.recip import ISqrt, Reciprocal
+from rtl.compute.softmax import SoftmaxUnit
+from rtl.compute.systolic import SystolicArray
 from rtl.config import BOUNDARY, AxiPorts
 from rtl.control.registers import ControlRegisters
-from rtl.gating import Gating
-from rtl.gelu import GeluUnit
-from rtl.layernorm import LayerNormUnit
-from rtl.linear import LinearConfig, LinearKernel
 from rtl.memory.dma import DmaReader, DmaWriter
-from rtl.recip import ISqrt, Reciprocal
-from rtl.softmax import SoftmaxUnit
-from rtl.systolic import SystolicArray
+from rtl.moe.combine import Combiner
+from rtl.moe.gating import Gating
 
 from .formal import StreamHarness, frames, prove
 

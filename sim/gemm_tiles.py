@@ -1,6 +1,6 @@
 """Tile a matrix multiply into systolic-array beats, and reassemble the result rows.
 
-The host-side schedule of :class:`rtl.systolic.SystolicArray`: output tiles in
+The host-side schedule of :class:`rtl.compute.systolic.SystolicArray`: output tiles in
 row-major order (tile row ``i`` over M, tile column ``j`` over N), each tile
 ``ceil(K / k_lanes)`` beats of one K slice, zero-padded at the M, N and K edges.
 Result rows come back in the same order, ``rows`` per tile.
@@ -8,9 +8,8 @@ Result rows come back in the same order, ``rows`` per tile.
 
 import numpy as np
 
-from rtl.systolic import operand_layout, result_layout
-
 from moevit.packing import pack, unpack
+from rtl.compute.systolic import operand_layout, result_layout
 
 __all__ = ["gemm_beats", "assemble_rows", "gemm_words", "gemm_result"]
 

@@ -1,7 +1,7 @@
-"""Test side of :class:`rtl.linear.LinearKernel`: token beats, random jobs, output checks.
+"""Test side of :class:`rtl.compute.linear.LinearKernel`: token beats, random jobs, output checks.
 
 What a testbench sends on ``x`` and how it reads ``y``, following the formats
-documented in :mod:`rtl.linear`; matrix images (``w``) are the host's
+documented in :mod:`rtl.compute.linear`; matrix images (``w``) are the host's
 (:func:`moevit.images.matrix_image`).
 """
 
@@ -11,7 +11,7 @@ from golden.gelu import gelu_int
 from golden.quant import dyadic, linear, requantize
 from moevit.images import matrix_image
 from moevit.packing import pack, unpack
-from rtl.linear import x_layout, y_layout
+from rtl.compute.linear import x_layout, y_layout
 
 __all__ = ["token_beats", "assemble_outputs", "random_job", "job_image",
            "expected_rows", "job_streams", "check_outputs"]

@@ -12,11 +12,11 @@ from golden.gelu import gelu_int
 from golden.layernorm import affine_params, int_layernorm
 from golden.moe import combine, dispatch, topk
 from golden.softmax import CODE_ZERO, log2_codes, normalized_reciprocal, softmax_u8
-from rtl import combine as combiner
-from rtl import gating, gelu, layernorm, recip, softmax
-from rtl.linear import y_layout
-
 from moevit.packing import pack, unpack
+from rtl.compute import gelu, layernorm, recip, softmax
+from rtl.compute.linear import y_layout
+from rtl.moe import combine as combiner
+from rtl.moe import gating
 
 __all__ = ["softmax_words", "check_softmax", "layernorm_batch", "layernorm_streams",
            "check_layernorm", "gating_streams", "check_gating", "gelu_streams", "check_gelu",

@@ -1,10 +1,10 @@
-"""cocotb testbench for the emitted Verilog of :class:`rtl.attention.AttentionKernel`.
+"""cocotb testbench for the emitted Verilog of :class:`rtl.compute.attention.AttentionKernel`.
 
 Parameters: ``TB_R``, ``TB_DP``, ``TB_H``, ``TB_HEAD_DIM``, ``TB_MAX_TOKENS``, ``TB_CODES``
 (``log2`` if unset); the workload is ``TB_HEADS`` heads of ``TB_TOKENS`` tokens
 (M3ViT-tiny: 3 x 129 x 64), seeded by ``TB_SEED`` (or read from the ``.npz`` at
 ``TB_DATA``). Checks every output against ``golden.softmax`` and the full-rate cycles
-against ``rtl.attention.exp_cycles``; with ``TB_REPORT`` set, writes the measured
+against ``rtl.compute.attention.exp_cycles``; with ``TB_REPORT`` set, writes the measured
 cycles there as JSON.
 """
 
@@ -14,7 +14,7 @@ import os
 import cocotb
 import numpy as np
 
-from rtl.attention import AttentionConfig, exp_cycles
+from rtl.compute.attention import AttentionConfig, exp_cycles
 from sim.attention_images import attention_streams, check_attention, golden_attention, random_heads
 from sim.cocotb_stream import run_streams, start_clock_and_reset
 

@@ -1,9 +1,9 @@
-"""cocotb testbench for the emitted Verilog of :class:`rtl.linear.LinearKernel`.
+"""cocotb testbench for the emitted Verilog of :class:`rtl.compute.linear.LinearKernel`.
 
 Kernel parameters arrive as ``TB_PI``, ``TB_PO``, ``TB_T``, ``TB_MAX_IN``,
 ``TB_MAX_OUT``, ``TB_BUS_WIDTH`` and optionally ``TB_MAX_WEIGHT_WORDS``,
 ``TB_DSP_PACKING``; ``TB_SEED`` seeds the stimulus. Expected
-values come from the golden spec, cycle counts from ``rtl.linear.exp_cycles``.
+values come from the golden spec, cycle counts from ``rtl.compute.linear.exp_cycles``.
 """
 
 import json
@@ -12,7 +12,7 @@ import os
 import cocotb
 import numpy as np
 
-from rtl.linear import LinearConfig, exp_cycles
+from rtl.compute.linear import LinearConfig, exp_cycles
 from sim.cocotb_stream import run_streams, start_clock_and_reset
 from sim.linear_images import assemble_outputs, check_outputs, job_streams, random_job
 

@@ -3,7 +3,7 @@
 ``TB_SEED`` picks the vectors (``make_vectors(seed=...)``); ``TB_CORRUPT`` >= 0 names
 the expected word that was corrupted in the ROM, so the run must FAIL. Two runs
 back to back; both must report the same verdict, and a cycle count equal to
-``rtl.systolic.exp_cycles`` of the vectors' shape (:attr:`Vectors.cycles`).
+``rtl.compute.systolic.exp_cycles`` of the vectors' shape (:attr:`Vectors.cycles`).
 """
 
 import os

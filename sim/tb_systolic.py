@@ -1,9 +1,9 @@
-"""cocotb testbench for the emitted Verilog of :class:`rtl.systolic.SystolicArray`.
+"""cocotb testbench for the emitted Verilog of :class:`rtl.compute.systolic.SystolicArray`.
 
 Parameters arrive as ``TB_ROWS``, ``TB_COLS``, ``TB_K_LANES``, ``TB_OPERAND_WIDTH``,
 ``TB_ROW_BROADCAST``
 (set by :func:`sim.runner.run_cocotb`) and ``TB_SEED``. Expected values come from
-``golden.gemm.int8_matmul``; cycle counts from ``rtl.systolic.exp_cycles``.
+``golden.gemm.int8_matmul``; cycle counts from ``rtl.compute.systolic.exp_cycles``.
 """
 
 import json
@@ -13,7 +13,7 @@ import cocotb
 import numpy as np
 
 from golden.gemm import K_MAX, int8_matmul
-from rtl.systolic import exp_cycles
+from rtl.compute.systolic import exp_cycles
 from sim.cocotb_stream import run_streams, start_clock_and_reset
 from sim.gemm_tiles import gemm_result, gemm_words
 

@@ -54,15 +54,20 @@ def test_candidates_over_the_ceiling_or_invalid_do_not_fit(model):
 
 def test_resource_estimate_against_the_devices():
     zcu = estimate(preset("zcu102"), board("zcu102")[1])
-    assert zcu["fits"] and zcu["dsp"] == sum(dsp_by_unit(preset("zcu102"), "xcup").values())
+    assert zcu["fits"] and zcu["dsp"] <= 0.8 * 2_520
     # The packed kernel: one DSP48E2 per two MACs, plus a requantizer per output lane
-    # (32-bit accumulator x 16-bit multiplier: two 27x18 cells).
+    # (32-bit accumulator x 16-bit multiplier: two 27x18 cells); no DSP outside the
+    # MACs, requantizers and normalisers beyond the DMA address and beat products.
     lin = preset("zcu102").linear
     assert zcu["by_unit"]["dsp"]["linear"] == lin.macs // 2 + 2 * lin.po
+    assert zcu["by_unit"]["dsp"]["core"] <= 3
     assert zcu["lut"] is None                                   # not modelled, and says so
+    # On ECP5 every 18x18 is one int8 MAC: the unpacked kernel takes one per MAC.
     ecp5 = estimate(preset("ecp5_85f"), board("ulx3s")[1])
-    assert ecp5["dsp"] == sum(dsp_by_unit(preset("ecp5_85f"), "ecp5").values()) <= 156
-    assert not ecp5["fits"] and ecp5["over"].startswith(f"DSP {ecp5['dsp']} > 80% of 156")
+    lin = preset("ecp5_85f").linear
+    assert dsp_by_unit(preset("ecp5_85f"), "ecp5")["linear"] == lin.macs + 2 * lin.po
+    assert ecp5["dsp"] <= 156 and not ecp5["fits"]              # fits the part, not the 80 %
+    assert ecp5["over"] == f"DSP {ecp5['dsp']} > 80% of 156 on LFE5U-85F"
     # Block RAM from the elaborated top's memories, each mapped as yosys maps it: the
     # activation buffers and the combiner dominate; small FIFOs go to LUT RAM.
     assert set(ecp5["by_unit"]["bram"]) >= {"buffer_X", "buffer_G", "combiner", "linear"}

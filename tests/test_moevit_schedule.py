@@ -15,9 +15,9 @@ from moevit.executor import Execution, execute
 from moevit.images import tensor_bytes
 from moevit.program import DramImage, Instruction, Program, ProgramError, Region
 from moevit.schedule import dma_read, dma_write, schedule
+from rtl.compute.linear import LinearConfig, batch_cycles, exp_cycles, image_beats
 from rtl.config import AcceleratorConfig, AxiPorts, preset
 from rtl.control.isa import Base, Buffer, Opcode, Queue
-from rtl.linear import LinearConfig, batch_cycles, exp_cycles, image_beats
 
 AXI = AxiPorts(data_bits=256, ports=1, burst_beats=16, outstanding=2, read_latency=20,
                write_latency=7)

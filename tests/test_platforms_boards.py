@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from moevit.packing import unpack
 from platforms import flows
 from platforms.boards import BOARDS, board
 from platforms.devices import DEVICES, RESOURCES
@@ -16,8 +17,7 @@ from platforms.dfu import with_dfu_suffix
 from platforms.flows import check_fit, synth_report, vivado_project
 from platforms.selftest import BoardTop, SelfTest, StatusLine, make_vectors
 from platforms.uart import UartTx
-from rtl.systolic import result_layout
-from moevit.packing import unpack
+from rtl.compute.systolic import result_layout
 
 CLOCK_PINS = {"zcu102": "G21", "u280": "BJ43", "ulx3s": "G2", "orangecrab": "A9"}
 

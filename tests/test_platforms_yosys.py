@@ -3,7 +3,7 @@
 import pytest
 
 from platforms.yosys import TARGETS, group_cells, synthesize
-from rtl.systolic import SystolicArray
+from rtl.compute.systolic import SystolicArray
 from sim.verilog import emit_verilog
 
 

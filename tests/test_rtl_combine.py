@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from golden.moe import combine, dispatch
-from rtl.combine import Combiner, exp_cycles
+from rtl.moe.combine import Combiner, exp_cycles
 from sim.nonlinear_images import check_combine, combine_streams, routed_layer
 from sim.pysim_stream import run_streams
 

@@ -5,7 +5,7 @@ import pytest
 
 from golden.moe import dispatch, topk
 from golden.softmax import softmax_u8
-from rtl.gating import Gating, exp_cycles
+from rtl.moe.gating import Gating, exp_cycles
 from sim.nonlinear_images import check_gating, gating_streams
 from sim.pysim_stream import run_streams
 

@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.gelu import gelu_int, gelu_table
-from rtl.gelu import GELU_ENTRIES, GeluLookup, GeluUnit, exp_cycles
+from rtl.compute.gelu import GELU_ENTRIES, GeluLookup, GeluUnit, exp_cycles
 from sim.nonlinear_images import check_gelu, gelu_streams
 from sim.pysim_stream import run_streams
 

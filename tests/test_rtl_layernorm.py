@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from golden.layernorm import int_layernorm
-from rtl.layernorm import LayerNormUnit, exp_cycles, plan
+from rtl.compute.layernorm import LayerNormUnit, exp_cycles, plan
 from sim.nonlinear_images import check_layernorm, layernorm_batch, layernorm_streams
 from sim.pysim_stream import run_streams
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rtl.linear import LinearConfig, LinearKernel, exp_cycles
 from moevit.images import matrix_image
+from rtl.compute.linear import LinearConfig, LinearKernel, exp_cycles
 from sim.linear_images import check_outputs, job_streams, random_job
 from sim.pysim_stream import run_streams
 

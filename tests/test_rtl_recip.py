@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from rtl.recip import ISqrt, Reciprocal
+from rtl.compute.recip import ISqrt, Reciprocal
 from sim.nonlinear_images import check_isqrt, check_reciprocal, edge_operands
 from sim.pysim_stream import run_streams
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from golden.softmax import EXP2_TABLE, LOG2_FRAC
-from rtl.softmax import SoftmaxUnit, exp_cycles
+from rtl.compute.softmax import SoftmaxUnit, exp_cycles
 from sim.nonlinear_images import check_softmax, softmax_words
 from sim.pysim_stream import run_streams
 

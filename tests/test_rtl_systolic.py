@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from golden.gemm import int8_matmul
-from rtl.systolic import Mesh, ProcessingElement, SystolicArray, exp_cycles
+from rtl.compute.systolic import Mesh, ProcessingElement, SystolicArray, exp_cycles
 from sim.gemm_tiles import gemm_result, gemm_words
 from sim.pysim_stream import run_stream_test
 

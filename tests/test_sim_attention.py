@@ -3,7 +3,7 @@
 import pytest
 
 from golden.softmax import ATTENTION_CODES
-from rtl.attention import AttentionConfig, AttentionKernel
+from rtl.compute.attention import AttentionConfig, AttentionKernel
 from sim.runner import run_cocotb
 
 

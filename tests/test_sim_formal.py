@@ -8,10 +8,9 @@ import dataclasses
 import pytest
 from amaranth.hdl import Fragment
 
-from rtl.recip import Reciprocal
+from rtl.compute.recip import Reciprocal
 from sim.formal import StreamHarness, prove
-from sim.formal_units import (CHECKS, dma_environment, axi_write_environment, run, verdicts,
-                              verify)
+from sim.formal_units import CHECKS, axi_write_environment, dma_environment, run, verdicts, verify
 
 _BY_NAME = {check.name: check for check in CHECKS}
 

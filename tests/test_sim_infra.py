@@ -7,7 +7,7 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.systolic import SystolicArray
+from rtl.compute.systolic import SystolicArray
 from sim.flow import FlowPattern
 from sim.pysim_stream import run_stream_test
 from sim.verilog import emit_verilog, write_if_changed

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rtl.linear import LinearConfig, LinearKernel
+from rtl.compute.linear import LinearConfig, LinearKernel
 from sim.runner import run_cocotb
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from rtl.gating import Gating
-from rtl.layernorm import LayerNormUnit
-from rtl.softmax import SoftmaxUnit
+from rtl.compute.layernorm import LayerNormUnit
+from rtl.compute.softmax import SoftmaxUnit
+from rtl.moe.gating import Gating
 from sim.runner import run_cocotb
 
 

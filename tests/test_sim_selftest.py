@@ -1,6 +1,6 @@
 """Integration test: the self-test core's Verilog passes with the golden ROM, fails with a bad word.
 
-The cycle count checked by the testbench is ``rtl.systolic.exp_cycles`` of the vectors' shape.
+The cycle count checked by the testbench is ``rtl.compute.systolic.exp_cycles`` of the vectors' shape.
 """
 
 import pytest

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rtl.systolic import SystolicArray
+from rtl.compute.systolic import SystolicArray
 from sim.runner import run_cocotb
 
 

@@ -18,7 +18,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from ..constmul import times
+from ..compute.constmul import times
 
 __all__ = ["read_signature", "write_signature", "Buffer", "row_layout", "beat_layout",
            "BufferReader", "rows_command_layout", "entry_layout", "RowGenerator"]

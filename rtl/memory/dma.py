@@ -34,8 +34,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..bus.axi import ADDR_BITS, INCR, OKAY, read_signature, write_signature
+from ..compute.constmul import times
 from ..config import BOUNDARY
-from ..constmul import times
 
 __all__ = ["BEATS_BITS", "command_layout", "sub_region", "DmaReader", "DmaWriter"]
 

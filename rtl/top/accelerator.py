@@ -31,21 +31,35 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from ..attention import AttentionKernel
 from ..bus.axi import axi4_signature, forward, lite_signature, read_signature, write_signature
-from ..combine import Combiner
+from ..compute.attention import AttentionKernel
+from ..compute.constmul import times
+from ..compute.layernorm import LayerNormUnit, param_layout
+from ..compute.linear import LinearKernel
 from ..config import BOUNDARY, BUFFERS, AcceleratorConfig
-from ..constmul import times
-from ..control.isa import (ARGS, HEADER, INSTRUCTION, INSTRUCTION_BITS, MAGIC, TOKENS, VERSION,
-                           Base, Buffer, Index, Opcode, Queue, Rows, Write)
+from ..control.isa import (
+    ARGS,
+    HEADER,
+    INSTRUCTION,
+    INSTRUCTION_BITS,
+    MAGIC,
+    TOKENS,
+    VERSION,
+    Base,
+    Buffer,
+    Index,
+    Opcode,
+    Queue,
+    Rows,
+    Write,
+)
 from ..control.registers import ENGINES, ERRORS, ControlRegisters
 from ..control.sequencer import Sequencer
-from ..gating import Gating
-from ..layernorm import LayerNormUnit, param_layout
-from ..linear import LinearKernel
 from ..memory.buffers import Buffer as BufferMemory
 from ..memory.buffers import BufferReader, RowGenerator, entry_layout
 from ..memory.dma import BEATS_BITS, DmaReader, DmaWriter, sub_region
+from ..moe.combine import Combiner
+from ..moe.gating import Gating
 from ..params import validating
 
 __all__ = ["Accelerator"]
@@ -523,14 +537,19 @@ class Accelerator(wiring.Component):
     @staticmethod
     def _dram_address(m, cfg, ins_args, bases, index, beats, name):
         """Base + offset + index * footprint(beats), as a signal (combinational)."""
-        footprint = times(sub_region(m, cfg.axi, beats, f"{name}_sub"), cfg.axi.ports)
+        axi = cfg.axi
+        sub = sub_region(m, axi, beats, f"{name}_sub")
+        # The sub-region is a whole number of bus words (of 4 KB blocks with several ports):
+        # multiply the count, not the bytes, so no multiplier input carries constant zeros.
+        unit = exact_log2(axi.data_bytes if axi.ports == 1 else BOUNDARY)
+        offset = (index * sub[unit:]) << (unit + exact_log2(axi.ports))
         base = Signal(64, name=f"{name}_base")
         with m.Switch(ins_args.base):
             for b, value in bases.items():
                 with m.Case(b):
                     m.d.comb += base.eq(value)
         address = Signal(64, name=f"{name}_address")
-        m.d.comb += address.eq(base + ins_args.offset + index * footprint)
+        m.d.comb += address.eq(base + ins_args.offset + offset)
         return address
 
     @staticmethod

@@ -54,7 +54,7 @@ from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .params import check_int, validating
+from ..params import check_int, validating
 from .systolic import ACC_WIDTH, SystolicArray, latency
 
 __all__ = ["TOKEN_BITS", "DIM_BITS", "SCORE_BITS", "GELU_ENTRIES", "OUTPUT_STAGES", "OutMode",
@@ -151,7 +151,7 @@ class LinearConfig:
     bus_width : int, 64..4096
         Bits per ``w`` beat (a memory bus: 256 by default; at least the header).
     dsp_packing : bool
-        Two int8 MACs per multiplier on DSP48E2 (see :class:`rtl.systolic.SystolicArray`).
+        Two int8 MACs per multiplier on DSP48E2 (see :class:`rtl.compute.systolic.SystolicArray`).
     out_width : int, 8, 16 or 32
         Width of the ``y`` lanes: the widest :class:`OutMode` a matrix may ask for.
         16 (default) serves every M3ViT layer (int8 activations, int16 residual

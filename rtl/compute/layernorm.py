@@ -13,7 +13,7 @@
 A *batch* is the tokens of one layer: the n-th parameter image on ``p`` applies
 to the n-th batch on ``i`` (``last`` on its final beat); the next image loads
 into the other bank while a batch runs. The exact square root and the reciprocal
-are digit-serial (:mod:`rtl.recip`), once per token; the token ring lets them work
+are digit-serial (:mod:`rtl.compute.recip`), once per token; the token ring lets them work
 on one token while the next streams in and an earlier one streams out, and the
 output pass goes from one token straight on to the next. Sized by :func:`plan`:
 digits per cycle so that each of them takes at most a token's beats, ring slots
@@ -29,8 +29,8 @@ from amaranth.lib.wiring import In, Out
 from golden.layernorm import D_MAX, NORM_FRAC
 from golden.softmax import RECIP_BITS
 
+from ..params import check_int, validating
 from .constmul import times
-from .params import check_int, validating
 from .recip import QUOTIENT_BITS, ISqrt, Reciprocal
 
 __all__ = ["param_layout", "in_layout", "out_layout", "Plan", "plan", "LayerNormUnit",

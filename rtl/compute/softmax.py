@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.softmax import CODE_ZERO, EXP2_BITS, EXP2_TABLE, LOG2_FRAC, RECIP_BITS
 
-from .params import check_int, validating
+from ..params import check_int, validating
 from .recip import Reciprocal
 
 __all__ = ["MODES", "RECIP_DIGITS", "in_layout", "out_layout", "SoftmaxUnit", "exp_cycles"]

@@ -19,9 +19,9 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .constmul import times
-from .linear import DIM_BITS, SCORE_BITS, TOKEN_BITS, y_layout
-from .params import check_int, validating
+from ..compute.constmul import times
+from ..compute.linear import DIM_BITS, SCORE_BITS, TOKEN_BITS, y_layout
+from ..params import check_int, validating
 
 __all__ = ["ACC_BITS", "flush_layout", "out_layout", "Combiner", "exp_cycles"]
 

@@ -35,7 +35,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .params import check_int, validating
+from ..params import check_int, validating
 
 __all__ = [
     "ACC_WIDTH", "ControlLayout", "operand_layout", "result_layout",

@@ -28,7 +28,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int, validating
+from ..params import check_int, validating
 
 __all__ = ["RECIP_BITS", "recip_layout", "Reciprocal", "ISqrt"]
 

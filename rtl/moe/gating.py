@@ -1,7 +1,7 @@
 """Expert gating datapath: softmax over the experts, top-k, per-expert token queues.
 
 The gate GEMV itself (``D -> E``, per task: the task id selects which gate matrix
-image is sent) runs on the linear kernel (:mod:`rtl.linear`), whose per-channel
+image is sent) runs on the linear kernel (:mod:`rtl.compute.linear`), whose per-channel
 requantizer writes the int16 log2-domain logits ``u`` (``bits=16``). Per token,
 its ``E`` logits stream into this unit, one per cycle::
 
@@ -23,11 +23,11 @@ from amaranth.lib.wiring import In, Out
 
 from golden.moe import TOPK_MAX
 
-from .constmul import times
-from .linear import SCORE_BITS, TOKEN_BITS
-from .params import check_int, validating
-from .softmax import SoftmaxUnit
-from .softmax import exp_cycles as softmax_cycles
+from ..compute.constmul import times
+from ..compute.linear import SCORE_BITS, TOKEN_BITS
+from ..compute.softmax import SoftmaxUnit
+from ..compute.softmax import exp_cycles as softmax_cycles
+from ..params import check_int, validating
 
 __all__ = ["in_layout", "out_layout", "Gating", "exp_cycles"]
 
@@ -59,7 +59,7 @@ class Gating(wiring.Component):
     o : Out(stream.Signature(out_layout(experts)))
         The frame's queues (see the module docstring); ``k * tokens`` beats.
 
-    Throughput: the softmax unit's row pace (:func:`rtl.softmax.exp_cycles`): a token
+    Throughput: the softmax unit's row pace (:func:`rtl.compute.softmax.exp_cycles`): a token
     every ``E`` cycles for ``E >= 14``, else 4 tokens every ``max(40, 3E + 14)``; the
     read-out one entry per cycle plus one cycle per expert scanned.
     Backpressure: ``o`` may stall; ``i`` stalls while the read-out runs.

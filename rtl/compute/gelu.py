@@ -13,7 +13,7 @@ Two components:
   ports, combinational (``latency=0``, distributed RAM) or registered
   (``latency=1``, block or distributed RAM). No flow control of its own: a
   pipeline stage of whatever instantiates it (e.g. the output stage of
-  :mod:`rtl.linear`).
+  :mod:`rtl.compute.linear`).
 * :class:`GeluUnit`: a streaming unit around a two-bank :class:`GeluLookup`.
   Tables arrive on ``t``; the n-th table applies to the n-th batch on ``i``
   (``last`` on the batch's final beat), and the next table loads while a batch
@@ -28,7 +28,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from .params import check_int, validating
+from ..params import check_int, validating
 
 __all__ = ["GELU_ENTRIES", "code_address", "GeluLookup", "table_layout", "io_layout",
            "GeluUnit", "exp_cycles"]
