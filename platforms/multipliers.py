@@ -24,18 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.hdl import Fragment
-from amaranth.hdl._ast import (
-    Assign,
-    Concat,
-    Const,
-    Operator,
-    Part,
-    Print,
-    Property,
-    Slice,
-    Switch,
-    SwitchValue,
-)
+from amaranth.hdl._ast import (Assign, Concat, Const, Operator, Part, Print, Property, Slice,
+                               Switch, SwitchValue)
 from amaranth.hdl._ir import Instance
 from amaranth.hdl._mem import MemoryInstance
 

@@ -39,32 +39,14 @@ from rtl.compute.systolic import SystolicArray
 from rtl.moe.combine import Combiner
 from rtl.moe.gating import Gating
 
-from .attention_images import (
-    FixedScale,
-    attention_streams,
-    check_attention,
-    golden_attention,
-    random_heads,
-)
+from .attention_images import (FixedScale, attention_streams, check_attention, golden_attention,
+                               random_heads)
 from .gemm_tiles import gemm_result, gemm_words
 from .linear_images import check_outputs, job_streams, random_job
-from .nonlinear_images import (
-    check_combine,
-    check_gating,
-    check_gelu,
-    check_isqrt,
-    check_layernorm,
-    check_reciprocal,
-    check_softmax,
-    combine_streams,
-    edge_operands,
-    gating_streams,
-    gelu_streams,
-    layernorm_batch,
-    layernorm_streams,
-    routed_layer,
-    softmax_words,
-)
+from .nonlinear_images import (check_combine, check_gating, check_gelu, check_isqrt,
+                               check_layernorm, check_reciprocal, check_softmax, combine_streams,
+                               edge_operands, gating_streams, gelu_streams, layernorm_batch,
+                               layernorm_streams, routed_layer, softmax_words)
 from .pysim_stream import run_streams
 
 __all__ = ["Campaign", "CAMPAIGNS", "draw_batch", "run_batch", "shrink", "fuzz", "replay"]

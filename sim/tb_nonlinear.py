@@ -18,15 +18,8 @@ from golden.softmax import softmax_u8
 from rtl.compute import layernorm, softmax
 from rtl.moe import gating
 from sim.cocotb_stream import run_streams, start_clock_and_reset
-from sim.nonlinear_images import (
-    check_gating,
-    check_layernorm,
-    check_softmax,
-    gating_streams,
-    layernorm_batch,
-    layernorm_streams,
-    softmax_words,
-)
+from sim.nonlinear_images import (check_gating, check_layernorm, check_softmax, gating_streams,
+                                  layernorm_batch, layernorm_streams, softmax_words)
 
 SEED = int(os.environ.get("TB_SEED", "0"))
 

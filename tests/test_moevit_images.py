@@ -5,18 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moevit.images import (
-    beats_to_bytes,
-    bytes_to_beats,
-    decode_matrix_image,
-    decode_norm_image,
-    matrix_image,
-    norm_image,
-    stripe,
-    tensor_bytes,
-    tensor_from_bytes,
-    unstripe,
-)
+from moevit.images import (beats_to_bytes, bytes_to_beats, decode_matrix_image, decode_norm_image,
+                           matrix_image, norm_image, stripe, tensor_bytes, tensor_from_bytes,
+                           unstripe)
 from moevit.packing import pack, pack_rows, unpack, unpack_rows
 from rtl.compute.layernorm import param_layout
 from rtl.compute.linear import LinearConfig, channel_layout, image_beats

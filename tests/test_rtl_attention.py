@@ -10,13 +10,8 @@ from golden.ptq import calibrate
 from golden.quant import requantize
 from golden.softmax import ATTENTION_CODES, CODE_ZERO, MANT_CODE_ZERO, mant4_codes, sqrt2_codes
 from rtl.compute.attention import AttentionConfig, AttentionKernel, exp_cycles
-from sim.attention_images import (
-    FixedScale,
-    attention_streams,
-    check_attention,
-    golden_attention,
-    random_heads,
-)
+from sim.attention_images import (FixedScale, attention_streams, check_attention, golden_attention,
+                                  random_heads)
 from sim.pysim_stream import run_streams
 
 

@@ -8,16 +8,8 @@ from golden.config import m3vit_tiny, tiny_test
 from platforms.devices import DEVICES
 from platforms.resources import dsp_by_unit
 from rtl.compute.linear import LinearConfig
-from rtl.config import (
-    BUFFERS,
-    PRESETS,
-    AcceleratorConfig,
-    AttentionArray,
-    AxiPorts,
-    Capacity,
-    LinearArray,
-    preset,
-)
+from rtl.config import (BUFFERS, PRESETS, AcceleratorConfig, AttentionArray, AxiPorts, Capacity,
+                        LinearArray, preset)
 
 #: The device each preset is sized for.
 PRESET_DEVICES = {"ecp5_85f": "LFE5U-85F", "zcu102": "xczu9eg-ffvb1156-2-e",

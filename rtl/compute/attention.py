@@ -46,17 +46,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.softmax import (
-    ATTENTION_CODES,
-    CODE_ZERO,
-    EXP2_BITS,
-    LOG2_FRAC,
-    MANT_BITS,
-    MANT_CODE_ZERO,
-    MANT_TABLE,
-    RECIP_BITS,
-    SQRT2_Q15,
-)
+from golden.softmax import (ATTENTION_CODES, CODE_ZERO, EXP2_BITS, LOG2_FRAC, MANT_BITS,
+                            MANT_CODE_ZERO, MANT_TABLE, RECIP_BITS, SQRT2_Q15)
 
 from ..params import check_int, validating
 from .recip import Reciprocal

@@ -37,22 +37,8 @@ from ..compute.constmul import times
 from ..compute.layernorm import LayerNormUnit, param_layout
 from ..compute.linear import LinearKernel
 from ..config import BOUNDARY, BUFFERS, AcceleratorConfig
-from ..control.isa import (
-    ARGS,
-    HEADER,
-    INSTRUCTION,
-    INSTRUCTION_BITS,
-    MAGIC,
-    TOKENS,
-    VERSION,
-    Base,
-    Buffer,
-    Index,
-    Opcode,
-    Queue,
-    Rows,
-    Write,
-)
+from ..control.isa import (ARGS, HEADER, INSTRUCTION, INSTRUCTION_BITS, MAGIC, TOKENS, VERSION,
+                           Base, Buffer, Index, Opcode, Queue, Rows, Write)
 from ..control.registers import ENGINES, ERRORS, ControlRegisters
 from ..control.sequencer import Sequencer
 from ..memory.buffers import Buffer as BufferMemory
