@@ -3,13 +3,17 @@
 import numpy as np
 import pytest
 
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import memory, wiring
+from amaranth.hdl import Const, Elaboratable, Module
+from amaranth.lib import data, memory, wiring
 from amaranth.sim import Simulator
 
 from moevit.images import matrix_image
-from rtl.compute.linear import (LinearConfig, LinearKernel, WeightLoader, channel_layout,
-                                exp_cycles, image_beats)
+from golden.gelu import gelu_int
+from golden.quant import requantize
+from rtl.compute.linear import (OUTPUT_STAGES, LinearConfig, LinearKernel, OutMode,
+                                OutputPipeline, WeightLoader, channel_layout, exp_cycles,
+                                image_beats, tile_layout, y_layout)
+from rtl.compute.systolic import result_layout
 from sim.flow import FlowPattern
 from sim.linear_images import check_outputs, job_image, job_streams, random_job
 from sim.pysim_stream import run_streams, stream_put
@@ -248,3 +252,75 @@ def test_weight_loader_fills_banks_in_turn(pi, po, bus, flow):
             entries = [mem["table"][bank * config.table_beats + b][e]
                        for b in range(config.table_beats) for e in range(per)]
             assert entries == list(job["gelu_table"])
+
+
+class _PipelineBench(Elaboratable):
+    """An :class:`OutputPipeline` reading two GELU tables from a memory."""
+
+    def __init__(self, config, tables):
+        self.config, self.tables = config, tables
+        self.pipeline = OutputPipeline(config)
+        self.acc, self.tile, self.y = self.pipeline.acc, self.pipeline.tile, self.pipeline.y
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, per = self.config, self.config.entries_per_beat
+        m.submodules.pipeline = pipeline = self.pipeline
+        words = [list(table[b * per:(b + 1) * per])
+                 for table in self.tables for b in range(cfg.table_beats)]
+        m.submodules.table = table = memory.Memory(shape=cfg.table_layout, depth=len(words),
+                                                   init=words)
+        for lane in pipeline.table:
+            wiring.connect(m, table.read_port(), lane)
+        return m
+
+
+@pytest.mark.parametrize("i_flow, o_flow", [(1.0, 1.0), (0.6, 0.5), (1.0, 0.3)])
+def test_output_pipeline_bit_exact(i_flow, o_flow):
+    """Random tiles (padding rows, all three modes, GELU from either bank, accumulators
+    past every saturation edge) through the pipeline alone: every kept row equals
+    golden.quant.requantize (then golden.gelu.gelu_int); at full rate each row leaves
+    OUTPUT_STAGES cycles after it enters."""
+    config = LinearConfig(pi=2, po=3, t=3, max_in=8, max_out=9, out_width=32)
+    rng = np.random.default_rng(7)
+    tables = [rng.integers(-128, 128, 256), rng.integers(-128, 128, 256)]
+    acc_rows, tiles, expected, kept = [], [], [], []
+    for n in range(24):
+        rows = int(rng.integers(1, config.t + 1))
+        bits = int(rng.choice([8, 16, 32]))
+        gelu = bits == 8 and bool(rng.integers(2))
+        bank = n % 2
+        zero_point = int(rng.integers(-20, 20))
+        bias = rng.integers(-(1 << 20), 1 << 20, config.po)
+        mult = rng.integers(0, 1 << 15, config.po)
+        shift = rng.integers(0, 48, config.po)
+        tokens = rng.integers(0, 1 << 16, config.t)
+        scores = rng.integers(0, 256, config.t)
+        tiles.append(Const.cast(tile_layout(config).const({
+            "info": {"tokens": tokens.tolist(), "scores": scores.tolist(), "rows": rows, "fold": n, "last": 1,
+                     "bank": bank, "zero_point": zero_point,
+                     "mode": {8: OutMode.INT8, 16: OutMode.INT16, 32: OutMode.INT32}[bits],
+                     "gelu": gelu},
+            "channels": {"bias": bias.tolist(), "mult": mult.tolist(),
+                         "shift": shift.tolist()}})).value)
+        for r in range(config.t):
+            acc = rng.integers(-(1 << 31) + (1 << 20), (1 << 31) - (1 << 20), config.po) \
+                >> int(rng.integers(0, 31))
+            acc_rows.append(Const.cast(result_layout(config.po).const(
+                {"acc": acc.tolist(), "last": r == config.t - 1})).value)
+            if r < rows:
+                kept.append(len(acc_rows) - 1)
+                out = requantize(acc + bias, mult, shift, zero_point, bits)
+                if gelu:
+                    out = gelu_int(out, tables[bank])
+                expected.append((int(tokens[r]), int(scores[r]), n, list(out)))
+    bench = _PipelineBench(config, tables)
+    res = run_streams(bench, {"acc": acc_rows, "tile": tiles}, {"y": len(expected)},
+                      name="output_pipeline", seed=3, i_flow=i_flow, o_flow=o_flow)
+    words, cycles = res["y"]
+    layout = y_layout(config.po, config.out_width)
+    got = [(b.token, b.score, b.fold, [b.data[c] for c in range(config.po)])
+           for b in (data.Const(layout, w) for w in words)]
+    assert got == expected
+    if i_flow == o_flow == 1.0:
+        assert cycles == [res["acc"][k] + OUTPUT_STAGES for k in kept]

@@ -8,8 +8,12 @@ experts) runs on this kernel::
     x (token slices) --> token memory (2 groups of T rows) -------+      (T x PO, PI lanes,
                                                                           row broadcast)
                                                                                |
-    y (PO outputs of one token) <-- output pipeline <--------------------------+
+    y (PO outputs of one token) <-- OutputPipeline <---------------------------+
                                     (bias, requantize, saturate, GELU table)
+
+:class:`WeightLoader` and :class:`OutputPipeline` are Components of their own, with
+their own tests; the token writer and the sequencer share the kernel's bank and slot
+flags and stay in :meth:`LinearKernel.elaborate`.
 
 Folding (FINN vocabulary): a ``d_in x d_out`` matrix is ``KB = ceil(d_in / PI)``
 input folds by ``NB = ceil(d_out / PO)`` output folds; tokens go through in
@@ -55,11 +59,11 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..params import check_int, validating
-from .systolic import ACC_WIDTH, SystolicArray, latency
+from .systolic import ACC_WIDTH, SystolicArray, latency, result_layout
 
 __all__ = ["TOKEN_BITS", "DIM_BITS", "SCORE_BITS", "GELU_ENTRIES", "OUTPUT_STAGES", "OutMode",
-           "HEADER", "x_layout", "y_layout", "channel_layout", "LinearConfig", "WeightLoader",
-           "LinearKernel", "image_beats", "exp_cycles", "batch_cycles"]
+           "HEADER", "x_layout", "y_layout", "channel_layout", "tile_layout", "LinearConfig",
+           "WeightLoader", "OutputPipeline", "LinearKernel", "image_beats", "exp_cycles", "batch_cycles"]
 
 #: Width of token indices carried with every beat.
 TOKEN_BITS = 16
@@ -397,6 +401,163 @@ class WeightLoader(wiring.Component):
         return m
 
 
+def tile_layout(config):
+    """What the sequencer hands the output pipeline per tile (through a FIFO, as the tile's
+    last beat enters the array): the ``info`` of its rows and the ``channels`` word of its
+    output fold."""
+    t = config.t
+    return data.StructLayout({
+        "info": data.StructLayout({
+            "tokens": data.ArrayLayout(TOKEN_BITS, t),
+            "scores": data.ArrayLayout(SCORE_BITS, t),
+            "rows": range(t + 1),          # rows that are tokens (the rest is padding)
+            "fold": DIM_BITS,
+            "last": 1,                     # final tile of the batch
+            "bank": 1,                     # the matrix's bank (its GELU table)
+            "zero_point": signed(16),
+            "mode": OutMode,
+            "gelu": 1,
+        }),
+        "channels": channel_layout(config.po),
+    })
+
+
+class OutputPipeline(wiring.Component):
+    """The array's rows to ``y``: padding rows dropped, bias added, requantized, saturated
+    to the matrix's mode and, for a GELU matrix, looked up in its bank's table (the
+    kernel's last block; the arithmetic of the module docstring, ``golden.quant``).
+
+    Members
+    -------
+    acc : In(stream.Signature(result_layout(po)))
+        Accumulator rows of finished tiles (the systolic array's ``o``), ``t`` per tile,
+        ``last`` on a tile's final row.
+    tile : In(stream.Signature(tile_layout(config)))
+        One entry per tile; taken with the tile's last row.
+    table : In(memory.ReadPort.Signature(...)).array(po)
+        With ``config.gelu`` only: driven, one read port of the GELU table memory per lane
+        (:attr:`LinearConfig.table_layout` words, bank ``b`` at ``b * table_beats``).
+    y : Out(stream.Signature(y_layout(po, out_width)))
+        One beat per token row.
+    table_release : Out(2)
+        Pulse with the last ``y`` beat of a batch: its bank's table is free.
+
+    Latency: :data:`OUTPUT_STAGES` cycles from a row's ``acc`` transfer to its ``y`` beat.
+    Throughput: one row per cycle; a padding row (``row >= rows``) is taken and dropped
+    in its cycle. Backpressure: the four stages advance together and hold while ``y`` is
+    stalled with a beat; ``acc`` and ``tile`` then wait.
+    """
+
+    def __init__(self, config):
+        with validating(self):
+            if not isinstance(config, LinearConfig):
+                raise TypeError(f"config must be a LinearConfig, not {config!r}")
+        self._config = config
+        ports = {
+            "acc": In(stream.Signature(result_layout(config.po))),
+            "tile": In(stream.Signature(tile_layout(config))),
+            "y": Out(stream.Signature(y_layout(config.po, config.out_width))),
+            "table_release": Out(2),
+        }
+        if config.gelu:
+            ports["table"] = In(memory.ReadPort.Signature(
+                addr_width=ceil_log2(2 * config.table_beats),
+                shape=config.table_layout)).array(config.po)
+        super().__init__(ports)
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        po, t = cfg.po, cfg.t
+        # Four register stages that all advance together (``en``) unless y stalls:
+        #   1: y = acc + bias          2: p = y * mult            3: round, shift, zero
+        #   point, saturate to the mode   4: GELU table read (or the value unchanged).
+        head_info, head_chan = self.tile.payload.info, self.tile.payload.channels
+        row = Signal(range(t))
+        keep = row < head_info.rows
+        beat = data.StructLayout({
+            "token": TOKEN_BITS, "fold": DIM_BITS, "score": SCORE_BITS, "last": 1,
+            "bank": 1, "zero_point": signed(16), "mode": OutMode, "gelu": 1,
+        })
+        valid = Signal(OUTPUT_STAGES)
+        info = [Signal(beat, name=f"info_{n + 1}") for n in range(OUTPUT_STAGES)]
+        en = ~valid[-1] | self.y.ready
+        take = self.acc.valid & self.tile.valid & (en | ~keep)
+        m.d.comb += [
+            self.acc.ready.eq(take),
+            self.tile.ready.eq(take & self.acc.payload.last),
+            self.y.valid.eq(valid[-1]),
+            self.y.payload.token.eq(info[-1].token),
+            self.y.payload.fold.eq(info[-1].fold),
+            self.y.payload.score.eq(info[-1].score),
+            self.y.payload.last.eq(info[-1].last),
+            self.table_release.eq(Mux(valid[-1] & self.y.ready & info[-1].last,
+                                      1 << info[-1].bank, 0)),
+        ]
+        with m.If(take):
+            m.d.sync += row.eq(Mux(self.acc.payload.last, 0, row + 1))
+        with m.If(en):
+            m.d.sync += [
+                valid.eq(Cat(take & keep, valid[:-1])),
+                info[0].token.eq(head_info.tokens[row]),
+                info[0].score.eq(head_info.scores[row]),
+                info[0].fold.eq(head_info.fold),
+                info[0].last.eq(head_info.last & (row + 1 == head_info.rows)),
+                info[0].bank.eq(head_info.bank),
+                info[0].zero_point.eq(head_info.zero_point),
+                info[0].mode.eq(head_info.mode),
+                info[0].gelu.eq(head_info.gelu),
+            ]
+            m.d.sync += [info[n + 1].eq(info[n]) for n in range(OUTPUT_STAGES - 1)]
+        lo = Mux(info[1].mode == OutMode.INT8, -(1 << 7),
+                 Mux(info[1].mode == OutMode.INT16, -(1 << 15), -(1 << 31)))
+        hi = Mux(info[1].mode == OutMode.INT8, (1 << 7) - 1,
+                 Mux(info[1].mode == OutMode.INT16, (1 << 15) - 1, (1 << 31) - 1))
+        for c in range(po):
+            y1 = Signal(signed(ACC_WIDTH), name=f"y_{c}")
+            mult1, shift1, shift2 = (Signal(unsigned(MULT_BITS), name=f"mult_{c}"),
+                                     Signal(unsigned(SHIFT_BITS), name=f"shift1_{c}"),
+                                     Signal(unsigned(SHIFT_BITS), name=f"shift2_{c}"))
+            p2 = Signal(signed(ACC_WIDTH + MULT_BITS + 1), name=f"product_{c}")
+            r3 = Signal(signed(cfg.out_width), name=f"requant_{c}")
+            rounded = Signal(signed(ACC_WIDTH + MULT_BITS + 3), name=f"rounded_{c}")
+            half = (Const(1, ACC_WIDTH + MULT_BITS + 1) << shift2) >> 1
+            m.d.comb += rounded.eq(((p2 + half) >> shift2)
+                                   + info[1].zero_point)
+            with m.If(en):
+                m.d.sync += [
+                    y1.eq(self.acc.payload.acc[c] + head_chan.bias[c]),
+                    mult1.eq(head_chan.mult[c]),
+                    shift1.eq(head_chan.shift[c]),
+                    p2.eq(y1 * mult1),
+                    shift2.eq(shift1),
+                    r3.eq(Mux(rounded < lo, lo, Mux(rounded > hi, hi, rounded))),
+                ]
+            if cfg.gelu:
+                # Stage 4: the table group of this lane's code; the entry is picked after.
+                code = (r3[:8] ^ 0x80).as_unsigned()         # q + 128
+                pick = Signal(range(cfg.entries_per_beat), name=f"pick_{c}")
+                rd = self.table[c]
+                m.d.comb += [rd.en.eq(en),
+                             rd.addr.eq(Mux(info[2].bank, cfg.table_beats, 0)
+                                        + (code >> ceil_log2(cfg.entries_per_beat)))]
+                r4 = Signal(signed(cfg.out_width), name=f"value_{c}")
+                with m.If(en):
+                    m.d.sync += [pick.eq(code), r4.eq(r3)]
+                m.d.comb += self.y.payload.data[c].eq(
+                    Mux(info[3].gelu, rd.data[pick], r4))
+            else:
+                r4 = Signal(signed(cfg.out_width), name=f"value_{c}")
+                with m.If(en):
+                    m.d.sync += r4.eq(r3)
+                m.d.comb += self.y.payload.data[c].eq(r4)
+        return m
+
+
 class LinearKernel(wiring.Component):
     """Tiled int8 GEMM with double-buffered on-chip weights (see the module docstring).
 
@@ -535,24 +696,12 @@ class LinearKernel(wiring.Component):
         nb_s = Mux(s_bank, nb[1], nb[0])
         head_s = Signal(HEADER)
         m.d.comb += head_s.eq(Mux(s_bank, head[1], head[0]))
-        tile_info = data.StructLayout({
-            "tokens": data.ArrayLayout(TOKEN_BITS, t),
-            "scores": data.ArrayLayout(SCORE_BITS, t),
-            "rows": range(t + 1),
-            "fold": DIM_BITS,
-            "last": 1,                     # final tile of the batch
-            "bank": 1,                     # the matrix's bank (its GELU table)
-            "zero_point": signed(16),
-            "mode": OutMode,
-            "gelu": 1,
-        })
         s1_valid = Signal()
         s1_last = Signal()                 # final beat of a tile
-        s1_info = Signal(tile_info)
+        s1_info = Signal(tile_layout(cfg).members["info"])
 
-        side = fifo.SyncFIFOBuffered(
-            width=tile_info.size + channel_layout(po).size,
-            depth=array.fifo_rows // t + 1)
+        side = fifo.SyncFIFOBuffered(width=tile_layout(cfg).size,
+                                     depth=array.fifo_rows // t + 1)
         m.submodules.side = side
         last_gate = ~s1_last | side.w_rdy
         m.d.comb += [
@@ -601,90 +750,16 @@ class LinearKernel(wiring.Component):
                 with m.If(group_last.bit_select(s_group, 1)):
                     m.d.comb += bank_release.eq(1 << s_bank)
 
-        # ---- output pipeline: drop padding rows, bias, requantize, GELU ------------------
-        # Four register stages that all advance together (``en``) unless y stalls:
-        #   1: y = acc + bias          2: p = y * mult            3: round, shift, zero
-        #   point, saturate to the mode   4: GELU table read (or the value unchanged).
-        head_info = Signal(tile_info)
-        head_chan = Signal(channel_layout(po))
-        m.d.comb += Cat(head_info, head_chan).eq(side.r_data)
-        row = Signal(range(t))
-        keep = row < head_info.rows
-        beat = data.StructLayout({
-            "token": TOKEN_BITS, "fold": DIM_BITS, "score": SCORE_BITS, "last": 1,
-            "bank": 1, "zero_point": signed(16), "mode": OutMode, "gelu": 1,
-        })
-        valid = Signal(OUTPUT_STAGES)
-        info = [Signal(beat, name=f"info_{n + 1}") for n in range(OUTPUT_STAGES)]
-        en = ~valid[-1] | self.y.ready
-        take = array.o.valid & side.r_rdy & (en | ~keep)
-        m.d.comb += [
-            array.o.ready.eq(take),
-            side.r_en.eq(take & array.o.payload.last),
-            self.y.valid.eq(valid[-1]),
-            self.y.payload.token.eq(info[-1].token),
-            self.y.payload.fold.eq(info[-1].fold),
-            self.y.payload.score.eq(info[-1].score),
-            self.y.payload.last.eq(info[-1].last),
-            table_release.eq(Mux(valid[-1] & self.y.ready & info[-1].last, 1 << info[-1].bank, 0)),
-        ]
-        with m.If(take):
-            m.d.sync += row.eq(Mux(array.o.payload.last, 0, row + 1))
-        with m.If(en):
-            m.d.sync += [
-                valid.eq(Cat(take & keep, valid[:-1])),
-                info[0].token.eq(head_info.tokens[row]),
-                info[0].score.eq(head_info.scores[row]),
-                info[0].fold.eq(head_info.fold),
-                info[0].last.eq(head_info.last & (row + 1 == head_info.rows)),
-                info[0].bank.eq(head_info.bank),
-                info[0].zero_point.eq(head_info.zero_point),
-                info[0].mode.eq(head_info.mode),
-                info[0].gelu.eq(head_info.gelu),
-            ]
-            m.d.sync += [info[n + 1].eq(info[n]) for n in range(OUTPUT_STAGES - 1)]
-        lo = Mux(info[1].mode == OutMode.INT8, -(1 << 7),
-                 Mux(info[1].mode == OutMode.INT16, -(1 << 15), -(1 << 31)))
-        hi = Mux(info[1].mode == OutMode.INT8, (1 << 7) - 1,
-                 Mux(info[1].mode == OutMode.INT16, (1 << 15) - 1, (1 << 31) - 1))
-        for c in range(po):
-            y1 = Signal(signed(ACC_WIDTH), name=f"y_{c}")
-            mult1, shift1, shift2 = (Signal(unsigned(MULT_BITS), name=f"mult_{c}"),
-                                     Signal(unsigned(SHIFT_BITS), name=f"shift1_{c}"),
-                                     Signal(unsigned(SHIFT_BITS), name=f"shift2_{c}"))
-            p2 = Signal(signed(ACC_WIDTH + MULT_BITS + 1), name=f"product_{c}")
-            r3 = Signal(signed(cfg.out_width), name=f"requant_{c}")
-            rounded = Signal(signed(ACC_WIDTH + MULT_BITS + 3), name=f"rounded_{c}")
-            half = (Const(1, ACC_WIDTH + MULT_BITS + 1) << shift2) >> 1
-            m.d.comb += rounded.eq(((p2 + half) >> shift2)
-                                   + info[1].zero_point)
-            with m.If(en):
-                m.d.sync += [
-                    y1.eq(array.o.payload.acc[c] + head_chan.bias[c]),
-                    mult1.eq(head_chan.mult[c]),
-                    shift1.eq(head_chan.shift[c]),
-                    p2.eq(y1 * mult1),
-                    shift2.eq(shift1),
-                    r3.eq(Mux(rounded < lo, lo, Mux(rounded > hi, hi, rounded))),
-                ]
-            if cfg.gelu:
-                # Stage 4: the table group of this lane's code; the entry is picked after.
-                code = (r3[:8] ^ 0x80).as_unsigned()         # q + 128
-                pick = Signal(range(cfg.entries_per_beat), name=f"pick_{c}")
-                rd = table_rd[c]
-                m.d.comb += [rd.en.eq(en),
-                             rd.addr.eq(Mux(info[2].bank, cfg.table_beats, 0)
-                                        + (code >> ceil_log2(cfg.entries_per_beat)))]
-                r4 = Signal(signed(cfg.out_width), name=f"value_{c}")
-                with m.If(en):
-                    m.d.sync += [pick.eq(code), r4.eq(r3)]
-                m.d.comb += self.y.payload.data[c].eq(
-                    Mux(info[3].gelu, rd.data[pick], r4))
-            else:
-                r4 = Signal(signed(cfg.out_width), name=f"value_{c}")
-                with m.If(en):
-                    m.d.sync += r4.eq(r3)
-                m.d.comb += self.y.payload.data[c].eq(r4)
+        # ---- output pipeline ------------------------------------------------------------
+        m.submodules.output = output = OutputPipeline(cfg)
+        wiring.connect(m, array.o, output.acc)
+        m.d.comb += [output.tile.valid.eq(side.r_rdy), output.tile.payload.eq(side.r_data),
+                     side.r_en.eq(output.tile.ready),
+                     table_release.eq(output.table_release)]
+        if cfg.gelu:
+            for port, lane in zip(table_rd, output.table):
+                wiring.connect(m, port, lane)
+        wiring.connect(m, output.y, wiring.flipped(self.y))
         return m
 
 
