@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Const, Elaboratable, Module
+from amaranth.lib import data, memory, wiring
+from amaranth.sim import Simulator
 
 from golden.datasets import dataset
 from golden.gemm import int8_matmul
@@ -9,10 +12,12 @@ from golden.int_model import int_forward, pixels_from_image
 from golden.ptq import calibrate
 from golden.quant import requantize
 from golden.softmax import ATTENTION_CODES, CODE_ZERO, MANT_CODE_ZERO, mant4_codes, sqrt2_codes
-from rtl.compute.attention import AttentionConfig, AttentionKernel, exp_cycles
+from rtl.compute.attention import (AttentionConfig, AttentionKernel, QueryLoader, beat_layout,
+                                   exp_cycles)
 from sim.attention_images import (FixedScale, attention_streams, check_attention, golden_attention,
                                   random_heads)
-from sim.pysim_stream import run_streams
+from sim.flow import FlowPattern
+from sim.pysim_stream import run_streams, stream_put
 
 
 def workload(config, heads, n, *, seed=0, shift_scale=0, equal_scores=False, v_fill=None):
@@ -168,3 +173,78 @@ def test_mant4_every_mantissa_and_octave():
     assert set(np.unique(live & 63)) == set(range(64))
     assert set(np.unique(live >> 6)) == set(range(CODE_ZERO)) and (codes == MANT_CODE_ZERO).any()
     run(config, 1, 48, seed=3, shift_scale=3, i_flow=0.8, o_flow=0.7)
+
+
+class _QueryBench(Elaboratable):
+    """A :class:`QueryLoader` writing the kernel's Q memory."""
+
+    def __init__(self, config):
+        self.config = config
+        self.loader = QueryLoader(config)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        lane = beat_layout(cfg.h, cfg.dp).members["data"]
+        m.submodules.loader = self.loader
+        m.submodules.qbuf = self.qbuf = memory.Memory(
+            shape=data.ArrayLayout(lane, cfg.r), depth=2 * cfg.slices, init=[])
+        wiring.connect(m, self.loader.blocks, self.qbuf.write_port(granularity=1))
+        return m
+
+
+@pytest.mark.parametrize("flow", [1.0, 0.5])
+def test_query_loader_blocks(flow):
+    """Five rows with R = 3: a block of three rows in half 0, then the group's last two
+    rows (``last``) in half 1; a third block waits for half 0's release. Every slice of
+    every row lands in its half at its row."""
+    config = AttentionConfig(r=3, dp=2, h=2, head_dim=4, max_tokens=8)
+    rng = np.random.default_rng(5)
+    rows = rng.integers(-128, 128, (7, config.slices, config.h, config.dp))
+    layout = beat_layout(config.h, config.dp)
+
+    def beats(block, last):
+        return [Const.cast(layout.const({"data": row[s].tolist(),
+                                         "last": last and n == len(block) - 1
+                                         and s == config.slices - 1})).value
+                for n, row in enumerate(block) for s in range(config.slices)]
+
+    bench = _QueryBench(config)
+    loader = bench.loader
+    log = {}
+
+    async def testbench(ctx):
+        log["first"] = await stream_put(ctx, loader.q, beats(rows[:5], True),
+                                        FlowPattern(flow, seed=1))
+        assert ctx.get(loader.full) == 0b11
+        log["halves"] = [[ctx.get(bench.qbuf.data[half * config.slices + s])
+                          for s in range(config.slices)] for half in range(2)]
+        ctx.set(loader.q.payload.as_value(), beats(rows[5:], False)[0])
+        ctx.set(loader.q.valid, 1)
+        for _ in range(3):                               # half 0 is full: the row waits
+            assert not ctx.get(loader.q.ready)
+            await ctx.tick()
+        ctx.set(loader.release, 0b01)
+        await ctx.tick()
+        ctx.set(loader.release, 0)
+        assert ctx.get(loader.full) == 0b10 and ctx.get(loader.q.ready)
+        await stream_put(ctx, loader.q, beats(rows[5:], True), FlowPattern(flow, seed=2))
+        await ctx.tick()
+        assert ctx.get(loader.full) == 0b11
+        log["again"] = [ctx.get(bench.qbuf.data[s]) for s in range(config.slices)]
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    if flow == 1.0:
+        assert log["first"] == list(range(5 * config.slices))   # one beat per cycle
+    for half, block in ((0, rows[:3]), (1, rows[3:5])):
+        for s in range(config.slices):
+            for j, row in enumerate(block):
+                assert [[log["halves"][half][s][j][hh][d] for d in range(config.dp)]
+                        for hh in range(config.h)] == row[s].tolist()
+    for s in range(config.slices):
+        for j, row in enumerate(rows[5:]):
+            assert [[log["again"][s][j][hh][d] for d in range(config.dp)]
+                    for hh in range(config.h)] == row[s].tolist()

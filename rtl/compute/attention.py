@@ -20,6 +20,7 @@ each; every beat carries ``Dp`` dims of each of the ``H`` heads). Two engines wo
 on consecutive blocks of R query rows at once::
 
     Q loader: q beats --> Q blocks (two, alternating), filled while pass 1 reads the other
+              (QueryLoader, a Component of its own)
     front:  k, v beats side by side --> K and V buffers (N rows x head_dim, on chip)
             per block: pass 1: key j = 0..N-1 broadcast to the R rows: R x Dp MACs per head,
                                s -> u (R requantizers) -> score buffer (two, alternating),
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from golden.softmax import (ATTENTION_CODES, CODE_ZERO, EXP2_BITS, LOG2_FRAC, MANT_BITS,
                             MANT_CODE_ZERO, MANT_TABLE, RECIP_BITS, SQRT2_Q15)
@@ -52,7 +54,7 @@ from golden.softmax import (ATTENTION_CODES, CODE_ZERO, EXP2_BITS, LOG2_FRAC, MA
 from ..params import check_int, validating
 from .recip import Reciprocal
 
-__all__ = ["AttentionConfig", "beat_layout", "AttentionKernel", "exp_cycles"]
+__all__ = ["AttentionConfig", "beat_layout", "QueryLoader", "AttentionKernel", "exp_cycles"]
 
 SCORE_BITS = 32
 
@@ -132,6 +134,75 @@ class AttentionConfig:
         return self.h * self.r * self.dp
 
 
+class QueryLoader(wiring.Component):
+    """Query rows into the two Q blocks, ahead of pass 1 (the attention kernel's Q loader).
+
+    A block is up to ``r`` rows of ``slices`` beats; it ends after ``r`` rows or at a beat
+    with ``last`` (the group's final row). Blocks alternate between the two halves of the
+    Q memory (half ``p`` at words ``p * slices ..``); word ``s`` of a half holds slice
+    ``s`` of every row of the block (row ``j`` at element ``j``).
+
+    Members
+    -------
+    q : In(stream.Signature(beat_layout(h, dp)))
+        Query rows in order.
+    blocks : In(memory.WritePort.Signature(...))
+        Driven: the write port of the Q memory (``data.ArrayLayout(lane, r)`` words,
+        one row per write-enable bit).
+    full : Out(2)
+        Half ``p`` holds a loaded block: set the cycle after its last beat.
+    release : In(2)
+        Pulse: pass 1 has read half ``p`` for the last time (clears ``full[p]``).
+
+    Throughput: one beat per cycle while the half it fills is free; ``q.ready`` is low
+    while ``full`` holds that half.
+    """
+
+    def __init__(self, config):
+        with validating(self):
+            if not isinstance(config, AttentionConfig):
+                raise TypeError(f"config must be an AttentionConfig, not {config!r}")
+        self._config = config
+        lane = beat_layout(config.h, config.dp).members["data"]
+        super().__init__({
+            "q": In(stream.Signature(beat_layout(config.h, config.dp))),
+            "blocks": In(memory.WritePort.Signature(
+                addr_width=ceil_log2(2 * config.slices), shape=data.ArrayLayout(lane, config.r),
+                granularity=1)),
+            "full": Out(2),
+            "release": In(2),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        R, S = self._config.r, self._config.slices
+        q_par = Signal()
+        q_row = Signal(range(R))
+        q_sl = Signal(range(S))
+        q_wr = self.blocks
+        m.d.comb += [
+            q_wr.addr.eq(Mux(q_par, S, 0) + q_sl),
+            q_wr.data.eq(Cat(*([self.q.payload.data.as_value()] * R))),
+        ]
+        q_take = self.q.valid & ~self.full.bit_select(q_par, 1)
+        q_block_end = q_take & (q_sl == S - 1) & ((q_row == R - 1) | self.q.payload.last)
+        m.d.comb += [self.q.ready.eq(~self.full.bit_select(q_par, 1)),
+                     q_wr.en.eq(Mux(q_take, 1 << q_row, 0))]
+        m.d.sync += self.full.eq((self.full | Mux(q_block_end, Mux(q_par, 0b10, 0b01), 0))
+                                 & ~self.release)
+        with m.If(q_take):
+            m.d.sync += q_sl.eq(Mux(q_sl == S - 1, 0, q_sl + 1))
+            with m.If(q_sl == S - 1):
+                m.d.sync += q_row.eq(q_row + 1)
+            with m.If(q_block_end):
+                m.d.sync += [q_row.eq(0), q_par.eq(~q_par)]
+        return m
+
+
 class AttentionKernel(wiring.Component):
     """Attention of ``H`` heads at a time over ``N <= max_tokens`` tokens (see the module docstring).
 
@@ -186,7 +257,9 @@ class AttentionKernel(wiring.Component):
         uword = data.ArrayLayout(data.ArrayLayout(signed(16), R), H)
         m.submodules.ubuf = ubuf = memory.Memory(shape=uword, depth=2 * NMAX, init=[])
         k_wr, v_wr, u_wr = kbuf.write_port(), vbuf.write_port(), ubuf.write_port()
-        q_wr = qbuf.write_port(granularity=1)
+        m.submodules.q_loader = q_loader = QueryLoader(cfg)
+        wiring.connect(m, wiring.flipped(self.q), q_loader.q)
+        wiring.connect(m, q_loader.blocks, qbuf.write_port(granularity=1))
         k_rd, v_rd, q_rd, u_rd = (kbuf.read_port(), vbuf.read_port(), qbuf.read_port(),
                                   ubuf.read_port())
 
@@ -197,11 +270,7 @@ class AttentionKernel(wiring.Component):
         sl = Signal(range(S))
         block = Signal(range(NMAX + R + 1))      # first row of the front's block
         rows = Signal(range(R + 1))              # rows of the front's block
-        # The Q loader fills the two Q blocks ahead of pass 1: half ``q_par`` next, row, slice.
-        q_par = Signal()
-        q_row = Signal(range(R))
-        q_sl = Signal(range(S))
-        q_full = Signal(2)                       # Q block loaded, not yet read by pass 1
+        q_full = q_loader.full                   # Q block loaded, not yet read by pass 1
         q_release = Signal()                     # pass 1 read its Q block for the last time
         f_par = Signal()                          # the front's Q / score buffer
         v_addr = Signal(range(NMAX * S + 1))     # V rows * S + slice, loaded beside K
@@ -385,22 +454,8 @@ class AttentionKernel(wiring.Component):
         m.d.comb += [
             k_wr.addr.eq(addr), k_wr.data.eq(self.k.payload.data),
             v_wr.addr.eq(Mux(g_par, NMAX * S, 0) + v_addr), v_wr.data.eq(self.v.payload.data),
-            q_wr.addr.eq(Mux(q_par, S, 0) + q_sl),
-            q_wr.data.eq(Cat(*([self.q.payload.data.as_value()] * R))),
+            q_loader.release.eq(Mux(q_release, Mux(f_par, 0b10, 0b01), 0)),
         ]
-        # ---- Q loader: blocks of R rows (the last one of a group ends at ``last``) ----------------
-        q_take = self.q.valid & ~q_full.bit_select(q_par, 1)
-        q_block_end = q_take & (q_sl == S - 1) & ((q_row == R - 1) | self.q.payload.last)
-        m.d.comb += [self.q.ready.eq(~q_full.bit_select(q_par, 1)),
-                     q_wr.en.eq(Mux(q_take, 1 << q_row, 0))]
-        m.d.sync += q_full.eq((q_full | Mux(q_block_end, Mux(q_par, 0b10, 0b01), 0))
-                              & ~Mux(q_release, Mux(f_par, 0b10, 0b01), 0))
-        with m.If(q_take):
-            m.d.sync += q_sl.eq(Mux(q_sl == S - 1, 0, q_sl + 1))
-            with m.If(q_sl == S - 1):
-                m.d.sync += q_row.eq(q_row + 1)
-            with m.If(q_block_end):
-                m.d.sync += [q_row.eq(0), q_par.eq(~q_par)]
 
         m.d.sync += u_free.eq((u_free | u_release) & ~Mux(f_clear, Mux(f_par, 0b10, 0b01), 0))
         with m.FSM(name="front"):
