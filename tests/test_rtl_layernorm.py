@@ -2,11 +2,16 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Const, Elaboratable, Module
+from amaranth.lib import memory, wiring
+from amaranth.sim import Simulator
 
 from golden.layernorm import int_layernorm
-from rtl.compute.layernorm import LayerNormUnit, exp_cycles, plan
+from rtl.compute.layernorm import (LayerNormUnit, ParamLoader, channel_layout, exp_cycles,
+                                   param_layout, plan)
+from sim.flow import FlowPattern
 from sim.nonlinear_images import check_layernorm, layernorm_batch, layernorm_streams
-from sim.pysim_stream import run_streams
+from sim.pysim_stream import run_streams, stream_put
 
 
 def run_batches(batches, d, lanes, *, i_flow=1.0, o_flow=1.0, seed=0):
@@ -84,3 +89,80 @@ def test_short_tokens_go_at_the_square_root_pace():
 def test_bad_parameters_are_named(args, message):
     with pytest.raises(ValueError, match=message):
         LayerNormUnit(*args)
+
+
+class _ParamBench(Elaboratable):
+    """A :class:`ParamLoader` writing the unit's parameter memory."""
+
+    def __init__(self, beats, lanes):
+        self.beats, self.lanes = beats, lanes
+        self.loader = ParamLoader(beats, lanes)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.loader = self.loader
+        m.submodules.params = self.params = memory.Memory(
+            shape=channel_layout(self.lanes), depth=2 * self.beats, init=[])
+        wiring.connect(m, self.loader.params, self.params.write_port())
+        return m
+
+
+@pytest.mark.parametrize("flow", [1.0, 0.4])
+def test_param_loader_banks(flow):
+    """Three images of 3 beats: banks 0 and 1 fill (one beat per cycle at full rate), the
+    third waits for bank 0's release; gain, bias, shift and eps land in their bank."""
+    beats, lanes = 3, 2
+    rng = np.random.default_rng(11)
+    images = [{"gain": rng.integers(-(1 << 15), 1 << 15, (beats, lanes)),
+               "bias": rng.integers(-(1 << 31), 1 << 31, (beats, lanes)),
+               "shift": int(rng.integers(0, 64)), "eps": int(rng.integers(0, 1 << 40))}
+              for _ in range(3)]
+
+    def words(image):
+        return [Const.cast(param_layout(lanes).const({
+            "gain": image["gain"][b].tolist(), "bias": image["bias"][b].tolist(),
+            "shift": image["shift"], "eps": image["eps"]})).value for b in range(beats)]
+
+    bench = _ParamBench(beats, lanes)
+    loader = bench.loader
+    log = {"done": []}
+
+    async def testbench(ctx):
+        log["first"] = await stream_put(ctx, loader.p, words(images[0]) + words(images[1]),
+                                        FlowPattern(flow, seed=4))
+        assert ctx.get(loader.full) == 0b11
+        ctx.set(loader.p.payload.as_value(), words(images[2])[0])
+        ctx.set(loader.p.valid, 1)
+        for _ in range(3):                                   # both banks full: it waits
+            assert not ctx.get(loader.p.ready)
+            await ctx.tick()
+        ctx.set(loader.release, 0b01)
+        await ctx.tick()
+        ctx.set(loader.release, 0)
+        assert ctx.get(loader.full) == 0b10
+        await stream_put(ctx, loader.p, words(images[2]), FlowPattern(flow, seed=5))
+        await ctx.tick()
+        assert ctx.get(loader.full) == 0b11
+        log["memory"] = [ctx.get(bench.params.data[a]) for a in range(2 * beats)]
+        log["shift"] = [ctx.get(loader.shift[b]) for b in range(2)]
+        log["eps"] = [ctx.get(loader.eps[b]) for b in range(2)]
+
+    async def monitor(ctx):
+        async for _, _, done in ctx.tick().sample(loader.done):
+            if done:
+                log["done"].append(done)
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.add_testbench(monitor, background=True)
+    sim.run()
+    if flow == 1.0:
+        assert log["first"] == list(range(2 * beats))
+    assert log["done"] == [0b01, 0b10, 0b01]
+    for bank, image in ((0, images[2]), (1, images[1])):
+        for b in range(beats):
+            word = log["memory"][bank * beats + b]
+            assert [word.gain[c] for c in range(lanes)] == image["gain"][b].tolist()
+            assert [word.bias[c] for c in range(lanes)] == image["bias"][b].tolist()
+        assert (log["shift"][bank], log["eps"][bank]) == (image["shift"], image["eps"])

@@ -2,7 +2,8 @@
 
 ::
 
-    p (parameter images) --> 2 banks of {gain, bias} per channel; shift, eps per bank
+    p (parameter images) --> ParamLoader --> 2 banks of {gain, bias} per channel;
+                                             shift, eps per bank
     i (token beats) --> token ring (lib.memory) + S1 = sum(x), S2 = sum(x*x) (one pass)
                          | token end: var + eps = D*S2 - S1*S1 + eps
                          +--> FIFO --> ISqrt --> Reciprocal --> output pass --> o
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from golden.layernorm import D_MAX, NORM_FRAC
 from golden.softmax import RECIP_BITS
@@ -33,8 +35,8 @@ from ..params import check_int, validating
 from .constmul import times
 from .recip import QUOTIENT_BITS, ISqrt, Reciprocal
 
-__all__ = ["param_layout", "in_layout", "out_layout", "Plan", "plan", "LayerNormUnit",
-           "exp_cycles"]
+__all__ = ["param_layout", "in_layout", "out_layout", "channel_layout", "Plan", "plan",
+           "ParamLoader", "LayerNormUnit", "exp_cycles"]
 
 #: ``eps`` is at most 2**40 (``golden.layernorm.int_layernorm``).
 EPS_BITS = 41
@@ -120,6 +122,81 @@ def plan(d, lanes):
     return Plan(beats, var_bits, sqrt_digits, recip_digits, slots)
 
 
+def channel_layout(lanes):
+    """One word of the parameter memory: gain and bias of ``lanes`` channels."""
+    return data.StructLayout({"gain": data.ArrayLayout(signed(16), lanes),
+                              "bias": data.ArrayLayout(signed(32), lanes)})
+
+
+class ParamLoader(wiring.Component):
+    """Parameter images into the LayerNorm unit's two banks (its first block).
+
+    Images fill bank 0, then 1, then 0 again; bank ``b`` is words ``b * beats ..`` of the
+    parameter memory, one word per beat; ``shift`` and ``eps`` come from the image's final
+    beat.
+
+    Parameters
+    ----------
+    beats : int
+        Beats per image (``d // lanes``).
+    lanes : int
+
+    Members
+    -------
+    p : In(stream.Signature(param_layout(lanes)))
+    params : In(memory.WritePort.Signature(...))
+        Driven: the write port of the parameter memory (:func:`channel_layout` words).
+    shift : Out(data.ArrayLayout(6, 2))
+    eps : Out(data.ArrayLayout(EPS_BITS, 2))
+        Per bank, the image's output shift and epsilon.
+    done : Out(2)
+        Pulse on bit ``b`` with the final beat of an image into bank ``b``.
+    full : Out(2)
+        Bank ``b`` holds an image nobody has released.
+    release : In(2)
+        Pulse: the unit's last read of bank ``b`` (clears ``full[b]``).
+
+    Throughput: one beat per cycle while the bank it fills is free; ``p.ready`` is low
+    while ``full`` holds that bank.
+    """
+
+    def __init__(self, beats, lanes):
+        self._beats = beats
+        super().__init__({
+            "p": In(stream.Signature(param_layout(lanes))),
+            "params": In(memory.WritePort.Signature(addr_width=ceil_log2(2 * beats),
+                                                     shape=channel_layout(lanes))),
+            "shift": Out(data.ArrayLayout(6, 2)),
+            "eps": Out(data.ArrayLayout(EPS_BITS, 2)),
+            "done": Out(2),
+            "full": Out(2),
+            "release": In(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        beats = self._beats
+        p_wr = self.params
+        load_bank = Signal()
+        load_beat = Signal(range(beats))
+        m.d.comb += [
+            self.p.ready.eq(~self.full.bit_select(load_bank, 1)),
+            p_wr.addr.eq(Mux(load_bank, beats, 0) + load_beat),
+            p_wr.data.gain.eq(self.p.payload.gain),
+            p_wr.data.bias.eq(self.p.payload.bias),
+            p_wr.en.eq(self.p.valid & self.p.ready),
+        ]
+        with m.If(self.p.valid & self.p.ready):
+            m.d.sync += load_beat.eq(Mux(load_beat == beats - 1, 0, load_beat + 1))
+            with m.If(load_beat == beats - 1):
+                m.d.comb += self.done.eq(1 << load_bank)
+                m.d.sync += [load_bank.eq(~load_bank),
+                             self.shift[load_bank].eq(self.p.payload.shift),
+                             self.eps[load_bank].eq(self.p.payload.eps)]
+        m.d.sync += self.full.eq((self.full | self.done) & ~self.release)
+        return m
+
+
 class LayerNormUnit(wiring.Component):
     """LayerNorm over tokens of ``d`` int16 elements, ``lanes`` per beat.
 
@@ -182,32 +259,14 @@ class LayerNormUnit(wiring.Component):
             return Mux(slot == slots - 1, 0, slot + 1)
 
         # ---- parameters: two banks ------------------------------------------------------
-        chan = data.StructLayout({"gain": data.ArrayLayout(signed(16), lanes),
-                                  "bias": data.ArrayLayout(signed(32), lanes)})
-        m.submodules.params = params = memory.Memory(shape=chan, depth=2 * beats, init=[])
-        p_wr = params.write_port()
+        m.submodules.params = params = memory.Memory(shape=channel_layout(lanes),
+                                                     depth=2 * beats, init=[])
+        m.submodules.loader = loader = ParamLoader(beats, lanes)
+        wiring.connect(m, wiring.flipped(self.p), loader.p)
+        wiring.connect(m, loader.params, params.write_port())
         p_rd = params.read_port()
-        shift = Signal(data.ArrayLayout(6, 2))
-        eps = Signal(data.ArrayLayout(EPS_BITS, 2))
-        bank_full = Signal(2)
-        bank_release = Signal(2)
-        load_bank = Signal()
-        load_beat = Signal(range(beats))
-        load_done = Signal()
-        m.d.comb += [
-            self.p.ready.eq(~bank_full.bit_select(load_bank, 1)),
-            p_wr.addr.eq(Mux(load_bank, beats, 0) + load_beat),
-            p_wr.data.gain.eq(self.p.payload.gain),
-            p_wr.data.bias.eq(self.p.payload.bias),
-            p_wr.en.eq(self.p.valid & self.p.ready),
-        ]
-        with m.If(self.p.valid & self.p.ready):
-            m.d.sync += load_beat.eq(Mux(load_beat == beats - 1, 0, load_beat + 1))
-            with m.If(load_beat == beats - 1):
-                m.d.comb += load_done.eq(1)
-                m.d.sync += [load_bank.eq(~load_bank), shift[load_bank].eq(self.p.payload.shift),
-                             eps[load_bank].eq(self.p.payload.eps)]
-        m.d.sync += bank_full.eq((bank_full | Mux(load_done, 1 << load_bank, 0)) & ~bank_release)
+        shift, eps = loader.shift, loader.eps
+        bank_release = loader.release
         # The input side's view: a bank holds parameters its next batch has not yet taken in.
         # (A bank stays full until the output pass has read it: a batch two images on must
         # not take in tokens against the older batch's parameters still there.)
@@ -244,7 +303,7 @@ class LayerNormUnit(wiring.Component):
                 with m.If(self.i.payload.last):
                     m.d.comb += batch_in.eq(1 << in_bank)
                     m.d.sync += in_bank.eq(~in_bank)
-        m.d.sync += bank_fresh.eq((bank_fresh | Mux(load_done, 1 << load_bank, 0)) & ~batch_in)
+        m.d.sync += bank_fresh.eq((bank_fresh | loader.done) & ~batch_in)
         m.d.sync += held.eq(held + row_in - release)
 
         # Cycle 1: the beat's sums; cycle 2: the token's S1, S2; cycle 3: D*S2 and S1*S1;
