@@ -6,7 +6,9 @@ constructor, before anything is elaborated.
 
 import contextlib
 
-__all__ = ["check_int", "validating"]
+from amaranth.lib import wiring
+
+__all__ = ["check_int", "validating", "ConfigComponent"]
 
 
 def check_int(name, value, lo, hi):
@@ -28,3 +30,31 @@ def validating(component):
     except (ValueError, TypeError):
         component._MustUse__silence = True
         raise
+
+
+class ConfigComponent(wiring.Component):
+    """A ``wiring.Component`` built from one config object: the config's type is checked
+    at construction (``TypeError`` naming it), the ports come from :meth:`members`, and
+    the config stays readable as :attr:`config`.
+
+    Subclasses set ``config_type`` and define ``members(config)``, returning the
+    signature's members (a dict of ``In`` / ``Out``).
+    """
+
+    config_type = None
+
+    def __init__(self, config):
+        with validating(self):
+            if not isinstance(config, self.config_type):
+                name = self.config_type.__name__
+                article = "an" if name[0] in "AEIOU" else "a"
+                raise TypeError(f"config must be {article} {name}, not {config!r}")
+        self._config = config
+        super().__init__(self.members(config))
+
+    @property
+    def config(self):
+        return self._config
+
+    def members(self, config):
+        raise NotImplementedError(f"{type(self).__name__} must define members(config)")

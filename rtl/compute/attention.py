@@ -51,7 +51,7 @@ from amaranth.utils import ceil_log2
 from golden.softmax import (ATTENTION_CODES, CODE_ZERO, EXP2_BITS, LOG2_FRAC, MANT_BITS,
                             MANT_CODE_ZERO, MANT_TABLE, RECIP_BITS, SQRT2_Q15)
 
-from ..params import check_int, validating
+from ..params import ConfigComponent, check_int
 from .recip import Reciprocal
 
 __all__ = ["AttentionConfig", "beat_layout", "QueryLoader", "AttentionKernel", "exp_cycles"]
@@ -134,7 +134,7 @@ class AttentionConfig:
         return self.h * self.r * self.dp
 
 
-class QueryLoader(wiring.Component):
+class QueryLoader(ConfigComponent):
     """Query rows into the two Q blocks, ahead of pass 1 (the attention kernel's Q loader).
 
     A block is up to ``r`` rows of ``slices`` beats; it ends after ``r`` rows or at a beat
@@ -158,24 +158,18 @@ class QueryLoader(wiring.Component):
     while ``full`` holds that half.
     """
 
-    def __init__(self, config):
-        with validating(self):
-            if not isinstance(config, AttentionConfig):
-                raise TypeError(f"config must be an AttentionConfig, not {config!r}")
-        self._config = config
+    config_type = AttentionConfig
+
+    def members(self, config):
         lane = beat_layout(config.h, config.dp).members["data"]
-        super().__init__({
+        return {
             "q": In(stream.Signature(beat_layout(config.h, config.dp))),
             "blocks": In(memory.WritePort.Signature(
                 addr_width=ceil_log2(2 * config.slices), shape=data.ArrayLayout(lane, config.r),
                 granularity=1)),
             "full": Out(2),
             "release": In(2),
-        })
-
-    @property
-    def config(self):
-        return self._config
+        }
 
     def elaborate(self, platform):
         m = Module()
@@ -203,7 +197,7 @@ class QueryLoader(wiring.Component):
         return m
 
 
-class AttentionKernel(wiring.Component):
+class AttentionKernel(ConfigComponent):
     """Attention of ``H`` heads at a time over ``N <= max_tokens`` tokens (see the module docstring).
 
     Members
@@ -223,21 +217,15 @@ class AttentionKernel(wiring.Component):
     :func:`exp_cycles`.
     """
 
-    def __init__(self, config):
-        with validating(self):
-            if not isinstance(config, AttentionConfig):
-                raise TypeError(f"config must be an AttentionConfig, not {config!r}")
-        self._config = config
+    config_type = AttentionConfig
+
+    def members(self, config):
         layout = beat_layout(config.h, config.dp)
-        super().__init__({
+        return {
             "mult": In(15), "shift": In(6),
             "k": In(stream.Signature(layout)), "v": In(stream.Signature(layout)),
             "q": In(stream.Signature(layout)), "o": Out(stream.Signature(layout)),
-        })
-
-    @property
-    def config(self):
-        return self._config
+        }
 
     def elaborate(self, platform):
         m = Module()

@@ -58,7 +58,7 @@ from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..params import check_int, validating
+from ..params import ConfigComponent, check_int
 from .systolic import ACC_WIDTH, SystolicArray, latency, result_layout
 
 __all__ = ["TOKEN_BITS", "DIM_BITS", "SCORE_BITS", "GELU_ENTRIES", "OUTPUT_STAGES", "OutMode",
@@ -245,7 +245,7 @@ class LinearConfig:
         return kb, nb
 
 
-class WeightLoader(wiring.Component):
+class WeightLoader(ConfigComponent):
     """Matrix images from the bus into the kernel's two weight banks (the kernel's first
     block; see the module docstring for the image format).
 
@@ -281,11 +281,9 @@ class WeightLoader(wiring.Component):
     stalls it.
     """
 
-    def __init__(self, config):
-        with validating(self):
-            if not isinstance(config, LinearConfig):
-                raise TypeError(f"config must be a LinearConfig, not {config!r}")
-        self._config = config
+    config_type = LinearConfig
+
+    def members(self, config):
         ports = {
             "w": In(stream.Signature(unsigned(config.bus_width))),
             "weights": In(memory.WritePort.Signature(
@@ -301,11 +299,7 @@ class WeightLoader(wiring.Component):
         if config.gelu:
             ports["table"] = In(memory.WritePort.Signature(
                 addr_width=ceil_log2(2 * config.table_beats), shape=config.table_layout))
-        super().__init__(ports)
-
-    @property
-    def config(self):
-        return self._config
+        return ports
 
     def elaborate(self, platform):
         m = Module()
@@ -422,7 +416,7 @@ def tile_layout(config):
     })
 
 
-class OutputPipeline(wiring.Component):
+class OutputPipeline(ConfigComponent):
     """The array's rows to ``y``: padding rows dropped, bias added, requantized, saturated
     to the matrix's mode and, for a GELU matrix, looked up in its bank's table (the
     kernel's last block; the arithmetic of the module docstring, ``golden.quant``).
@@ -448,11 +442,9 @@ class OutputPipeline(wiring.Component):
     stalled with a beat; ``acc`` and ``tile`` then wait.
     """
 
-    def __init__(self, config):
-        with validating(self):
-            if not isinstance(config, LinearConfig):
-                raise TypeError(f"config must be a LinearConfig, not {config!r}")
-        self._config = config
+    config_type = LinearConfig
+
+    def members(self, config):
         ports = {
             "acc": In(stream.Signature(result_layout(config.po))),
             "tile": In(stream.Signature(tile_layout(config))),
@@ -463,11 +455,7 @@ class OutputPipeline(wiring.Component):
             ports["table"] = In(memory.ReadPort.Signature(
                 addr_width=ceil_log2(2 * config.table_beats),
                 shape=config.table_layout)).array(config.po)
-        super().__init__(ports)
-
-    @property
-    def config(self):
-        return self._config
+        return ports
 
     def elaborate(self, platform):
         m = Module()
@@ -558,7 +546,7 @@ class OutputPipeline(wiring.Component):
         return m
 
 
-class LinearKernel(wiring.Component):
+class LinearKernel(ConfigComponent):
     """Tiled int8 GEMM with double-buffered on-chip weights (see the module docstring).
 
     Parameters
@@ -583,20 +571,14 @@ class LinearKernel(wiring.Component):
     Backpressure: all three streams may stall at any time; nothing is lost.
     """
 
-    def __init__(self, config):
-        with validating(self):
-            if not isinstance(config, LinearConfig):
-                raise TypeError(f"config must be a LinearConfig, not {config!r}")
-        self._config = config
-        super().__init__({
+    config_type = LinearConfig
+
+    def members(self, config):
+        return {
             "w": In(stream.Signature(unsigned(config.bus_width))),
             "x": In(stream.Signature(x_layout(config.pi))),
             "y": Out(stream.Signature(y_layout(config.po, config.out_width))),
-        })
-
-    @property
-    def config(self):
-        return self._config
+        }
 
     def elaborate(self, platform):
         m = Module()
