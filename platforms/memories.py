@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from amaranth.hdl import Fragment, Shape
 from amaranth.hdl._mem import MemoryInstance
 
-__all__ = ["MemoryShape", "Mapping", "FAMILIES", "design_memories", "map_memory"]
+__all__ = ["read_first", "MemoryShape", "Mapping", "FAMILIES", "design_memories", "map_memory"]
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,12 @@ def _geometry(memory, cell):
         if best is None or cost < best[0]:
             best = (cost, instances * copies)
     return best
+
+
+def read_first(cell, family):
+    """Whether ``family``'s RAM cell called ``cell`` (a :attr:`Mapping.cell`) can return
+    the old word while its other port writes."""
+    return any(c.name == cell and c.read_first for c in FAMILIES[family])
 
 
 def map_memory(memory, family):

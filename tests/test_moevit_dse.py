@@ -61,7 +61,10 @@ def test_resource_estimate_against_the_devices():
     lin = preset("zcu102").linear
     assert zcu["by_unit"]["dsp"]["linear"] == lin.macs // 2 + 2 * lin.po
     assert zcu["by_unit"]["dsp"]["core"] <= 3
-    assert zcu["lut"] is None                                   # not modelled, and says so
+    # LUTs and flip-flops by the model fitted to yosys (platforms/logic_fit.json): the
+    # zcu102 kernels are beyond the fitted sizes, so they are reported, not checked.
+    assert zcu["logic_extrapolated"] and zcu["lut"] > 0 and zcu["ff"] > 0
+    assert zcu["lut"] == sum(zcu["by_unit"]["lut"].values())
     # On ECP5 every 18x18 is one int8 MAC: the unpacked kernel takes one per MAC.
     ecp5 = estimate(preset("ecp5_85f"), board("ulx3s")[1])
     lin = preset("ecp5_85f").linear

@@ -14,6 +14,8 @@ from moevit.compiler import compile_model
 from moevit.executor import execute
 from moevit.report import LANES, build_report, write_html
 from moevit.schedule import schedule
+from platforms.boards import board
+from platforms.resources import estimate
 from rtl.config import preset
 
 
@@ -40,6 +42,11 @@ def test_report_figures_are_the_schedule_models(setup):
         assert all(0 < s <= e < sched.cycles for s, e in spans), lane
     assert report["busy"]["linear"] == sched.busy["linear"]
     assert report["budget"]["dsp"] == 9_024
+    # With a board: the whole estimate, the same as the design-space search's.
+    est = estimate(compiled.config, board("u280")[1])
+    assert {k: report["resources"][f"{k}_estimate"] for k in ("dsp", "bram", "lut", "ff")} \
+        == {k: est[k] for k in ("dsp", "bram", "lut", "ff")}
+    assert report["resources"]["fits"] and report["budget"]["lut"] == board("u280")[1].LUT
     assert report["routes"] == 1
 
 
