@@ -9,8 +9,8 @@ it, so they see the same design the same way.
 """
 
 from amaranth.hdl import Fragment
-from amaranth.hdl._ast import (ArrayProxy, Assign, Concat, Operator, Part, Print, Property,
-                               Slice, Switch, SwitchValue)
+from amaranth.hdl._ast import (Assign, Concat, Operator, Part, Print, Property, Slice, Switch,
+                               SwitchValue)
 from amaranth.hdl._ir import Instance
 from amaranth.hdl._mem import MemoryInstance
 
@@ -27,10 +27,8 @@ def children(v):
         return [v.value, v.offset]
     if isinstance(v, Concat):
         return list(v.parts)
-    if isinstance(v, SwitchValue):
+    if isinstance(v, SwitchValue):            # also Mux and Array indexing, lowered to it
         return [v.test, *(case for _, case in v.cases)]
-    if isinstance(v, ArrayProxy):
-        return [v.index, *v.elems]
     return []
 
 

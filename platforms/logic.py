@@ -21,8 +21,8 @@ feature      bits counted
              ``Switch`` cases (the test's width per case)
 ``mux``      conditional assignments: the target's width per assignment under an
              ``If`` / ``Switch`` (the inputs of the multiplexers Yosys' ``proc`` makes)
-``select``   2:1 multiplexer bits of data selects: ``Mux`` and ``SwitchValue``
-             (width x (cases - 1)), array and ``Part`` selects, variable shifts
+``select``   2:1 multiplexer bits of data selects: ``Mux``, array indexing and
+             other ``SwitchValue`` (width x (cases - 1)), ``Part`` selects, variable shifts
              (width x shift bits), reads of memories left to flip-flops
 ``logic``    ``&``, ``|``, ``^``, ``~``
 ===========  ====================================================================
@@ -40,7 +40,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from amaranth.hdl._ast import ArrayProxy, Const, Operator, Part, SwitchValue
+from amaranth.hdl._ast import Const, Operator, Part, SwitchValue
 
 from platforms.design import walk
 from platforms.memories import map_memory, read_first
@@ -111,10 +111,8 @@ def design_logic(elaboratable, platform=None):
     def value(v, path):
         if isinstance(v, Operator):
             _operator(v, at(path))
-        elif isinstance(v, SwitchValue):
+        elif isinstance(v, SwitchValue):       # Mux, Array indexing, Switch values
             at(path).select += len(v) * (len(v.cases) - 1)
-        elif isinstance(v, ArrayProxy):
-            at(path).select += len(v) * (len(v.elems) - 1)
         elif isinstance(v, Part) and not isinstance(v.offset, Const):
             positions = min(1 << len(v.offset),
                             -(-(len(v.value) - v.width) // v.stride) + 1)
@@ -149,7 +147,8 @@ def mapped_logic(memories, multipliers, family):
             out.setdefault(shape.path, LogicCounts()).add += shape.a_width * shape.b_width
     for shape in memories:
         mapping = map_memory(shape, family)
-        counts = out.setdefault(shape.path, LogicCounts())
+        # Counted in the fragment that holds the memory, as its block RAM is.
+        counts = out.setdefault(shape.path.rsplit("/", 1)[0], LogicCounts())
         if mapping.kind == "logic":
             counts.ram_ff += shape.width * shape.depth
             counts.select += shape.width * (shape.depth - 1) * shape.reads

@@ -115,8 +115,8 @@ def _structure(v, memo):
 def design_multipliers(elaboratable, platform=None):
     """Every ``*`` of ``elaboratable``'s elaborated hierarchy (:func:`platforms.design.walk`)
     whose operands are not both constant, in hierarchy order: once per operator (a
-    product used in several places is one cell) and once per product (the same product of the same signals written twice is
-    one cell after Yosys' ``opt_merge``)."""
+    product used in several places is one cell) and once per product (the same product
+    of the same signals written twice is one cell after Yosys' ``opt_merge``)."""
     out, products, forms = [], set(), {}
 
     def value(v, path):

@@ -278,9 +278,9 @@ class _PipelineBench(Elaboratable):
 @pytest.mark.parametrize("i_flow, o_flow", [(1.0, 1.0), (0.6, 0.5), (1.0, 0.3)])
 def test_output_pipeline_bit_exact(i_flow, o_flow):
     """Random tiles (padding rows, all three modes, GELU from either bank, accumulators
-    past every saturation edge) through the pipeline alone: every kept row equals
-    golden.quant.requantize (then golden.gelu.gelu_int); at full rate each row leaves
-    OUTPUT_STAGES cycles after it enters."""
+    past every saturation edge, batch ends) through the pipeline alone: every kept row
+    equals golden.quant.requantize (then golden.gelu.gelu_int), ``last`` on a batch's
+    final row; at full rate each row leaves OUTPUT_STAGES cycles after it enters."""
     config = LinearConfig(pi=2, po=3, t=3, max_in=8, max_out=9, out_width=32)
     rng = np.random.default_rng(7)
     tables = [rng.integers(-128, 128, 256), rng.integers(-128, 128, 256)]
@@ -290,6 +290,7 @@ def test_output_pipeline_bit_exact(i_flow, o_flow):
         bits = int(rng.choice([8, 16, 32]))
         gelu = bits == 8 and bool(rng.integers(2))
         bank = n % 2
+        last = bool(rng.integers(2))            # the tile ends its batch
         zero_point = int(rng.integers(-20, 20))
         bias = rng.integers(-(1 << 20), 1 << 20, config.po)
         mult = rng.integers(0, 1 << 15, config.po)
@@ -297,7 +298,8 @@ def test_output_pipeline_bit_exact(i_flow, o_flow):
         tokens = rng.integers(0, 1 << 16, config.t)
         scores = rng.integers(0, 256, config.t)
         tiles.append(Const.cast(tile_layout(config).const({
-            "info": {"tokens": tokens.tolist(), "scores": scores.tolist(), "rows": rows, "fold": n, "last": 1,
+            "info": {"tokens": tokens.tolist(), "scores": scores.tolist(), "rows": rows,
+                     "fold": n, "last": last,
                      "bank": bank, "zero_point": zero_point,
                      "mode": {8: OutMode.INT8, 16: OutMode.INT16, 32: OutMode.INT32}[bits],
                      "gelu": gelu},
@@ -313,13 +315,14 @@ def test_output_pipeline_bit_exact(i_flow, o_flow):
                 out = requantize(acc + bias, mult, shift, zero_point, bits)
                 if gelu:
                     out = gelu_int(out, tables[bank])
-                expected.append((int(tokens[r]), int(scores[r]), n, list(out)))
+                expected.append((int(tokens[r]), int(scores[r]), n,
+                                 last and r == rows - 1, list(out)))
     bench = _PipelineBench(config, tables)
     res = run_streams(bench, {"acc": acc_rows, "tile": tiles}, {"y": len(expected)},
                       name="output_pipeline", seed=3, i_flow=i_flow, o_flow=o_flow)
     words, cycles = res["y"]
     layout = y_layout(config.po, config.out_width)
-    got = [(b.token, b.score, b.fold, [b.data[c] for c in range(config.po)])
+    got = [(b.token, b.score, b.fold, bool(b.last), [b.data[c] for c in range(config.po)])
            for b in (data.Const(layout, w) for w in words)]
     assert got == expected
     if i_flow == o_flow == 1.0:
