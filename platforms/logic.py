@@ -9,7 +9,9 @@ memories and multipliers:
 ===========  ====================================================================
 feature      bits counted
 ===========  ====================================================================
-``ff``       signals assigned in a clocked domain
+``ff``       bits of signals assigned in a clocked domain that something reads (a
+             statement, a memory or instance port, a port of the top; a slice reads
+             its bits, any other use all of them); Yosys removes the others
 ``ram_ff``   memories left to flip-flops (``width x depth``); the read register of a
              clocked read from LUT RAM; the words ``memory_libmap``'s emulation keeps
              beside a RAM (transparent reads; old-data reads of a block RAM without a
@@ -43,9 +45,11 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from amaranth.hdl._ast import Const, Operator, Part, SwitchValue
+from amaranth.hdl._ast import Concat, Const, Operator, Part, Signal, Slice, SwitchValue
+from amaranth.hdl._ir import Instance
+from amaranth.hdl._mem import MemoryInstance
 
-from platforms.design import walk
+from platforms.design import children, walk
 from platforms.memories import map_memory, read_first
 from platforms.multipliers import map_multiplier
 
@@ -101,15 +105,109 @@ def _operator(v, counts):
         counts.select += len(v) * len(v.operands[1])
 
 
-def design_logic(elaboratable, platform=None):
+_VARYING = 2                                    # a bit's state: 0, 1 (constant) or varying
+
+
+def _bits(v):
+    """Each bit of ``v`` as a constant (0 or 1), ``(signal, bit)`` or ``None`` (computed)."""
+    if isinstance(v, Const):
+        return [(v.value >> n) & 1 for n in range(len(v))]
+    if isinstance(v, Signal):
+        return [(v, n) for n in range(len(v))]
+    if isinstance(v, Slice):
+        return _bits(v.value)[v.start:v.stop]
+    if isinstance(v, Concat):
+        return [b for part in v.parts for b in _bits(part)]
+    return [None] * len(v)
+
+
+def _constant_bits(assignments, external):
+    """``{id(signal): [state per bit]}``: which bits of the assigned signals are constant
+    (0 or 1) and which vary (:data:`_VARYING`), by optimistic constant propagation over
+    ``assignments`` (``(lhs, rhs)`` pairs): a bit starts at its init value and varies
+    once some assignment gives it another value or a varying one; ``external`` (ids)
+    are driven from outside the statements (top inputs, memory read data, instance
+    outputs)."""
+    state = {}
+
+    def bits_of(signal):
+        if id(signal) not in state:
+            init = signal.init if id(signal) not in external else None
+            state[id(signal)] = [_VARYING if init is None else (init >> n) & 1
+                                 for n in range(len(signal))]
+        return state[id(signal)]
+
+    readers = {}                                # (id, bit) -> the bits assigned from it
+    varying = []
+    for lhs, rhs in assignments:
+        source = _bits(rhs)
+        extension = source[-1] if rhs.shape().signed and source else 0
+        source += [extension] * (len(lhs) - len(source))
+        if isinstance(lhs, (Signal, Concat)) or (isinstance(lhs, Slice)
+                                                  and isinstance(lhs.value, Signal)):
+            targets = _bits(lhs)
+        else:
+            targets = [None]
+        if None in targets:                     # a Part or array target: any bit may change
+            targets = [(signal, n) for signal in lhs._lhs_signals() for n in range(len(signal))]
+            source = [None] * len(targets)
+        for (signal, n), b in zip(targets, source):
+            target = bits_of(signal)
+            if isinstance(b, tuple):
+                readers.setdefault((id(b[0]), b[1]), []).append((target, n, signal))
+                b = bits_of(b[0])[b[1]]
+            if b != target[n] and target[n] != _VARYING:
+                target[n] = _VARYING
+                varying.append((id(signal), n))
+    while varying:
+        for target, n, signal in readers.get(varying.pop(), ()):
+            if target[n] != _VARYING:
+                target[n] = _VARYING
+                varying.append((id(signal), n))
+    return state
+
+
+def _read_bits(v, read, target=False):
+    """Add to ``read`` (``{id(signal): bit mask}``) the bits ``v`` reads: a slice of a signal
+    reads its bits, any other use of a signal all of them. With ``target``, ``v`` is a
+    left-hand side: only the offsets of its ``Part`` selects and the tests of its array
+    selects are read, not the signals it assigns."""
+    stack = [(v, target)]
+    while stack:
+        v, target = stack.pop()
+        if isinstance(v, Signal):
+            if not target:
+                read[id(v)] = read.get(id(v), 0) | ((1 << len(v)) - 1)
+        elif isinstance(v, Slice) and isinstance(v.value, Signal):
+            if not target:
+                read[id(v.value)] = read.get(id(v.value), 0) \
+                    | ((1 << v.stop) - 1) ^ ((1 << v.start) - 1)
+        elif isinstance(v, Part):
+            stack += [(v.value, target), (v.offset, False)]
+        elif isinstance(v, SwitchValue):
+            stack += [(v.test, False), *((case, target) for _, case in v.cases)]
+        else:
+            stack.extend((child, target) for child in children(v))
+
+
+def design_logic(elaboratable, platform=None, ports=()):
     """``{fragment path: LogicCounts}`` of ``elaboratable``'s elaborated hierarchy: the
     registers and operators of its statements (the part that does not depend on the
-    family; :func:`mapped_logic` adds the rest). Fragments without logic are left out."""
+    family; :func:`mapped_logic` adds the rest). ``ports``: the top's port signals,
+    taken to vary and to be read (a register that only drives a port counts); any other
+    signal no statement drives is a constant. Fragments without logic are left out."""
     out = {}
-    registers = set()
+    registers = {}                              # id -> (signal, fragment path)
+    read = {}                                   # id -> mask of the bits something reads
+    assignments = []
+    external = set()
 
     def at(path):
         return out.setdefault(path, LogicCounts())
+
+    def reads(*values):
+        for v in values:
+            _read_bits(v, read)
 
     def value(v, path):
         if isinstance(v, Operator):
@@ -122,20 +220,41 @@ def design_logic(elaboratable, platform=None):
             at(path).select += v.width * max(positions - 1, 0)
 
     def assign(s, domain, depth, path):
-        counts = at(path)
+        reads(s.rhs)
+        _read_bits(s.lhs, read, target=True)
+        assignments.append((s.lhs, s.rhs))
         if depth:
-            counts.mux += len(s.lhs)
+            at(path).mux += len(s.lhs)
         if domain != "comb":
             for signal in s.lhs._lhs_signals():
-                if id(signal) not in registers:
-                    registers.add(id(signal))
-                    counts.ff += len(signal)
+                registers.setdefault(id(signal), (signal, path))
 
     def switch(s, domain, depth, path):
+        reads(s.test)
         cases = sum(1 for patterns, _, _ in s.cases if patterns is not None)
         at(path).equal += len(s.test) * cases
 
-    walk(elaboratable, platform, value=value, assign=assign, switch=switch)
+    def fragment(frag, path):
+        if isinstance(frag, MemoryInstance):
+            for port in frag._read_ports:
+                reads(port._addr, port._en)
+                external.update(id(signal) for signal in port._data._lhs_signals())
+            for port in frag._write_ports:
+                reads(port._addr, port._data, port._en)
+        elif isinstance(frag, Instance):
+            reads(*(v for v, kind in frag.ports.values() if kind != "o"))
+            for v, kind in frag.ports.values():
+                if kind != "i":
+                    external.update(id(signal) for signal in v._lhs_signals())
+
+    reads(*ports)
+    external.update(id(signal) for signal in ports)
+    walk(elaboratable, platform, value=value, assign=assign, switch=switch, fragment=fragment)
+    constant = _constant_bits(assignments, external)
+    for key, (signal, path) in registers.items():
+        mask = read.get(key, 0)
+        at(path).ff += sum(1 for n, b in enumerate(constant.get(key, ()))
+                           if b == _VARYING and mask >> n & 1)
     return {path: counts for path, counts in out.items() if any(asdict(counts).values())}
 
 
@@ -152,19 +271,21 @@ def mapped_logic(memories, multipliers, family):
         mapping = map_memory(shape, family)
         # Counted in the fragment that holds the memory, as its block RAM is.
         counts = out.setdefault(shape.path.rsplit("/", 1)[0], LogicCounts())
-        if mapping.kind == "logic":
-            counts.ram_ff += shape.width * shape.depth
+        if mapping.kind == "logic":                 # the words, and clocked reads' registers
+            counts.ram_ff += shape.width * (shape.depth + shape.sync_reads)
             counts.select += shape.width * (shape.depth - 1) * shape.reads
             continue
         if mapping.kind == "lutram":
+            # The read register of a clocked read; a transparent one takes the written
+            # word through a bypass multiplexer into that register, no second word.
             counts.ram_ff += shape.width * shape.sync_reads
-        # memory_libmap's emulation: a transparent read keeps the written word beside the
-        # RAM (no cell here returns the other port's write of the same cycle), and a
-        # block RAM without a read-first mode delays the write for a port that reads
-        # the old word.
+            continue
+        # memory_libmap's emulation on block RAM: a transparent read keeps the written
+        # word beside the RAM (no cell here returns the other port's write of the same
+        # cycle), and a block RAM without a read-first mode delays the write for a port
+        # that reads the old word.
         counts.ram_ff += shape.width * shape.transparent_reads
-        if mapping.kind == "block" and shape.sync_reads > shape.transparent_reads \
-                and not read_first(mapping.cell, family):
+        if shape.sync_reads > shape.transparent_reads and not read_first(mapping.cell, family):
             counts.ram_ff += shape.width
     return {path: counts for path, counts in out.items() if any(asdict(counts).values())}
 

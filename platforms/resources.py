@@ -55,9 +55,11 @@ def census(config):
     does not build it). Elaborates the top once (a second for small configs, several for
     the largest presets); cached per config."""
     from rtl.top.accelerator import Accelerator
-    top = Fragment.get(Accelerator(replace(config, weight_store=0)), None)
+    accelerator = Accelerator(replace(config, weight_store=0))
+    ports = [v for _, _, v in accelerator.signature.flatten(accelerator)]
+    top = Fragment.get(accelerator, None)
     return Census(tuple(design_memories(top)), tuple(design_multipliers(top)),
-                  tuple(design_logic(top).items()))
+                  tuple(design_logic(top, ports=ports).items()))
 
 
 def _unit(fragment_path):

@@ -17,21 +17,46 @@ from platforms.resources import estimate, logic_by_unit
 from rtl.config import preset
 
 
-def total(elaboratable):
-    return sum(design_logic(elaboratable).values(), LogicCounts())
+def total(elaboratable, ports=()):
+    """The design's counts; ``ports`` are its inputs (an undriven signal is a constant)."""
+    return sum(design_logic(elaboratable, ports=ports).values(), LogicCounts())
 
 
 def test_registers_are_counted_once_per_signal():
     m = Module()
-    a, r = Signal(8), Signal(12)
+    a, r, o = Signal(12), Signal(12), Signal(12)
     c = Signal()
     m.d.sync += r.eq(a)
     with m.If(c):
         m.d.sync += r[:4].eq(0)         # the same register, again: no new bits
-    m.d.comb += c.eq(a[0])              # combinational: no register
-    counts = total(m)
+    m.d.comb += [c.eq(a[0]),            # combinational: no register
+                 o.eq(r)]
+    counts = total(m, ports=[a])
     assert counts.ff == 12
     assert counts.mux == 4              # one conditional assignment of 4 bits
+
+
+def test_only_read_and_varying_register_bits_count():
+    """Yosys removes the register bits nothing reads and those that never leave their
+    init value; the census counts neither."""
+    m = Module()
+    a, c = Signal(8), Signal()
+    whole, sliced, dead = Signal(8), Signal(8), Signal(8)
+    stuck, five, padded, port = Signal(8), Signal(8), Signal(8), Signal(8)
+    wide = Signal(8)                    # combinational: its top half is constant
+    o = Signal(64)
+    m.d.comb += wide.eq(Cat(a[:4], 0))
+    m.d.sync += [whole.eq(a), sliced.eq(a), dead.eq(a), padded.eq(wide), port.eq(a)]
+    with m.If(c):
+        m.d.sync += [stuck.eq(0),       # its init: constant
+                     five.eq(5)]        # 0b101 from init 0: bits 0 and 2 vary
+    m.d.comb += [c.eq(a[7]), o.eq(Cat(whole, sliced[2:5], stuck, five, padded))]
+    ff = total(m, ports=[a, port]).ff
+    assert ff == 8 + 3 + 0 + 0 + 2 + 4 + 8              # dead: 0; port: read by the port
+    assert total(m, ports=[a]).ff == ff - 8
+    # Undriven, a is a constant: of the registers it feeds only the port is left (a port
+    # is taken to vary).
+    assert total(m, ports=[port]).ff == 8 + 2
 
 
 def test_operator_bits():
@@ -63,7 +88,7 @@ def test_selects_and_switches():
             m.d.sync += c.eq(b)
         with m.Default():
             m.d.sync += c.eq(0)
-    counts = total(m)
+    counts = total(m, ports=[a, b, i, sel])
     # Mux: 8; Array of 3: 8 x 2; a 4-bit word of 2 positions: 4.
     assert counts.select == 8 + 16 + 4
     assert counts.mux == 3 * 8          # three conditional assignments of 8 bits
@@ -96,8 +121,8 @@ def test_memories_by_their_mapping(width, depth, kind):
     assert map_memory(memories[0], "xcup").kind == kind
     mapped = sum(mapped_logic(memories, design_multipliers(top), "xcup").values(),
                  LogicCounts())
-    if kind == "logic":                 # flip-flops, and a read multiplexer
-        assert mapped.ram_ff == width * depth and mapped.select == width * (depth - 1)
+    if kind == "logic":                 # flip-flops, the read's register, a read multiplexer
+        assert mapped.ram_ff == width * (depth + 1) and mapped.select == width * (depth - 1)
     elif kind == "lutram":              # the clocked read's register
         assert mapped.ram_ff == width and mapped.select == 0
     else:                               # all inside the block RAM
@@ -172,6 +197,15 @@ class _BlockMemory(Elaboratable):
         m.d.comb += [wr.addr.eq(addr), rd.addr.eq(addr), wr.data.eq(rd.data + 1), wr.en.eq(1)]
         m.d.sync += addr.eq(addr + 1)
         return m
+
+
+def test_transparent_lut_ram_read_has_one_register():
+    """A transparent clocked read of LUT RAM bypasses the written word into its read
+    register: one word of flip-flops, as for a read of the old word."""
+    top = _Memory(8, 32)
+    memories = [dataclasses.replace(design_memories(top)[0], transparent_reads=1)]
+    assert map_memory(memories[0], "ecp5").kind == "lutram"
+    assert sum(mapped_logic(memories, (), "ecp5").values(), LogicCounts()).ram_ff == 8
 
 
 @pytest.mark.parametrize("transparent, family, words", [
