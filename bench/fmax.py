@@ -109,6 +109,10 @@ def longest_paths(netlist, count=10):
             fan_in[z] -= 1
             if not fan_in[z]:
                 ready.append(z)
+    looped = [b for b, n in fan_in.items() if n]
+    if looped:
+        raise ValueError(f"the netlist has a combinational loop through {len(looped)} nets, "
+                         f"e.g. {names.get(looped[0], looped[0])!r}: no longest path")
     worst = {}                                  # paths end at a register's or a RAM's inputs
     for name, cell in top["cells"].items():
         if cell["type"] not in ("TRELLIS_FF", "DP16KD", "TRELLIS_DPR16X4"):
@@ -116,7 +120,8 @@ def longest_paths(netlist, count=10):
         part = ".".join(re.split(r"_(?:LUT4|CCU2C|MULT18X18D|TRELLIS|DP16KD)", name)[0]
                         .split(".")[:2])
         for port, direction in cell["port_directions"].items():
-            if direction != "input" or port in ("CLK", "CLKA", "CLKB", "WCK"):
+            if direction != "input" or port in ("CLK", "CLKA", "CLKB", "WCK") \
+                    or port.startswith("RAD"):     # LUT RAM's read is combinational
                 continue
             for bit in cell["connections"][port]:
                 ns = arrival.get(bit, (0.0, None))[0] if isinstance(bit, int) else 0.0
@@ -162,6 +167,8 @@ def place_and_route(config, out_dir, freq, router="router2", route=False):
         raise RuntimeError(f"nextpnr-ecp5 failed for {config.name}:\n"
                            f"{log.read_text()[-2000:]}")
     pnr = json.loads((out_dir / "nextpnr.json").read_text())
+    if not route and not placement_fmax(log.read_text()):
+        raise RuntimeError(f"no Fmax estimate in {log}: nextpnr's log format may have changed")
     est = estimate(config, device)
     report = {
         "config": config.name, "part": device.part, "out_of_context": True, "seed": SEED,

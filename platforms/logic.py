@@ -11,11 +11,13 @@ feature      bits counted
 ===========  ====================================================================
 ``ff``       bits of signals assigned in a clocked domain that something reads (a
              statement, a memory or instance port, a port of the top; a slice reads
-             its bits, any other use all of them); Yosys removes the others
-``ram_ff``   memories left to flip-flops (``width x depth``); the read register of a
-             clocked read from LUT RAM; the words ``memory_libmap``'s emulation keeps
-             beside a RAM (transparent reads; old-data reads of a block RAM without a
-             read-first mode)
+             its bits, any other use all of them) and that can leave their init value
+             (constant propagation from the top's ports); Yosys removes the others. A
+             register read only by itself or by logic nobody reads still counts.
+``ram_ff``   memories left to flip-flops (``width x depth``, and a register word per
+             clocked read); the read register of a clocked read from LUT RAM; the
+             words ``memory_libmap``'s emulation keeps beside a block RAM (transparent
+             reads; old-data reads without a read-first mode)
 ``add``      ``+`` and ``-`` (the wider operand), soft multipliers (``a x b``: the
              products no hard multiplier takes, :func:`~platforms.multipliers.map_multiplier`)
 ``compare``  ``<``, ``<=``, ``>``, ``>=`` (the wider operand)
@@ -46,7 +48,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from amaranth.hdl._ast import Concat, Const, Operator, Part, Signal, Slice, SwitchValue
+from amaranth.hdl._ast import Concat, Const, Operator, Part, Signal, Slice, SwitchValue, Value
 from amaranth.hdl._ir import Instance
 from amaranth.hdl._mem import MemoryInstance
 
@@ -248,8 +250,9 @@ def design_logic(elaboratable, platform=None, ports=()):
                 if kind != "i":
                     external.update(id(signal) for signal in v._lhs_signals())
 
+    ports = [Value.cast(port) for port in ports]      # a port may be a View
     reads(*ports)
-    external.update(id(signal) for signal in ports)
+    external.update(id(signal) for port in ports for signal in port._lhs_signals())
     walk(elaboratable, platform, value=value, assign=assign, switch=switch, fragment=fragment)
     constant = _constant_bits(assignments, external)
     for key, (signal, path) in registers.items():

@@ -74,3 +74,39 @@ def test_longest_paths_rank_chains_by_nominal_delay():
     ]
     assert fmax.longest_paths({"modules": {"top": {"cells": cells, "netnames": netnames}}},
                               count=1) == paths[:1]
+
+
+def test_longest_paths_follow_carry_chains_and_refuse_loops():
+    """A flip-flop into a two-cell carry chain (operand to carry out, carry in to sum) into
+    a flip-flop; a LUT RAM's read address is no endpoint. Then a LUT loop: an error."""
+    d = fmax.DELAYS
+    cells = {
+        "core.c.x_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"DI": [9], "CLK": [1]}, {"Q": [2]}),
+        "core.c.$1_CCU2C": _cell("CCU2C", {"A0": [2], "CIN": [8]}, {"S0": [10], "COUT": [3]}),
+        "core.c.$2_CCU2C": _cell("CCU2C", {"A0": [9], "CIN": [3]}, {"S0": [4], "COUT": [11]}),
+        "core.c.y_TRELLIS_FF_Q": _cell("TRELLIS_FF", {"DI": [4], "CLK": [1]}, {"Q": [5]}),
+        "core.d.ram_TRELLIS_DPR16X4": _cell("TRELLIS_DPR16X4", {"RAD0": [4], "WCK": [1]},
+                                            {"DO0": [12]}),
+    }
+    netnames = {"core.c.x": {"bits": [2]}, "core.c.carry": {"bits": [3]},
+                "core.c.sum": {"bits": [4]}}
+    netlist = {"modules": {"top": {"cells": cells, "netnames": netnames}}}
+    assert fmax.longest_paths(netlist) == [
+        (round(d["TRELLIS_FF"] + d["sum"] + d["sum"], 1), "core.c",
+         ["core.c.x", "core.c.carry", "core.c.sum"])]
+    cells["core.e.$3_LUT4_Z"] = _cell("LUT4", {"A": [13]}, {"Z": [14]})
+    cells["core.e.$4_LUT4_Z"] = _cell("LUT4", {"A": [14]}, {"Z": [13]})
+    with pytest.raises(ValueError, match="combinational loop through 2 nets"):
+        fmax.longest_paths(netlist)
+
+
+def test_a_placement_run_without_an_estimate_is_an_error(tmp_path, monkeypatch):
+    def run(args, stdout, stderr, cwd):
+        stdout.write("Info: Program finished normally.\n")
+        (cwd / "nextpnr.json").write_text(json.dumps({"fmax": {}, "utilization": {}}))
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(fmax.subprocess, "run", run)
+    monkeypatch.setattr(fmax, "synthesize", lambda *a, **k: {"LUT": 10, "other": {}})
+    with pytest.raises(RuntimeError, match="no Fmax estimate in .*nextpnr.log"):
+        fmax.place_and_route(preset("ecp5_85f").fitted(tiny_test()), tmp_path, 50.0)
