@@ -45,6 +45,8 @@ from sim.waves import BUILD_DIR
 #: nextpnr-ecp5's name for the ULX3S-85F's part, LFE5U-85F-6BG381C.
 PART = ("--85k", "--package", "CABGA381", "--speed", "6")
 SEED = 1
+#: The suffix Yosys' techmap adds to the name of a cell it made for a signal.
+CELL_SUFFIX = re.compile(r"_(?:LUT4|CCU2C|MULT18X18D|TRELLIS|DP16KD)")
 
 
 #: Nominal delays in ns per ECP5 cell arc, a routed hop included, to rank paths (not to time
@@ -117,8 +119,7 @@ def longest_paths(netlist, count=10):
     for name, cell in top["cells"].items():
         if cell["type"] not in ("TRELLIS_FF", "DP16KD", "TRELLIS_DPR16X4"):
             continue
-        part = ".".join(re.split(r"_(?:LUT4|CCU2C|MULT18X18D|TRELLIS|DP16KD)", name)[0]
-                        .split(".")[:2])
+        part = ".".join(CELL_SUFFIX.split(name)[0].split(".")[:2])
         for port, direction in cell["port_directions"].items():
             if direction != "input" or port in ("CLK", "CLKA", "CLKB", "WCK") \
                     or port.startswith("RAD"):     # LUT RAM's read is combinational
@@ -131,7 +132,7 @@ def longest_paths(netlist, count=10):
     for part, (ns, bit) in sorted(worst.items(), key=lambda kv: -kv[1][0])[:count]:
         along = []
         while bit is not None:
-            name = re.split(r"_(?:LUT4|CCU2C|MULT18X18D|TRELLIS)", names.get(bit, "?"))[0]
+            name = CELL_SUFFIX.split(names.get(bit, "?"))[0]
             if not along or along[-1] != name:
                 along.append(name)
             bit = arrival[bit][1]
@@ -167,14 +168,16 @@ def place_and_route(config, out_dir, freq, router="router2", route=False):
         raise RuntimeError(f"nextpnr-ecp5 failed for {config.name}:\n"
                            f"{log.read_text()[-2000:]}")
     pnr = json.loads((out_dir / "nextpnr.json").read_text())
-    if not route and not placement_fmax(log.read_text()):
-        raise RuntimeError(f"no Fmax estimate in {log}: nextpnr's log format may have changed")
+    fmax = ({net: round(v["achieved"], 2) for net, v in pnr.get("fmax", {}).items()}
+            if route else placement_fmax(log.read_text()))
+    if not fmax:
+        raise RuntimeError(f"no Fmax in {log} or its report: nextpnr's output may have "
+                           f"changed")
     est = estimate(config, device)
     report = {
         "config": config.name, "part": device.part, "out_of_context": True, "seed": SEED,
         "stage": "routed" if route else "placement estimate", "router": router if route else None,
-        "fmax_mhz": ({net: round(v["achieved"], 2) for net, v in pnr.get("fmax", {}).items()}
-                     if route else placement_fmax(log.read_text())),
+        "fmax_mhz": fmax,
         "target_mhz": freq,
         "utilization": {cell: {**v, "percent": round(100 * v["used"] / v["available"], 1)}
                         for cell, v in pnr.get("utilization", {}).items() if v["used"]},

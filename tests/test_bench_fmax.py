@@ -108,5 +108,5 @@ def test_a_placement_run_without_an_estimate_is_an_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fmax.subprocess, "run", run)
     monkeypatch.setattr(fmax, "synthesize", lambda *a, **k: {"LUT": 10, "other": {}})
-    with pytest.raises(RuntimeError, match="no Fmax estimate in .*nextpnr.log"):
+    with pytest.raises(RuntimeError, match="no Fmax in .*nextpnr.log"):
         fmax.place_and_route(preset("ecp5_85f").fitted(tiny_test()), tmp_path, 50.0)
