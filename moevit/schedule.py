@@ -23,8 +23,9 @@ step a start and an end cycle.
   burst ``i - outstanding`` has delivered its last beat; its first R beat comes
   ``read_latency`` cycles after its AR and after the previous burst's last beat;
   one beat per cycle; the last word leaves the port FIFOs the cycle after it came
-  (:func:`dma_read`). A LOAD's DMA is taken the cycle after the step starts and the
-  step ends with its last word (the destination takes it in that cycle).
+  (:func:`dma_read`). A LOAD's DMA is taken :data:`rtl.config.LOAD_COMMAND_LATENCY`
+  cycles after the step starts and the step ends with its last word (the destination
+  takes it in that cycle).
 * DMA write (STORE_TENSOR, :func:`dma_write`): taken the cycle after the start;
   AW ``i`` one cycle after AW ``i - 1`` (the first after the DMA is taken) and once
   burst ``i - outstanding``'s B is in; W beats from the cycle after their burst's AW
@@ -56,7 +57,7 @@ from dataclasses import dataclass, field
 from rtl.compute import layernorm
 from rtl.compute.attention import exp_cycles as attention_cycles
 from rtl.compute.linear import batch_cycles
-from rtl.config import BOUNDARY, STORE_LATENCY
+from rtl.config import BOUNDARY, LOAD_COMMAND_LATENCY, STORE_LATENCY
 from rtl.control.isa import Opcode, Queue, Write
 from rtl.moe import gating
 
@@ -192,7 +193,7 @@ def _duration(config, step, start, warm):
         end = start + STORE_LATENCY + info["beats"]
         return end, {"load": end - start}
     if op in (Opcode.LOAD_MATRIX, Opcode.LOAD_NORM, Opcode.LOAD_TENSOR):
-        end = dma_read(axi, start + 1, info["address"], info["beats"])
+        end = dma_read(axi, start + LOAD_COMMAND_LATENCY, info["address"], info["beats"])
         return end, {"load": end - start}
     if op == Opcode.STORE_TENSOR:
         end = dma_write(axi, start + 1, info["address"], info["beats"], start + SOURCE_LATENCY)

@@ -43,7 +43,7 @@ from .moe.combine import ACC_BITS
 from .params import check_int
 
 __all__ = ["LinearArray", "AttentionArray", "AxiPorts", "Capacity", "AcceleratorConfig",
-           "BUFFERS", "STORE_LATENCY", "BOUNDARY", "PRESETS", "preset"]
+           "BUFFERS", "STORE_LATENCY", "LOAD_COMMAND_LATENCY", "BOUNDARY", "PRESETS", "preset"]
 
 #: On-chip activation buffers: name -> (element dtype, what it holds).
 BUFFERS = {
@@ -58,6 +58,9 @@ BUFFERS = {
 
 #: Cycles from a resident image load's start to the store's first word.
 STORE_LATENCY = 2
+#: Cycles from a DRAM load's start to its DMA command taken: the instruction's beats are
+#: registered, then its address (two multiplies in series), then the command is offered.
+LOAD_COMMAND_LATENCY = 2
 #: AXI bursts never cross this boundary (bytes).
 BOUNDARY = 4096
 

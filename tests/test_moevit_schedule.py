@@ -16,7 +16,7 @@ from moevit.images import tensor_bytes
 from moevit.program import DramImage, Instruction, Program, ProgramError, Region
 from moevit.schedule import dma_read, dma_write, schedule
 from rtl.compute.linear import LinearConfig, batch_cycles, exp_cycles, image_beats
-from rtl.config import AcceleratorConfig, AxiPorts, preset
+from rtl.config import LOAD_COMMAND_LATENCY, AcceleratorConfig, AxiPorts, preset
 from rtl.control.isa import Base, Buffer, Opcode, Queue
 
 AXI = AxiPorts(data_bits=256, ports=1, burst_beats=16, outstanding=2, read_latency=20,
@@ -76,7 +76,9 @@ def test_hand_timed_program():
     sched = schedule(config, run)
     header = 1 + 1 + 64 + 1                        # DMA at 1, AR at 2, the beat, out of the FIFO
     fetch = header + 1 + 1 + 64 + 3                # the streams: 3 beats
-    load = (fetch + 1) + 1 + 1 + 64 + 1            # DMA the cycle after the start, one beat
+    # The DMA takes the command LOAD_COMMAND_LATENCY after the start, AR the cycle after,
+    # one beat.
+    load = (fetch + 1) + LOAD_COMMAND_LATENCY + 1 + 64 + 1
     sync = load + 1
     store = (sync + 1) + 5 + 32                    # the word 5 cycles after the start, then B
     assert sched.start[:2] == [fetch + 1, load + 1]

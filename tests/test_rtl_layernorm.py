@@ -7,8 +7,8 @@ from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
 
 from golden.layernorm import int_layernorm
-from rtl.compute.layernorm import (LayerNormUnit, ParamLoader, channel_layout, exp_cycles,
-                                   param_layout, plan)
+from rtl.compute.layernorm import (OUT_LATENCY, STATS_LATENCY, LayerNormUnit, ParamLoader,
+                                   channel_layout, exp_cycles, param_layout, plan)
 from sim.flow import FlowPattern
 from sim.nonlinear_images import check_layernorm, layernorm_batch, layernorm_streams
 from sim.pysim_stream import run_streams, stream_put
@@ -69,8 +69,10 @@ def test_steady_state_one_beat_per_cycle(d, lanes):
     assert exp_cycles(d, lanes, 11) - exp_cycles(d, lanes, 10) == beats
     p = plan(d, lanes)
     assert max(p.sqrt_latency, p.recip_latency) <= beats and p.slots <= 4
-    # One token on an idle unit: its last output, B - 1 cycles after the first.
-    assert exp_cycles(d, lanes, 1) == 2 * beats + p.sqrt_latency + p.recip_latency + 10
+    # One token on an idle unit: its beats in, its statistics, the square root and the
+    # reciprocal, one cycle to load them, its beats read, the output pipeline.
+    assert exp_cycles(d, lanes, 1) == (2 * beats + STATS_LATENCY + p.sqrt_latency
+                                       + p.recip_latency + OUT_LATENCY)
 
 
 def test_short_tokens_go_at_the_square_root_pace():

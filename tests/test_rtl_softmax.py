@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from golden.softmax import EXP2_TABLE, LOG2_FRAC
-from rtl.compute.softmax import SoftmaxUnit, exp_cycles
+from rtl.compute.recip import recip_latency
+from rtl.compute.softmax import (OUT_LATENCY, RECIP_DIGITS, SUM_LATENCY, SoftmaxUnit,
+                                 exp_cycles)
 from sim.nonlinear_images import check_softmax, softmax_words
 from sim.pysim_stream import run_streams
 
@@ -92,9 +94,15 @@ def test_steady_state_row_period():
     for beats in range(1, 20):                        # 4 rows (the ring) per period
         period = exp_cycles([beats] * 14, 1, "probs") - exp_cycles([beats] * 10, 1, "probs")
         assert period == max(40, 3 * beats + 14, 4 * beats)
-    # One row on an idle unit: the last output is B - 1 cycles after the first.
-    assert exp_cycles([40], 1, "codes") == 40 + 3 + 40
-    assert exp_cycles([40], 1, "probs") == 2 * 40 + 19 + 40
+    # One row of B = 40 on an idle unit: it enters in B cycles; pass B (codes) or pass A
+    # (probs) starts the cycle after and reads it in B. Probs: the sum reaches the divider
+    # SUM_LATENCY cycles after pass A's last read, the reciprocal is ready its latency
+    # later, pass B reads the row from the cycle after. The last output leaves
+    # OUT_LATENCY cycles after its read.
+    assert exp_cycles([40], 1, "codes") == 40 + 1 + 40 + OUT_LATENCY["codes"]
+    recip = recip_latency(RECIP_DIGITS)
+    assert exp_cycles([40], 1, "probs") == (40 + 1 + 40 - 1 + SUM_LATENCY + recip + 1 + 40
+                                            + OUT_LATENCY["probs"])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -53,10 +53,20 @@ from golden.softmax import (ATTENTION_CODES, CODE_ZERO, EXP2_BITS, LOG2_FRAC, MA
 
 from ..params import ConfigComponent, check_int
 from .recip import Reciprocal
+from .rounding import ROUND_STAGES, round_shift_saturate
 
 __all__ = ["AttentionConfig", "beat_layout", "QueryLoader", "AttentionKernel", "exp_cycles"]
 
 SCORE_BITS = 32
+#: Pass 1's register stages after a read: the dot product's sum, times the requantizer,
+#: then :func:`~rtl.compute.rounding.round_shift_saturate` (the score ``u``).
+P1_STAGES = 3 + ROUND_STAGES
+#: Pass 2's register stages after a read: the code of (row, key), then the numerators and
+#: the denominator.
+P2_STAGES = 2
+#: The output's register stages: the row's numerators and reciprocal selected, then
+#: ``num * rec`` through :func:`~rtl.compute.rounding.round_shift_saturate`.
+OUT_STAGES = 1 + ROUND_STAGES
 
 
 def beat_layout(h, dp):
@@ -313,38 +323,43 @@ class AttentionKernel(ConfigComponent):
 
         p1_issue, p2_issue, f_clear, b_clear, out_issue, recip_start = (Signal(name=x) for x in (
             "p1_issue", "p2_issue", "f_clear", "b_clear", "out_issue", "recip_start"))
-        p1_v = Signal(3)                          # stages: [0] read data, [1] sum, [2] u
-        p1_first, p1_last = Signal(), Signal(3)
-        p1_key = [Signal(range(NMAX), name=f"p1_key_{x}") for x in range(3)]
-        p2_v, p2_first = Signal(), Signal()
-        m.d.sync += [p1_v.eq(Cat(p1_issue, p1_v[:2])), p1_first.eq(sl == 0),
-                     p1_last.eq(Cat(p1_issue & last_slice, p1_last[:2])),
-                     p1_key[0].eq(row), p1_key[1].eq(p1_key[0]), p1_key[2].eq(p1_key[1]),
-                     p2_v.eq(p2_issue), p2_first.eq(b_sl == 0)]
+        # Pass 1 stages: [0] read data, [1] sum, [2] product, [3, 4] the score u.
+        p1_v = Signal(P1_STAGES)
+        p1_first, p1_last = Signal(), Signal(P1_STAGES)
+        p1_key = [Signal(range(NMAX), name=f"p1_key_{x}") for x in range(P1_STAGES)]
+        p1_u = P1_STAGES - 1                      # the stage that holds u
+        # Pass 2 stages: [0] read data, the code; [1] numerators and denominator.
+        p2_v, p2_first = Signal(P2_STAGES), Signal(P2_STAGES)
+        v_held = Signal(lane)                     # V's read data, with the codes
+        m.d.sync += [p1_v.eq(Cat(p1_issue, p1_v[:-1])), p1_first.eq(sl == 0),
+                     p1_last.eq(Cat(p1_issue & last_slice, p1_last[:-1])),
+                     p1_key[0].eq(row), *(p1_key[x + 1].eq(p1_key[x]) for x in range(p1_u)),
+                     p2_v.eq(Cat(p2_issue, p2_v[:-1])),
+                     p2_first.eq(Cat(b_sl == 0, p2_first[:-1])), v_held.eq(v_rd.data)]
         m.d.comb += [k_rd.addr.eq(addr), q_rd.addr.eq(Mux(f_par, S, 0) + sl),
                      v_rd.addr.eq(Mux(b_vpar, NMAX * S, 0) + b_addr),
                      u_rd.addr.eq(Mux(b_par, NMAX, 0) + b_row),
-                     u_wr.addr.eq(Mux(f_par, NMAX, 0) + p1_key[2]),
-                     u_wr.en.eq(p1_v[2] & p1_last[2])]
+                     u_wr.addr.eq(Mux(f_par, NMAX, 0) + p1_key[p1_u]),
+                     u_wr.en.eq(p1_v[p1_u] & p1_last[p1_u])]
 
-        half = (Const(1, 47) << self.shift) >> 1
         for hh in range(H):
             for r in range(R):
                 # Pass 1 (front), stage 1: the Dp-wide dot product, a key's sum ends with its last
-                # slice; stage 2: times the requantizer; stage 3: round, saturate, keep the max.
+                # slice; stage 2: times the requantizer; stages 3-4: round and saturate; then
+                # keep the max.
                 dot = sum(k_rd.data[hh][d] * q_rd.data[r][hh][d] for d in range(DP))
                 with m.If(p1_v[0]):
                     m.d.sync += acc[hh][r].eq(Mux(p1_first, 0, acc[hh][r]) + dot)
                 with m.If(p1_v[1] & p1_last[1]):
                     m.d.sync += prod[hh][r].eq(acc[hh][r] * self.mult)
-                rounded = (prod[hh][r] + half) >> self.shift
-                u = Signal(signed(16), name=f"u_{hh}_{r}")
-                m.d.comb += [u.eq(Mux(rounded > 32767, 32767, Mux(rounded < -32768, -32768, rounded))),
-                             u_wr.data[hh][r].eq(u)]
+                u = round_shift_saturate(m, 1, prod[hh][r], self.shift, signed(16), lo=-32768,
+                                         hi=32767, name=f"u_{hh}_{r}")
+                m.d.comb += u_wr.data[hh][r].eq(u)
                 for p in range(2):
                     with m.If(f_clear & (f_par == p)):
                         m.d.sync += run_max[p][hh][r].eq(-32768)
-                    with m.Elif(p1_v[2] & p1_last[2] & (f_par == p) & (u > run_max[p][hh][r])):
+                    with m.Elif(p1_v[p1_u] & p1_last[p1_u] & (f_par == p)
+                                & (u > run_max[p][hh][r])):
                         m.d.sync += run_max[p][hh][r].eq(u)
 
                 # Pass 2 (back): the code of (row r, key j), then v << lift into the rotating
@@ -353,6 +368,7 @@ class AttentionKernel(ConfigComponent):
                 # into the second numerator, weight (2**15 or SQRT2_Q15 if odd) << lift.
                 # mant4: the code is the distance itself (capped at 15 octaves), the weight
                 # MANT_TABLE[c % 64] << (14 - c // 64) and v is multiplied by the mantissa.
+                # Stage 1: the code, from the score read; stage 2: the sums.
                 d_log = Signal(unsigned(17), name=f"dlog_{hh}_{r}")
                 zero_code = MANT_CODE_ZERO if MANT else CODE_ZERO
                 code = Signal(range(zero_code + 1), name=f"code_{hh}_{r}")
@@ -362,7 +378,7 @@ class AttentionKernel(ConfigComponent):
                     code_r = d_log
                 else:
                     code_r = (d_log + (1 << (LOG2_FRAC - 1 - SQRT2))) >> (LOG2_FRAC - SQRT2)
-                m.d.comb += code.eq(Mux(code_r > zero_code, zero_code, code_r))
+                m.d.sync += code.eq(Mux(code_r > zero_code, zero_code, code_r))
                 is_zero = code == zero_code
                 lift = Signal(range(CODE_ZERO), name=f"lift_{hh}_{r}")
                 weight = Signal(DEN_BITS, name=f"w_{hh}_{r}")
@@ -384,12 +400,12 @@ class AttentionKernel(ConfigComponent):
                 with m.If(b_clear):
                     m.d.sync += den[hh][r].eq(0)
                     m.d.sync += [head[t].eq(0) for head in heads for t in range(S)]
-                with m.Elif(p2_v):
-                    with m.If(p2_first):
+                with m.Elif(p2_v[-1]):
+                    with m.If(p2_first[-1]):
                         m.d.sync += den[hh][r].eq(den[hh][r] + weight)
                     for p, head in enumerate(heads):
                         for d in range(DP):
-                            value = v_rd.data[hh][d]
+                            value = v_held[hh][d]
                             # mant4: v * mantissa as gated shifted adds (LUT logic, kept
                             # off the DSPs the linear kernel needs).
                             scaled = (sum(Mux(mantissa[b], value << b, 0)
@@ -411,32 +427,31 @@ class AttentionKernel(ConfigComponent):
         all_recips = Cat(*(recips[hh][r].o.valid for hh in range(H) for r in range(R))).all()
 
         # ---- output: num * rec of the current row, rounded and saturated ---------------------
-        o_valid = Signal()
-        o_data = Signal(lane)
-        o_last = Signal()
-        en = ~o_valid | self.o.ready
-        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.data.eq(o_data),
-                     self.o.payload.last.eq(o_last)]
-        with m.If(self.o.ready):
-            m.d.sync += o_valid.eq(0)
+        # OUT_STAGES stages that advance together unless o stalls: the issued row's
+        # numerators and reciprocal, then num * rec through round_shift_saturate.
+        o_valid, o_last, issue_last = Signal(OUT_STAGES), Signal(OUT_STAGES), Signal()
+        en = ~o_valid[-1] | self.o.ready
+        m.d.comb += [self.o.valid.eq(o_valid[-1]), self.o.payload.last.eq(o_last[-1])]
+        with m.If(en):
+            m.d.sync += [o_valid.eq(Cat(out_issue, o_valid[:-1])),
+                         o_last.eq(Cat(issue_last, o_last[:-1]))]
         for hh in range(H):
             sel_rec = Signal(RECIP_BITS + 2, name=f"sel_rec_{hh}")
             sel_k = Signal(range(DEN_BITS + 1), name=f"sel_k_{hh}")
             sel_num = [Signal(data.ArrayLayout(signed(NUM_BITS), DP), name=f"sel_num{p}_{hh}")
                        for p in range(1 + SQRT2)]
-            with m.Switch(out_row):
+            with m.If(en), m.Switch(out_row):
                 for r in range(R):
                     with m.Case(r):
-                        m.d.comb += [sel_rec.eq(rec[hh][r]), sel_k.eq(rk[hh][r])]
-                        m.d.comb += [sel.eq(num[p][hh][r][0]) for p, sel in enumerate(sel_num)]
-            osh = sel_k + RECIP_BITS
+                        m.d.sync += [sel_rec.eq(rec[hh][r]), sel_k.eq(rk[hh][r])]
+                        m.d.sync += [sel.eq(num[p][hh][r][0]) for p, sel in enumerate(sel_num)]
             for d in range(DP):
                 total = sel_num[0][d]
                 if SQRT2:
                     total = (sel_num[0][d] << EXP2_BITS) + sel_num[1][d] * SQRT2_Q15
-                value = (total * sel_rec + ((Const(1, 64) << osh) >> 1)) >> osh
-                with m.If(out_issue):
-                    m.d.sync += o_data[hh][d].eq(Mux(value > 127, 127, Mux(value < -128, -128, value)))
+                m.d.comb += self.o.payload.data[hh][d].eq(round_shift_saturate(
+                    m, en, total * sel_rec, sel_k + RECIP_BITS, signed(8), lo=-128, hi=127,
+                    name=f"o_{hh}_{d}"))
 
         # ---- front: K, V, then per block Q and pass 1 ------------------------------------------
         m.d.comb += [
@@ -512,7 +527,7 @@ class AttentionKernel(ConfigComponent):
                 with m.If(b_last_slice & (b_row == b_n - 1)):
                     m.next = "P2_DRAIN"
             with m.State("P2_DRAIN"):
-                with m.If(~p2_v):
+                with m.If(p2_v == 0):
                     m.d.comb += u_release.eq(Mux(b_par, 0b10, 0b01))
                     m.next = "RECIP"
             with m.State("RECIP"):
@@ -528,9 +543,9 @@ class AttentionKernel(ConfigComponent):
             with m.State("OUT"):
                 final_row = out_row == b_rows - 1
                 with m.If(en):
-                    m.d.comb += out_issue.eq(1)
-                    m.d.sync += [o_valid.eq(1), o_last.eq(final_row & b_last_slice & b_glast),
-                                 b_sl.eq(Mux(b_last_slice, 0, b_sl + 1))]
+                    m.d.comb += [out_issue.eq(1),
+                                 issue_last.eq(final_row & b_last_slice & b_glast)]
+                    m.d.sync += b_sl.eq(Mux(b_last_slice, 0, b_sl + 1))
                     with m.If(b_last_slice):
                         m.d.sync += out_row.eq(out_row + 1)
                         with m.If(final_row):
@@ -548,11 +563,11 @@ def exp_cycles(config, n, groups=1):
       block, into a block once pass 1 has read it for the last time);
     * the front loads K and V side by side (``n * S`` beats each, V into one of two
       buffers, so neither waits for the back), then per block waits for its Q block
-      and its score buffer, runs pass 1 (``n * S`` + 4 to drain) and hands the block
+      and its score buffer, runs pass 1 (``n * S`` + ``P1_STAGES + 1`` to drain) and hands the block
       over (one cycle, once the back took the last one);
     * the back takes a block the cycle after it is handed over, runs pass 2
-      (``n * S`` + 2), the reciprocals (19) and the output (``rows * S``); the
-      last beat leaves one cycle after it is issued.
+      (``n * S`` + ``P2_STAGES + 1``), the reciprocals (19) and the output (``rows * S``); the
+      last beat leaves ``OUT_STAGES`` cycles after it is issued.
     """
     s = config.slices
     front = 0                  # cycle at which the front enters its next state
@@ -569,15 +584,15 @@ def exp_cycles(config, n, groups=1):
             q_next = max(q_next, q_free[par]) + rows * s  # the loader fills the block
             p1 = max(front, u_free[par], q_next) + 1      # f_clear in P1_WAIT, PASS1 next cycle
             q_free[par] = p1 + n * s                      # released by pass 1's last read
-            handoff = max(p1 + n * s + 4, mail_taken + 1)   # P1_DRAIN, then HANDOFF when empty
+            handoff = max(p1 + n * s + P1_STAGES + 1, mail_taken + 1)  # P1_DRAIN, then HANDOFF
             front = handoff + 1
             take = max(handoff + 1, back_free)            # back IDLE sees mail_full
             mail_taken = take
             p2_end = take + 1 + n * s                     # PASS2 issues
-            release = p2_end + 1                          # P2_DRAIN: u_release
+            release = p2_end + P2_STAGES                  # P2_DRAIN: u_release
             u_free[par] = release + 1
             out_start = release + 1 + 1 + Reciprocal.LATENCY
             last = out_start + rows * s - 1
             back_free = last + 1
             par ^= 1
-    return last + 2
+    return last + OUT_STAGES + 1

@@ -34,6 +34,7 @@ from golden.softmax import RECIP_BITS
 from ..params import check_int, validating
 from .constmul import times
 from .recip import QUOTIENT_BITS, ISqrt, Reciprocal
+from .rounding import ROUND_STAGES, round_shift_saturate
 
 __all__ = ["param_layout", "in_layout", "out_layout", "channel_layout", "Plan", "plan",
            "ParamLoader", "LayerNormUnit", "exp_cycles"]
@@ -42,8 +43,9 @@ __all__ = ["param_layout", "in_layout", "out_layout", "channel_layout", "Plan", 
 EPS_BITS = 41
 #: Cycles from a token's last beat taken to its ``var + eps`` readable in the square root's FIFO.
 STATS_LATENCY = 4
-#: Cycles from an output-pass read to ``o`` valid: read, c, c*rec, z, z*gain + bias, y.
-OUT_LATENCY = 6
+#: Cycles from an output-pass read to ``o`` valid: read, c, c*rec, z (two stages of
+#: :func:`~rtl.compute.rounding.round_shift_saturate`), z*gain + bias, y (two again).
+OUT_LATENCY = 4 + 2 * ROUND_STAGES
 #: Most digits per cycle of the square root and the reciprocal (compare-subtract chain length).
 MAX_DIGITS = 4
 #: Ring slots are chosen in this range (:func:`plan`).
@@ -381,29 +383,28 @@ class LayerNormUnit(wiring.Component):
                 st[0].last.eq(row_last & cur.last),
             ]
             m.d.sync += [st[n + 1].eq(st[n]) for n in range(OUT_LATENCY - 1)]
-        # The parameters are read for stage 3, so they arrive with z.
-        m.d.comb += [p_rd.addr.eq(Mux(st[2].bank, beats, 0) + st[2].beat), p_rd.en.eq(en)]
+        # Stages: 2 c, 3 c * rec, 4-5 z, 6 z * gain + bias, 7-8 y. The parameters are read
+        # with stage 4, so they arrive with z.
+        m.d.comb += [p_rd.addr.eq(Mux(st[3].bank, beats, 0) + st[3].beat), p_rd.en.eq(en)]
         # A bank is free once the batch's final beat has read its parameters.
-        with m.If(en & st[2].valid & st[2].last):
-            m.d.comb += bank_release.eq(1 << st[2].bank)
+        with m.If(en & st[3].valid & st[3].last):
+            m.d.comb += bank_release.eq(1 << st[3].bank)
         m.d.comb += [self.o.valid.eq(st[-1].valid), self.o.payload.last.eq(st[-1].last)]
         for lane in range(lanes):
             c = Signal(signed(sum_bits + 11), name=f"c_{lane}")
             prod = Signal(signed(sum_bits + 11 + RECIP_BITS + 3), name=f"prod_{lane}")
-            z = Signal(signed(16), name=f"z_{lane}")
             affine = Signal(signed(33), name=f"affine_{lane}")
-            y = Signal(signed(8), name=f"y_{lane}")
-            zsh = st[2].k + (RECIP_BITS - NORM_FRAC)
-            zr = (prod + ((1 << zsh) >> 1)) >> zsh
-            yr = (affine + ((1 << st[4].shift) >> 1)) >> st[4].shift
             with m.If(en):
                 m.d.sync += [
-                    c.eq(times(x_rd.data[lane], d) - st[0].s1),                       # stage 2
-                    prod.eq(c * st[1].rec),                                     # stage 3
-                    z.eq(Mux(zr > 32767, 32767, Mux(zr < -32768, -32768, zr))),  # stage 4
-                    affine.eq(z * p_rd.data.gain[lane] + p_rd.data.bias[lane]),  # stage 5
-                    y.eq(Mux(yr > 127, 127, Mux(yr < -128, -128, yr))),           # stage 6
+                    c.eq(times(x_rd.data[lane], d) - st[0].s1),
+                    prod.eq(c * st[1].rec),
                 ]
+            z = round_shift_saturate(m, en, prod, st[2].k + (RECIP_BITS - NORM_FRAC),
+                                     signed(16), lo=-32768, hi=32767, name=f"z_{lane}")
+            with m.If(en):
+                m.d.sync += affine.eq(z * p_rd.data.gain[lane] + p_rd.data.bias[lane])
+            y = round_shift_saturate(m, en, affine, st[5].shift, signed(8), lo=-128, hi=127,
+                                     name=f"y_{lane}")
             m.d.comb += self.o.payload.data[lane].eq(y)
         return m
 

@@ -53,12 +53,13 @@ computes.
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..params import ConfigComponent, check_int
+from .rounding import ROUND_STAGES, round_shift_saturate
 from .systolic import ACC_WIDTH, SystolicArray, latency, result_layout
 
 __all__ = ["TOKEN_BITS", "DIM_BITS", "SCORE_BITS", "GELU_ENTRIES", "OUTPUT_STAGES", "OutMode",
@@ -74,8 +75,9 @@ DIM_BITS = 16
 SCORE_BITS = 8
 #: Entries of a GELU table: one per int8 input code.
 GELU_ENTRIES = 256
-#: Register stages between the array output and ``y``: bias, multiply, round/saturate, table.
-OUTPUT_STAGES = 4
+#: Register stages between the array output and ``y``: bias, multiply, the two of
+#: :func:`~rtl.compute.rounding.round_shift_saturate`, table.
+OUTPUT_STAGES = 2 + ROUND_STAGES + 1
 #: Requantization multiplier and shift widths (``golden.quant.MULT_BITS``, ``SHIFT_MAX`` = 47).
 MULT_BITS = 15
 SHIFT_BITS = 6
@@ -438,7 +440,7 @@ class OutputPipeline(ConfigComponent):
 
     Latency: :data:`OUTPUT_STAGES` cycles from a row's ``acc`` transfer to its ``y`` beat.
     Throughput: one row per cycle; a padding row (``row >= rows``) is taken and dropped
-    in its cycle. Backpressure: the four stages advance together and hold while ``y`` is
+    in its cycle. Backpressure: the five stages advance together and hold while ``y`` is
     stalled with a beat; ``acc`` and ``tile`` then wait.
     """
 
@@ -461,9 +463,9 @@ class OutputPipeline(ConfigComponent):
         m = Module()
         cfg = self._config
         po, t = cfg.po, cfg.t
-        # Four register stages that all advance together (``en``) unless y stalls:
-        #   1: y = acc + bias          2: p = y * mult            3: round, shift, zero
-        #   point, saturate to the mode   4: GELU table read (or the value unchanged).
+        # Five register stages that all advance together (``en``) unless y stalls:
+        #   1: y = acc + bias     2: p = y * mult     3, 4: round_shift_saturate (shift;
+        #   round, zero point, saturate to the mode)  5: GELU table read (or the value).
         head_info, head_chan = self.tile.payload.info, self.tile.payload.channels
         row = Signal(range(t))
         keep = row < head_info.rows
@@ -501,21 +503,16 @@ class OutputPipeline(ConfigComponent):
                 info[0].gelu.eq(head_info.gelu),
             ]
             m.d.sync += [info[n + 1].eq(info[n]) for n in range(OUTPUT_STAGES - 1)]
-        lo = Mux(info[1].mode == OutMode.INT8, -(1 << 7),
-                 Mux(info[1].mode == OutMode.INT16, -(1 << 15), -(1 << 31)))
-        hi = Mux(info[1].mode == OutMode.INT8, (1 << 7) - 1,
-                 Mux(info[1].mode == OutMode.INT16, (1 << 15) - 1, (1 << 31) - 1))
+        lo = Mux(info[2].mode == OutMode.INT8, -(1 << 7),
+                 Mux(info[2].mode == OutMode.INT16, -(1 << 15), -(1 << 31)))
+        hi = Mux(info[2].mode == OutMode.INT8, (1 << 7) - 1,
+                 Mux(info[2].mode == OutMode.INT16, (1 << 15) - 1, (1 << 31) - 1))
         for c in range(po):
             y1 = Signal(signed(ACC_WIDTH), name=f"y_{c}")
             mult1, shift1, shift2 = (Signal(unsigned(MULT_BITS), name=f"mult_{c}"),
                                      Signal(unsigned(SHIFT_BITS), name=f"shift1_{c}"),
                                      Signal(unsigned(SHIFT_BITS), name=f"shift2_{c}"))
             p2 = Signal(signed(ACC_WIDTH + MULT_BITS + 1), name=f"product_{c}")
-            r3 = Signal(signed(cfg.out_width), name=f"requant_{c}")
-            rounded = Signal(signed(ACC_WIDTH + MULT_BITS + 3), name=f"rounded_{c}")
-            half = (Const(1, ACC_WIDTH + MULT_BITS + 1) << shift2) >> 1
-            m.d.comb += rounded.eq(((p2 + half) >> shift2)
-                                   + info[1].zero_point)
             with m.If(en):
                 m.d.sync += [
                     y1.eq(self.acc.payload.acc[c] + head_chan.bias[c]),
@@ -523,21 +520,22 @@ class OutputPipeline(ConfigComponent):
                     shift1.eq(head_chan.shift[c]),
                     p2.eq(y1 * mult1),
                     shift2.eq(shift1),
-                    r3.eq(Mux(rounded < lo, lo, Mux(rounded > hi, hi, rounded))),
                 ]
+            r3 = round_shift_saturate(m, en, p2, shift2, signed(cfg.out_width), lo=lo, hi=hi,
+                                      offset=info[2].zero_point, name=f"requant_{c}")
             if cfg.gelu:
                 # Stage 4: the table group of this lane's code; the entry is picked after.
                 code = (r3[:8] ^ 0x80).as_unsigned()         # q + 128
                 pick = Signal(range(cfg.entries_per_beat), name=f"pick_{c}")
                 rd = self.table[c]
                 m.d.comb += [rd.en.eq(en),
-                             rd.addr.eq(Mux(info[2].bank, cfg.table_beats, 0)
+                             rd.addr.eq(Mux(info[3].bank, cfg.table_beats, 0)
                                         + (code >> ceil_log2(cfg.entries_per_beat)))]
                 r4 = Signal(signed(cfg.out_width), name=f"value_{c}")
                 with m.If(en):
                     m.d.sync += [pick.eq(code), r4.eq(r3)]
                 m.d.comb += self.y.payload.data[c].eq(
-                    Mux(info[3].gelu, rd.data[pick], r4))
+                    Mux(info[4].gelu, rd.data[pick], r4))
             else:
                 r4 = Signal(signed(cfg.out_width), name=f"value_{c}")
                 with m.If(en):

@@ -24,13 +24,13 @@ ready) one operation takes exactly ``latency`` cycles. Backpressure: the result
 waits on ``o``; the unit takes no new operand meanwhile.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..params import check_int, validating
 
-__all__ = ["RECIP_BITS", "recip_layout", "Reciprocal", "ISqrt"]
+__all__ = ["RECIP_BITS", "recip_layout", "recip_latency", "Reciprocal", "ISqrt"]
 
 #: ``rec`` is normalised to ``[2**RECIP_BITS, 2**(RECIP_BITS+1)]`` (``golden.softmax.RECIP_BITS``).
 RECIP_BITS = 15
@@ -45,6 +45,11 @@ def recip_layout(width):
 
 def _iterations(bits, digits):
     return -(-bits // digits)
+
+
+def recip_latency(digits=1):
+    """:attr:`Reciprocal.latency` of a reciprocal with ``digits`` quotient bits per cycle."""
+    return _iterations(QUOTIENT_BITS, digits) + 1
 
 
 class Reciprocal(wiring.Component):
@@ -89,7 +94,7 @@ class Reciprocal(wiring.Component):
     @property
     def latency(self):
         """Cycles from taking ``i`` to ``o`` valid (also the back-to-back period)."""
-        return _iterations(QUOTIENT_BITS, self._digits) + 1
+        return recip_latency(self._digits)
 
     def elaborate(self, platform):
         m = Module()
@@ -123,10 +128,12 @@ class Reciprocal(wiring.Component):
         with m.If(busy):
             r, q = rem, quo
             for n in range(digits):
-                # One signal per digit: the expressions refer to r twice.
-                fits = r >= den
+                # One subtraction per digit: its sign is the compare (one carry chain,
+                # then a multiplexer). One signal per digit: the expressions refer to r twice.
+                diff = Signal(signed(w + 2), name=f"diff_{n}")
                 r_next = Signal(w + 1, name=f"rem_{n}")
-                m.d.comb += r_next.eq((r - Mux(fits, den, 0)) << 1)
+                fits = ~diff[-1]
+                m.d.comb += [diff.eq(r - den), r_next.eq(Mux(fits, diff, r) << 1)]
                 r, q = r_next, Cat(fits, q[:-1])
             m.d.sync += [rem.eq(r), quo.eq(q), step.eq(step + 1)]
             with m.If(step == cycles - 1):
@@ -199,9 +206,10 @@ class ISqrt(wiring.Component):
                 # Bring down two bits; the trial subtrahend is 4*root + 1.
                 cur = Cat(v[-2:], r)
                 trial = Cat(Const(1, 2), q)
-                fits = cur >= trial
+                diff = Signal(signed(n + 3), name=f"diff_{j}")
+                fits = ~diff[-1]
                 r_next = Signal(n + 2, name=f"rem_{j}")
-                m.d.comb += r_next.eq(cur - Mux(fits, trial, 0))
+                m.d.comb += [diff.eq(cur - trial), r_next.eq(Mux(fits, diff, cur))]
                 v, r, q = (v << 2)[:2 * n], r_next, Cat(fits, q[:-1])
             m.d.sync += [value.eq(v), rem.eq(r), root.eq(q), step.eq(step + 1)]
             with m.If(step == cycles - 1):

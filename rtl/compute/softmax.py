@@ -35,15 +35,17 @@ from amaranth.lib.wiring import In, Out
 from golden.softmax import CODE_ZERO, EXP2_BITS, EXP2_TABLE, LOG2_FRAC, RECIP_BITS
 
 from ..params import check_int, validating
-from .recip import Reciprocal
+from .recip import Reciprocal, recip_latency
+from .rounding import ROUND_STAGES, round_shift_saturate
 
 __all__ = ["MODES", "RECIP_DIGITS", "in_layout", "out_layout", "SoftmaxUnit", "exp_cycles"]
 
 MODES = ("probs", "codes")
 #: Quotient bits per cycle of the row's divider (probs): 10 cycles per reciprocal.
 RECIP_DIGITS = 2
-#: Cycles from a pass B read issue to ``o`` valid, per mode.
-OUT_LATENCY = {"probs": 4, "codes": 2}
+#: Cycles from a pass B read issue to ``o`` valid, per mode (probs: read, exponential,
+#: e * rec, the two stages of :func:`~rtl.compute.rounding.round_shift_saturate`).
+OUT_LATENCY = {"probs": 3 + ROUND_STAGES, "codes": 2}
 #: Cycles from pass A's last read issue of a row to its sum in the divider's FIFO.
 SUM_LATENCY = 4
 #: Row sums pass A may have in flight (its pipeline and the FIFO) before the divider takes them.
@@ -277,13 +279,11 @@ class SoftmaxUnit(wiring.Component):
             if probs:
                 e = exponential(f"b{lane}", rd_b.data[lane], st[0].max, keep, en)
                 product = Signal(EXP2_BITS + 1 + RECIP_BITS + 2, name=f"product_{lane}")
-                p = Signal(8, name=f"p_{lane}")
-                # round_shift(e * rec, k + 15 - 8), saturated to 255
-                sh = st[2].k + (RECIP_BITS - 8)
-                rounded = (product + ((1 << sh) >> 1)) >> sh
                 with m.If(en):
-                    m.d.sync += [product.eq(e * st[1].rec),
-                                 p.eq(Mux(rounded > 255, 255, rounded))]
+                    m.d.sync += product.eq(e * st[1].rec)
+                # round_shift(e * rec, k + 15 - 8), saturated to 255 (never negative)
+                p = round_shift_saturate(m, en, product, st[2].k + (RECIP_BITS - 8),
+                                         unsigned(8), hi=255, name=f"p_{lane}")
                 m.d.comb += self.o.payload.data[lane].eq(p)
             else:
                 d = Signal(unsigned(17), name=f"d_{lane}")
@@ -346,7 +346,7 @@ def exp_cycles(lengths, lanes, mode):
     """
     probs = mode == "probs"
     slots = SLOTS[mode]
-    latency = -(-(RECIP_BITS + 2) // RECIP_DIGITS) + 1
+    latency = recip_latency(RECIP_DIGITS)
     in_end, release, take, b_take = [], [], [], []
     a_last = b_last = -1
     for r, n in enumerate(lengths):

@@ -569,14 +569,14 @@ class Accelerator(wiring.Component):
         matrix = ARGS[Opcode.LOAD_MATRIX](cand.args[:ARGS[Opcode.LOAD_MATRIX].size])
         params = ARGS[Opcode.LOAD_NORM](cand.args[:ARGS[Opcode.LOAD_NORM].size])
         tensor = ARGS[Opcode.LOAD_TENSOR](cand.args[:ARGS[Opcode.LOAD_TENSOR].size])
-        # Beats and address of the candidate (taken when it starts).
+        # The command in LOAD_COMMAND_LATENCY cycles: the candidate's beats and DRAM index
+        # are registered as it starts, its address the cycle after.
         t_beats, t_words, _ = self._tensor_beats(m, cfg, tensor, "load_tensor")
-        beats = Mux(cand.op == Opcode.LOAD_TENSOR, t_beats,
-                    Mux(cand.op == Opcode.LOAD_NORM, params.beats, matrix.beats))
-        index = Mux(matrix.index == Index.TASK, args.task,
-                    Mux(matrix.index == Index.EXPERT, expert, 0))
-        address = self._dram_address(
-            m, cfg, matrix, bases, Mux(cand.op == Opcode.LOAD_MATRIX, index, 0), beats, "load")
+        beats = Signal(BEATS_BITS, name="load_beats")
+        index = Signal(max(len(args.task), len(expert)), name="load_index")
+        located = Signal(matrix.shape(), name="load_located")   # its base and offset
+        decoded = Signal(name="load_decoded")
+        address = self._dram_address(m, cfg, located, bases, index, beats, "load")
         cmd_valid = Signal(name="load_cmd_valid")
         cmd = Signal(reader.cmd.payload.shape(), name="load_cmd")
         buffer = Signal(Buffer, name="load_buffer")
@@ -584,10 +584,19 @@ class Accelerator(wiring.Component):
         row0 = Signal(_ROW_BITS, name="load_row")
         row_words = Signal(_COL_BITS, name="load_row_words")
         active = Signal(name="load_active")
+        m.d.sync += decoded.eq(start)
         with m.If(start):
-            m.d.sync += [op.eq(cand.op), cmd_valid.eq(1), cmd.address.eq(address),
-                         cmd.beats.eq(beats), buffer.eq(tensor.buffer), flip.eq(tensor.flip_sign),
-                         row0.eq(tensor.row), row_words.eq(t_words), active.eq(1)]
+            m.d.sync += [op.eq(cand.op), buffer.eq(tensor.buffer), flip.eq(tensor.flip_sign),
+                         row0.eq(tensor.row), row_words.eq(t_words), active.eq(1),
+                         located.eq(matrix),
+                         beats.eq(Mux(cand.op == Opcode.LOAD_TENSOR, t_beats,
+                                      Mux(cand.op == Opcode.LOAD_NORM, params.beats,
+                                          matrix.beats))),
+                         index.eq(Mux(cand.op != Opcode.LOAD_MATRIX, 0,
+                                      Mux(matrix.index == Index.TASK, args.task,
+                                          Mux(matrix.index == Index.EXPERT, expert, 0))))]
+        with m.If(decoded):
+            m.d.sync += [cmd_valid.eq(1), cmd.address.eq(address), cmd.beats.eq(beats)]
         # After an error no new transfer starts: the DRAIN state waits for the ones in flight
         # (a transfer taken as the core is reset would answer into the next run).
         issue = cmd_valid & ~self._draining
