@@ -327,6 +327,10 @@ def cmd_dse(args, console):
     from moevit.dse import plot, report, search
     from moevit.image_files import load_inputs
     from moevit.runtime import as_pixels
+    for name, lo, hi in (("workers", 1, 64), ("population", 2, 256), ("generations", 1, 100)):
+        value = getattr(args, name)
+        if not lo <= value <= hi:
+            raise UsageError(f"--{name} must be in [{lo}, {hi}], not {value}")
     qp = _load_quant(args.quant)
     if args.images:
         image = load_inputs(args.images, qp.config, 1)[0]
@@ -336,7 +340,8 @@ def cmd_dse(args, console):
     with _spinner(console) as progress:
         step = progress.add_task(f"searching configs for {args.board}", total=None)
         result = search(args.board, qp, as_pixels(qp.config, image), seed=args.seed,
-                        workers=args.workers,
+                        workers=args.workers, population=args.population,
+                        generations=args.generations,
                         progress=lambda text: progress.update(step, description=text))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -460,6 +465,11 @@ def _parser():
                                     "seeded test image)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--workers", type=int, default=2, help="parallel evaluations")
+    q.add_argument("--population", type=int, default=12,
+                   help="genomes per generation of stage 1 (2..256; default 12)")
+    q.add_argument("--generations", type=int, default=6,
+                   help="generations of stage 1 (1..100; default 6); stage 2's local moves "
+                        "start from its winner, so a short stage 1 can lengthen stage 2")
     q.set_defaults(func=cmd_dse)
 
     q = sub.add_parser("deploy", help="Vivado / Vitis build tree of a board (no vendor tools "

@@ -148,6 +148,10 @@ def test_dse_writes_a_config_that_compile_takes(work, capsys):
      "calib.npy: a .npy array, expected an .npz archive"),
     (["compile", "{d}/edge/l0_qkv_bias.float32.bin", "-o", "{d}/c"],
      "not a quantized parameter set"),
+    (["dse", "{d}/q.npz", "--board", "u280", "--population", "1", "-o", "{d}/dse"],
+     "--population must be in [2, 256], not 1"),
+    (["dse", "{d}/q.npz", "--board", "u280", "--generations", "0", "-o", "{d}/dse"],
+     "--generations must be in [1, 100], not 0"),
 ])
 def test_errors_are_one_line_with_exit_code_2(work, capsys, argv, message):
     err = _fails([a.format(d=work) for a in argv], capsys)
