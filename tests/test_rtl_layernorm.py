@@ -70,7 +70,7 @@ def test_steady_state_one_beat_per_cycle(d, lanes):
     p = plan(d, lanes)
     assert max(p.sqrt_latency, p.recip_latency) <= beats and p.slots <= 4
     # One token on an idle unit: its beats in, its statistics, the square root and the
-    # reciprocal, one cycle to load them, its beats read, the output pipeline.
+    # reciprocal, its beats read, the output pipeline.
     assert exp_cycles(d, lanes, 1) == (2 * beats + STATS_LATENCY + p.sqrt_latency
                                        + p.recip_latency + OUT_LATENCY)
 

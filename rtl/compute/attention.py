@@ -58,11 +58,12 @@ from .rounding import ROUND_STAGES, round_shift_saturate
 __all__ = ["AttentionConfig", "beat_layout", "QueryLoader", "AttentionKernel", "exp_cycles"]
 
 SCORE_BITS = 32
-#: Pass 1's register stages after a read: the dot product's sum, times the requantizer,
-#: then :func:`~rtl.compute.rounding.round_shift_saturate` (the score ``u``).
+#: Pass 1's cycles after a read issue (its valid bits): the read data, the dot product's
+#: sum, the product with the requantizer, then the stages of
+#: :func:`~rtl.compute.rounding.round_shift_saturate`; the last holds the score ``u``.
 P1_STAGES = 3 + ROUND_STAGES
-#: Pass 2's register stages after a read: the code of (row, key), then the numerators and
-#: the denominator.
+#: Pass 2's cycles after a read issue: the read data (the code of (row, key) is registered
+#: from it), then the code (the numerators and the denominator are registered from it).
 P2_STAGES = 2
 #: The output's register stages: the row's numerators and reciprocal selected, then
 #: ``num * rec`` through :func:`~rtl.compute.rounding.round_shift_saturate`.

@@ -524,7 +524,7 @@ class OutputPipeline(ConfigComponent):
             r3 = round_shift_saturate(m, en, p2, shift2, signed(cfg.out_width), lo=lo, hi=hi,
                                       offset=info[2].zero_point, name=f"requant_{c}")
             if cfg.gelu:
-                # Stage 4: the table group of this lane's code; the entry is picked after.
+                # Stage 5: the table group of this lane's code; the entry is picked after.
                 code = (r3[:8] ^ 0x80).as_unsigned()         # q + 128
                 pick = Signal(range(cfg.entries_per_beat), name=f"pick_{c}")
                 rd = self.table[c]
