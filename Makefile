@@ -8,6 +8,8 @@
 #             SIM    ?= verilator simulator for cocotb (verilator | icarus)
 #             WAVES  ?= 0         1: dump waveforms for every simulation
 #             PYTEST_ARGS         extra pytest arguments, e.g. PYTEST_ARGS="-k systolic"
+#             TEST_WORKERS ?= auto  pytest-xdist workers of make test / test-slow (auto: one
+#                                 per core; 0: no workers, one process)
 #             BOARD  ?= ulx3s     board of the board flows: zcu102 | u280 (Vivado trees),
 #                                 ulx3s | orangecrab (open ECP5 flow); any for synth-report
 #             UNIT                synth-report: an rtl/units.py unit instead of the self-test top
@@ -29,6 +31,7 @@ DATASET ?= mnist5k
 CONFIG ?= zcu102
 ATTENTION ?= log2
 MODEL ?= m3vit_tiny
+TEST_WORKERS ?= auto
 FMAX_CONFIG ?= ecp5_85f
 FMAX_MODEL ?= tiny_test
 export SIM
@@ -50,11 +53,11 @@ venv: $(STAMP)  ## create .venv and install the pinned dependencies
 demo: $(STAMP)  ## main job: M3ViT-tiny frames (both tasks) and mnist5k digits through the RTL top, bit- and cycle-exact
 	$(BIN)/python -m examples.demo
 
-test: $(STAMP)  ## default test suite (golden, Amaranth-simulator and cocotb tests; no slow ones)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP)  ## default test suite (golden, Amaranth-simulator and cocotb tests; no slow ones), one worker per core
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-slow: $(STAMP)  ## only the tests marked slow (long simulations, place and route)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 formal: $(STAMP)  ## prove the stream and AXI rules of every unit (SymbiYosys + yices) -> build/formal/summary.json
 	$(BIN)/python -m sim.formal_units

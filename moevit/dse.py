@@ -7,7 +7,10 @@ quantized model and returns an :class:`~rtl.config.AcceleratorConfig`:
   program run by the reference executor on one frame: the same figure the RTL top
   takes, cycle for cycle (no separate formula);
 * **resources** from :mod:`platforms.resources` (DSPs and block RAM counted from the
-  config; LUT and FF are not modelled yet);
+  elaborated top; LUT and FF by the fitted model, checked against the ceiling where it
+  was fitted);
+* the **space** (:class:`Space`) is every field's allowed values; :meth:`Space.restrict`
+  narrows or pins fields (``moevit dse --space t=4,8``);
 * **stage 1** (compute parallelism: the linear kernel's ``PI = PO`` (= the attention
   kernel's ``dp``, the buffer word), its token lanes ``t`` and the attention rows
   ``r``) is a seeded genetic algorithm under the DSP and block-RAM ceilings:
@@ -72,6 +75,28 @@ class Space:
         """The space with ``r`` defaulting to the balanced row counts of ``model``."""
         r = self.r or tuple(v for v in _balanced_rows(model.num_tokens) if v >= 4)
         return dataclasses.replace(self, r=r)
+
+    def restrict(self, specs):
+        """The space with the fields named in ``specs`` narrowed to the listed values:
+        each spec is ``FIELD=V1,V2,...`` (positive integers; one value pins the field),
+        e.g. ``["p=16", "t=4,8"]``. A bad spec raises ``ValueError`` naming it and what
+        is allowed. Values the config cannot take make invalid candidates, as in the
+        full space."""
+        names = [f.name for f in dataclasses.fields(self)]
+        changes = {}
+        for spec in specs:
+            name, sep, values = spec.partition("=")
+            if not sep or name not in names:
+                raise ValueError(f"{spec!r}: expected FIELD=V1,V2,... with FIELD one of "
+                                 f"{', '.join(names)}")
+            try:
+                parsed = tuple(sorted({int(v) for v in values.split(",")}))
+            except ValueError:
+                parsed = ()
+            if not parsed or parsed[0] < 1:
+                raise ValueError(f"{spec!r}: the values of {name} must be positive integers")
+            changes[name] = parsed
+        return dataclasses.replace(self, **changes)
 
     @property
     def size(self):
@@ -269,9 +294,11 @@ def search(board, qp, pixels, space=Space(), seed=0, population=12, generations=
     start = time.perf_counter()
     s = Search(board, qp, pixels, workers)
     try:
-        defaults = {"norm_lanes": space.norm_lanes[-1], "bank_words": 576,
-                    "burst_beats": 64 if 64 in space.burst_beats else space.burst_beats[-1],
-                    "outstanding": 8 if 8 in space.outstanding else space.outstanding[-1]}
+        # Stage 1 holds the stage-2 fields at the space's most LayerNorm lanes and at
+        # the preferred values of the others (their last where those are not in it).
+        defaults = {"norm_lanes": space.norm_lanes[-1]} | {
+            name: value if value in getattr(space, name) else getattr(space, name)[-1]
+            for name, value in (("bank_words", 576), ("burst_beats", 64), ("outstanding", 8))}
         stage1 = _genetic(s, space, rng, population, generations, defaults)
         if progress:
             progress(f"stage 1: {stage1.cycles} cycles after {s.evaluated} evaluations")

@@ -144,8 +144,9 @@ def _constant_bits(assignments, external):
     varying = []
     for lhs, rhs in assignments:
         source = _bits(rhs)
-        extension = source[-1] if rhs.shape().signed and source else 0
-        source += [extension] * (len(lhs) - len(source))
+        if len(source) < len(lhs):              # extended: the sign bit or zeros
+            extension = source[-1] if source and rhs.shape().signed else 0
+            source += [extension] * (len(lhs) - len(source))
         if isinstance(lhs, (Signal, Concat)) or (isinstance(lhs, Slice)
                                                   and isinstance(lhs.value, Signal)):
             targets = _bits(lhs)

@@ -211,6 +211,12 @@ def _design_key(config):
     return f"{config.name}-{hashlib.sha256(config.to_json().encode()).hexdigest()[:10]}"
 
 
+#: The least depth (words) of the simulated DRAM of :func:`run_verilator`. The depth is a
+#: build parameter: with this floor, the batches a small model runs (one frame, two, a
+#: dozen) share one Verilator build of a config.
+MIN_DEPTH = 1 << 17
+
+
 def run_verilator(compiled, runs, timeout=None, log_dir=None):
     """Runs of ``compiled`` in Verilator: ``runs`` is a list of ``(pixels, task)``.
 
@@ -219,12 +225,13 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
     :class:`FrameResult` (their ``busy`` includes ``wall_s``, the simulation time of
     the frame) and the build + simulation wall time. ``log_dir``: where the Verilator
     build and simulation logs go instead of the terminal. The simulated memory has a
-    power-of-two depth, so batches of other sizes reuse the build.
+    power-of-two depth of at least :data:`MIN_DEPTH` words, so batches of other sizes
+    reuse the build.
     """
     config, axi = compiled.config, compiled.config.axi
     base = compiled.image
     data, outputs, out_size, specs = _run_image(compiled, runs, timeout or 50_000_000)
-    depth = 1 << (len(data) // axi.data_bytes - 1).bit_length()
+    depth = max(1 << (len(data) // axi.data_bytes - 1).bit_length(), MIN_DEPTH)
     data = bytes(data).ljust(depth * axi.data_bytes, b"\0")
     params = {"config": _design_key(config), "words": depth}
     folder = design_dir("frame", params)

@@ -1,5 +1,6 @@
 """The moevit command line as a new user runs it: import, quantize, compile, run, report."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -15,6 +16,7 @@ from golden.weights import init_weights, load_npz
 from moevit.checkpoints import write_edge_moe, write_safetensors
 from moevit.cli import main
 from moevit.compiler import CompiledModel
+from moevit.dse import Space
 
 CFG = tiny_test()
 
@@ -41,6 +43,7 @@ def _fails(argv, capsys):
     return err
 
 
+@pytest.mark.xdist_group("zcu102_tiny_test_verilator")    # its build: tests/test_sim_top.py
 def test_whole_flow_on_the_simulator(work, capsys):
     d = str(work)
     out = _ok(["import", f"{d}/edge", "-o", f"{d}/w.npz", "--model", "tiny_test"], capsys)
@@ -117,19 +120,49 @@ def test_report_refuses_a_run_of_another_frame_or_quantized_set(work, capsys):
     assert "manifest.json: missing or malformed entry 'dram_sha256'" in err
 
 
-def test_dse_writes_a_config_that_compile_takes(work, capsys):
+@pytest.fixture(scope="module")
+def quantized(work):
     d = str(work)
-    _ok(["import", f"{d}/edge", "-o", f"{d}/wd.npz", "--model", "tiny_test"], capsys)
-    _ok(["quantize", f"{d}/wd.npz", "--calib", f"{d}/calib.npy", "-o", f"{d}/qd.npz"], capsys)
-    out = _ok(["dse", f"{d}/qd.npz", "--board", "u280", "--workers", "1", "-o", f"{d}/dse"],
-              capsys)
+    assert main(["import", f"{d}/edge", "-o", f"{d}/wd.npz", "--model", "tiny_test"]) == 0
+    assert main(["quantize", f"{d}/wd.npz", "--calib", f"{d}/calib.npy", "-o",
+                 f"{d}/qd.npz"]) == 0
+    return f"{d}/qd.npz"
+
+
+# The search over its restricted space: 4 configs, every field but t and burst_beats
+# pinned, the weight bank at a value stage 1's preferred 576 is not (the result must stay
+# inside the space).
+RESTRICTED = ["--space", "p=16", "--space", "t=4,8", "--space", "r=17", "--space",
+              "norm_lanes=32", "--space", "bank_words=288", "--space", "burst_beats=32,64",
+              "--space", "outstanding=8"]
+
+
+@pytest.mark.parametrize("space", [
+    pytest.param(RESTRICTED, id="restricted"),
+    # The whole default space: dozens of configs, each elaborated for its census (12 min).
+    pytest.param([], id="full", marks=pytest.mark.slow),
+])
+def test_dse_writes_a_config_that_compile_takes(work, quantized, capsys, space):
+    d = str(work)
+    out = _ok(["dse", quantized, "--board", "u280", "--workers", "1", "-o", f"{d}/dse",
+               *space], capsys)
     data = json.loads((work / "dse" / "u280.json").read_text())
+    if space:
+        assert data["evaluated"] <= 4
+        assert data["genes"]["bank_words"] == 288 and data["genes"]["t"] in (4, 8)
     assert f"{data['predicted_cycles']:,} cycles per frame" in out
     assert (work / "dse" / "u280.png").is_file()
-    out = _ok(["compile", f"{d}/qd.npz", "--config", f"{d}/dse/u280.config.json", "-o",
+    out = _ok(["compile", quantized, "--config", f"{d}/dse/u280.config.json", "-o",
                f"{d}/cd"], capsys)
     assert "schedule model:" in out
     assert CompiledModel.load(f"{d}/cd").config.linear.t == data["genes"]["t"]
+
+
+def test_dse_help_lists_the_fields_of_the_space(capsys):
+    assert main(["dse", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    listed = re.search(r"Fields: ([\w, ]+)\.", text).group(1)
+    assert listed.split(", ") == [f.name for f in dataclasses.fields(Space)]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -152,6 +185,13 @@ def test_dse_writes_a_config_that_compile_takes(work, capsys):
      "--population must be in [2, 256], not 1"),
     (["dse", "{d}/q.npz", "--board", "u280", "--generations", "0", "-o", "{d}/dse"],
      "--generations must be in [1, 100], not 0"),
+    (["dse", "{d}/q.npz", "--board", "u280", "--space", "lanes=4", "-o", "{d}/dse"],
+     "--space 'lanes=4': expected FIELD=V1,V2,... with FIELD one of p, t, r, norm_lanes, "
+     "bank_words, burst_beats, outstanding"),
+    (["dse", "{d}/q.npz", "--board", "u280", "--space", "t=0,4", "-o", "{d}/dse"],
+     "--space 't=0,4': the values of t must be positive integers"),
+    (["dse", "{d}/q.npz", "--board", "u280", "--space", "t=four", "-o", "{d}/dse"],
+     "--space 't=four': the values of t must be positive integers"),
 ])
 def test_errors_are_one_line_with_exit_code_2(work, capsys, argv, message):
     err = _fails([a.format(d=work) for a in argv], capsys)

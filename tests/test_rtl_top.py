@@ -171,16 +171,28 @@ NAMED_FAULTS = {"opcode": "opcode", "decerr": "write_response", "watchdog": "wat
                 "header": "header"}
 
 
-def test_faults_end_in_a_named_error_then_the_next_frame_is_right(tiny):
-    # One simulation: each fault, then a good frame (exact output and cycles).
-    outcomes = _faulty(tiny, list(NAMED_FAULTS))
-    assert {f: r["fault"].error for f, r in outcomes.items()} == {
+@pytest.fixture(scope="module")
+def outcomes(tiny):
+    """One simulation for the tests below: each fault, then a good frame (exact output and
+    cycles, checked by :func:`_faulty`)."""
+    return _faulty(tiny, [*NAMED_FAULTS, "busy_start", "reset"])
+
+
+# The tests of one simulation share a pytest-xdist worker (the module fixture runs once).
+FAULTS = pytest.mark.xdist_group("pysim_faults")
+
+
+@FAULTS
+def test_faults_end_in_a_named_error_then_the_next_frame_is_right(outcomes):
+    assert {f: outcomes[f]["fault"].error for f in NAMED_FAULTS} == {
         f: ERRORS[code] for f, code in NAMED_FAULTS.items()}
 
 
-def test_a_start_while_busy_is_ignored_and_counted(tiny):
-    assert _faulty(tiny, ["busy_start"])["busy_start"]["ignored"] == 1
+@FAULTS
+def test_a_start_while_busy_is_ignored_and_counted(outcomes):
+    assert outcomes["busy_start"]["ignored"] == 1
 
 
-def test_a_reset_mid_frame_returns_to_idle(tiny):
-    _faulty(tiny, ["reset"])
+@FAULTS
+def test_a_reset_mid_frame_returns_to_idle(outcomes):
+    assert outcomes["reset"]["after"].error == 0       # and its output and cycles (_faulty)
