@@ -82,7 +82,9 @@ def test_resource_estimate_against_the_devices():
 
 def test_report_and_plot(model, tmp_path):
     qp, pixels = model
-    result = search("u280", qp, pixels, SMALL, population=4, generations=2, workers=2)
+    # Four configs (two words, two token lane counts): a front to draw, in two processes.
+    space = SMALL.restrict(["t=2,8", "r=17", "norm_lanes=32", "burst_beats=64"])
+    result = search("u280", qp, pixels, space, population=4, generations=2, workers=2)
     data = json.loads(json.dumps(report(result, "u280"), default=str))
     for key in ("board", "config", "predicted_cycles", "predicted_fps_at_300mhz", "resources",
                 "budget", "fits", "evaluated", "search_s"):
