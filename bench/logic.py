@@ -91,7 +91,7 @@ VALIDATE = {
 FAMILIES = ("ecp5", "xcup")
 #: The features each resource is fitted on, in groups that share one weight (LogicCounts
 #: fields): chosen by leave-one-out error over FIT (docs/dse.md).
-FEATURES = {"lut": (("add", "compare", "equal", "logic"), ("mux", "select")),
+FEATURES = {"lut": (("add", "compare", "equal", "logic"), ("mux", "select"), ("dsp",)),
             "ff": (("ff",), ("ram_ff",))}
 
 

@@ -29,6 +29,10 @@ feature      bits counted
              other ``SwitchValue`` (width x (cases - 1)), ``Part`` selects, variable shifts
              (width x shift bits), reads of memories left to flip-flops
 ``logic``    ``&``, ``|``, ``^``, ``~``
+``dsp``      hard multiplier cells (:func:`~platforms.multipliers.map_multiplier`), a
+             count, not bits: the logic yosys builds around each (operand sign and
+             width adjustment, the parts of a wide accumulation the cell does not
+             take), which the operator bits leave out
 ===========  ====================================================================
 
 A family's LUT count is a weighted sum of these (:data:`COEFFICIENTS`), its flip-flop
@@ -76,6 +80,7 @@ class LogicCounts:
     mux: int = 0
     select: int = 0
     logic: int = 0
+    dsp: int = 0
 
     def __add__(self, other):
         return LogicCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name)
@@ -267,10 +272,14 @@ def mapped_logic(memories, multipliers, family):
     """``{fragment path: LogicCounts}``: the soft logic that depends on how ``family``
     maps ``memories`` (:class:`~platforms.memories.MemoryShape`) and ``multipliers``
     (:class:`~platforms.multipliers.MultiplierShape`): products no hard multiplier
-    takes, memories left to flip-flops, the read registers of LUT RAM."""
+    takes, memories left to flip-flops, the read registers of LUT RAM, and the hard
+    multiplier cells (``dsp``)."""
     out = {}
     for shape in multipliers:
-        if shape.constant is None and not map_multiplier(shape, family):
+        cells = map_multiplier(shape, family)
+        if cells:
+            out.setdefault(shape.path, LogicCounts()).dsp += cells
+        elif shape.constant is None:
             out.setdefault(shape.path, LogicCounts()).add += shape.a_width * shape.b_width
     for shape in memories:
         mapping = map_memory(shape, family)

@@ -163,6 +163,7 @@ def test_soft_products_only():
     ecp5 = sum(mapped_logic((), found, "ecp5").values(), LogicCounts())
     assert xcup.add == 4 * 4            # 8-bit product: under the DSP48E2's 9-bit minimum
     assert ecp5.add == 0                # a MULT18X18D takes both
+    assert (xcup.dsp, ecp5.dsp) == (1, 2)           # hard cells counted, not their bits
 
 
 def test_predict_weights_and_errors():
@@ -195,7 +196,7 @@ def test_fit_recovers_known_weights():
     weight per feature group)."""
     from bench.logic import FEATURES, fit
     rng = np.random.default_rng(0)
-    truth = {kind: {f: w for group, w in zip(groups, (0.9, 0.05)) for f in group}
+    truth = {kind: {f: w for group, w in zip(groups, (0.9, 0.05, 3.0)) for f in group}
              for kind, groups in FEATURES.items()}
     rows = []
     for _ in range(8):
