@@ -171,14 +171,15 @@ NAMED_FAULTS = {"opcode": "opcode", "decerr": "write_response", "watchdog": "wat
                 "header": "header"}
 
 
-@pytest.fixture(scope="module")
-def outcomes(tiny):
+@pytest.fixture(scope="session")
+def outcomes():
     """One simulation for the tests below: each fault, then a good frame (exact output and
-    cycles, checked by :func:`_faulty`)."""
-    return _faulty(tiny, [*NAMED_FAULTS, "busy_start", "reset"])
+    cycles, checked by :func:`_faulty`). Session-scoped: a pytest-xdist worker may run
+    other modules' tests between these, which would tear a module fixture down."""
+    return _faulty(_tiny(), [*NAMED_FAULTS, "busy_start", "reset"])
 
 
-# The tests of one simulation share a pytest-xdist worker (the module fixture runs once).
+# The tests of one simulation share a pytest-xdist worker (the fixture runs once).
 FAULTS = pytest.mark.xdist_group("pysim_faults")
 
 
