@@ -52,10 +52,6 @@ def test_tiny_test_both_tasks():
 IMAGES = 12
 
 
-# On the ecp5_85f preset: its top builds in a fraction of the zcu102 top's time (whose
-# Verilator build is the test above's), and the frames run in seconds either way.
-
-
 def test_mnist5k_classifies_exactly_like_the_integer_model():
     data = dataset("mnist5k")
     cfg = data.config()
@@ -64,6 +60,8 @@ def test_mnist5k_classifies_exactly_like_the_integer_model():
                    method="dual_stage")
     test, labels = data.load_split("test")
     pixels = [pixels_from_image(cfg, image) for image in test[:IMAGES]]
+    # On the ecp5_85f preset: its top builds in a fraction of the zcu102 top's time (the
+    # test above builds that one), and the frames run in seconds either way.
     compiled = compile_model(qp, preset("ecp5_85f").fitted(cfg))
     results = _check(compiled, [(p, 0) for p in pixels])
     predicted = [int(np.argmax(r.output)) for r in results]
