@@ -41,7 +41,7 @@ import numpy as np
 from golden.config import ModelConfig
 from golden.float_model import patchify
 from golden.int_model import QuantParams
-from rtl.config import AcceleratorConfig
+from rtl.config import BOUNDARY, AcceleratorConfig
 from rtl.control.isa import Base, Buffer, Codes, Index, Opcode, Queue, Rows, Write
 
 from .images import (beats_to_bytes, matrix_image, norm_image, stripe, tensor_bytes,
@@ -372,18 +372,26 @@ class CompiledModel:
 
     def batch(self, runs):
         """The image with one input and one output slot per run after the compiled image
-        (the inputs, then the outputs back to back), and each run's kernel arguments:
+        (the inputs, then the outputs), and each run's kernel arguments:
         ``runs`` is a list of ``(pixels, task)``. Returns ``(DramImage, [arguments])``;
-        the slots are regions ``input<k>`` and ``output<k>``."""
+        the slots are regions ``input<k>`` and ``output<k>``.
+
+        Each slot lies at the same offset within a 4 KB page (:data:`rtl.config.BOUNDARY`)
+        as the image's own ``input`` (``output``) region, so its transfers split into the
+        same bursts and every run takes the schedule model's cycles of the image."""
         base = self.image
-        in_size, out_size = base.region("input").size, base.region("output").size
+        in_region, out_region = base.region("input"), base.region("output")
         data, regions = bytearray(base.data), dict(base.regions)
+
+        def slot(name, region, raw):
+            data.extend(bytes((region.offset - len(data)) % BOUNDARY))
+            regions[name] = Region(name, len(data), region.size)
+            data.extend(raw.ljust(region.size, b"\0"))
+
         for k, (pixels, _) in enumerate(runs):
-            regions[f"input{k}"] = Region(f"input{k}", len(data), in_size)
-            data += self.input_bytes(pixels).ljust(in_size, b"\0")
+            slot(f"input{k}", in_region, self.input_bytes(pixels))
         for k in range(len(runs)):
-            regions[f"output{k}"] = Region(f"output{k}", len(data), out_size)
-            data += bytes(out_size)
+            slot(f"output{k}", out_region, b"")
         arguments = [{"program": base.region("program").offset, "model": 0,
                       "input": regions[f"input{k}"].offset,
                       "output": regions[f"output{k}"].offset, "task": task, "frames": 1}

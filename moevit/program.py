@@ -19,8 +19,8 @@ from rtl.control.isa import (ARGS, HEADER, INSTRUCTION, INSTRUCTION_BITS, MAGIC,
 
 from .packing import pack, unpack
 
-__all__ = ["ProgramError", "Instruction", "encode", "decode", "Program", "Region", "DramImage",
-           "check_program", "WORD_BYTES", "LOOP_MAX"]
+__all__ = ["ProgramError", "Instruction", "encode", "decode", "Program", "program_dram_bytes",
+           "Region", "DramImage", "check_program", "WORD_BYTES", "LOOP_MAX"]
 
 #: Bytes per instruction word.
 WORD_BYTES = INSTRUCTION_BITS // 8
@@ -215,17 +215,22 @@ class Program:
         return cls(streams, head["input_bytes"], head["output_bytes"])
 
     def dram_bytes(self, axi):
-        """The program as the top fetches it: the header word alone as one transfer (one
-        load-path word), then the three streams as a second, each striped over ``axi``'s
-        ports (:func:`moevit.images.stripe`)."""
-        from .images import stripe
-        raw = self.to_bytes()
-        return stripe(raw[:WORD_BYTES], axi) + stripe(raw[WORD_BYTES:], axi)
+        """The program as the top fetches it: :func:`program_dram_bytes` of its encoding."""
+        return program_dram_bytes(self.to_bytes(), axi)
 
     def listing(self):
         """A readable listing: ``load[3] LOAD_MATRIX base=MODEL offset=... +push_next``."""
         return "\n".join(f"{q.name.lower()}[{k}] {ins}"
                          for q in Queue for k, ins in enumerate(self.streams[q]))
+
+
+def program_dram_bytes(code, axi):
+    """Plain program bytes ``code`` (:meth:`Program.to_bytes`, or a corrupted copy of them
+    in a fault test) as the top fetches them: the header word alone as one transfer (one
+    load-path word), then the three streams as a second, each striped over ``axi``'s
+    ports (:func:`moevit.images.stripe`)."""
+    from .images import stripe
+    return stripe(code[:WORD_BYTES], axi) + stripe(code[WORD_BYTES:], axi)
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ import json
 import time
 
 import numpy as np
-from amaranth.hdl import Module, ResetInserter
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from moevit.driver import DriverTimeout, execute_async, run_sequence
 from moevit.images import bytes_to_beats
+from moevit.program import program_dram_bytes
 from rtl.bus.axi import lite_signature
-from rtl.control.registers import CONTROL, GIE, IER, STATUS, argument_words
 from rtl.top.accelerator import Accelerator
 
 from .axi_lite import lite_read, lite_write
@@ -47,27 +47,23 @@ class FrameHarness(wiring.Component):
     interrupt : Out(1)
     dump : In(1)
         With the backdoor memory (``words`` None): dump the output slots.
-    reset : In(1)
-        With ``resettable``: the reset of the top and of the memory's AXI side.
+
+    The domain's reset resets the top and the memory's AXI side (as a kernel's ap_rst_n
+    reaches the kernel and its interconnect); the memory keeps its contents.
     """
 
-    def __init__(self, config, depth, words=None, resettable=False):
+    def __init__(self, config, depth, words=None):
         self.config = config
         self.top = Accelerator(config)
         backdoor = words is None
         self.memory = AxiMemory(config.axi, depth, () if backdoor else words, backdoor=backdoor)
         super().__init__({"s_axi_control": In(lite_signature()), "interrupt": Out(1),
-                          **({"dump": In(1)} if backdoor else {}),
-                          **({"reset": In(1)} if resettable else {})})
+                          **({"dump": In(1)} if backdoor else {})})
 
     def elaborate(self, platform):
         m = Module()
-        # The reset (a kernel's ap_rst_n) goes to the top and to the memory's AXI side, as it
-        # goes to an interconnect with the kernel; the memory keeps its contents.
-        resettable = "reset" in self.signature.members
-        m.submodules.top = ResetInserter(self.reset)(self.top) if resettable else self.top
-        m.submodules.memory = (ResetInserter(self.reset)(self.memory) if resettable
-                               else self.memory)
+        m.submodules.top = self.top
+        m.submodules.memory = self.memory
         wiring.connect(m, wiring.flipped(self.s_axi_control), self.top.s_axi_control)
         m.d.comb += self.interrupt.eq(self.top.interrupt)
         for p in range(self.config.axi.ports):
@@ -91,13 +87,14 @@ class FrameResult:
     cycles: int
     error: int
     busy: dict
+    ignored_starts: int
 
 
 class PysimHost:
     """The host's side of an Amaranth-simulator testbench of a :class:`FrameHarness` holding
     ``image`` (a :class:`moevit.program.DramImage`): register access for
-    :func:`moevit.driver.execute_async` (``read``, ``write``, ``wait``), the simulated DRAM
-    (``write_dram``, ``output``) and :meth:`run`, the driver sequence of one frame."""
+    :func:`moevit.driver.execute_async` (``read``, ``write``, ``wait``), the simulated DRAM's
+    output (``output``) and :meth:`run`, the driver sequence of one frame."""
 
     def __init__(self, ctx, dut, compiled, image):
         self.ctx, self.dut, self.compiled, self.image = ctx, dut, compiled, image
@@ -109,15 +106,6 @@ class PysimHost:
     async def write(self, offset, word):
         await lite_write(self.ctx, self.bus, offset, word)
 
-    async def write_arguments(self, values):
-        for offset, word in argument_words(values):
-            await self.write(offset, word)
-
-    async def start(self):
-        await self.write(GIE, 1)
-        await self.write(IER, 1)
-        await self.write(CONTROL, 1)
-
     async def wait(self, timeout):
         """Until the interrupt (ap_done); it stays set until ISR is written."""
         for _ in range(-(-timeout // 100)):
@@ -125,17 +113,6 @@ class PysimHost:
             if self.ctx.get(self.dut.interrupt):
                 return
         raise DriverTimeout(f"no ap_done within {timeout} cycles")
-
-    def write_dram(self, offset, raw):
-        """Write bytes into the simulated DRAM (whole words) and into :attr:`image`."""
-        size = self.compiled.config.axi.data_bytes
-        storage = self.dut.memory.storage_data
-        for n in range(0, len(raw), size):
-            self.ctx.set(storage[(offset + n) // size], int.from_bytes(raw[n:n + size], "little"))
-        self.image.write(offset, raw)
-
-    async def status(self, name):
-        return await self.read(STATUS[name])
 
     def output(self, offset=None):
         """The output tensor, read from the simulated DRAM at ``offset`` (default: the image's
@@ -155,14 +132,15 @@ class PysimHost:
         :class:`FrameResult` (``output`` None unless ``read_output``)."""
         status = await execute_async(run_sequence(values, timeout), self)
         output = self.output(values.get("output")) if read_output else None
-        return FrameResult(output, status.cycles, status.code, status.busy)
+        return FrameResult(output, status.cycles, status.code, status.busy,
+                           status.ignored_starts)
 
 
-def simulate(compiled, image, bench, resettable=False):
+def simulate(compiled, image, bench):
     """Simulate a :class:`FrameHarness` of ``image`` running ``await bench(host)``."""
     axi = compiled.config.axi
     dut = FrameHarness(compiled.config, len(image.data) // axi.data_bytes,
-                       bytes_to_beats(bytes(image.data), axi.data_bits), resettable=resettable)
+                       bytes_to_beats(bytes(image.data), axi.data_bits))
 
     async def testbench(ctx):
         await bench(PysimHost(ctx, dut, compiled, image))
@@ -198,13 +176,13 @@ def _unhex(text, data_bytes):
 
 def _run_image(compiled, runs, timeout):
     """The DRAM image of ``runs`` (:meth:`moevit.compiler.CompiledModel.batch`): its bytes,
-    the output slots' offset and size, and each run's arguments and timeout."""
+    the output slots' offsets and size, and each run's arguments and timeout."""
     if not runs:
         raise ValueError("runs must hold at least one (pixels, task)")
     image, arguments = compiled.batch(runs)
     out_size = compiled.image.region("output").size
     specs = [{"arguments": a, "timeout": timeout} for a in arguments]
-    return image.data, arguments[0]["output"], out_size, specs
+    return image.data, [a["output"] for a in arguments], out_size, specs
 
 
 def _design_key(config):
@@ -216,8 +194,11 @@ def _design_key(config):
 #: dozen) share one Verilator build of a config.
 MIN_DEPTH = 1 << 17
 
+#: The keys of a fault of :func:`run_verilator`.
+FAULT_KEYS = frozenset({"program", "arguments", "busy_start", "reset"})
 
-def run_verilator(compiled, runs, timeout=None, log_dir=None):
+
+def run_verilator(compiled, runs, timeout=None, log_dir=None, faults=None):
     """Runs of ``compiled`` in Verilator: ``runs`` is a list of ``(pixels, task)``.
 
     The DRAM image gets one input and one output slot per run after the compiled
@@ -227,10 +208,30 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
     build and simulation logs go instead of the terminal. The simulated memory has a
     power-of-two depth of at least :data:`MIN_DEPTH` words, so batches of other sizes
     reuse the build.
+
+    ``faults``: one dict or None per run, for the fault tests. Its keys, all optional:
+    ``"program"``, plain program bytes (:meth:`moevit.program.Program.to_bytes`, or a
+    corrupted copy) the run executes instead, placed after the slots; ``"arguments"``,
+    kernel arguments that replace the run's; ``"busy_start"``, a cycle count: a second
+    ap_start is written that many cycles after the run's; ``"reset"``, a cycle count: the
+    design's reset is pulsed that many cycles after the start and the run ends there (its
+    status is read after the reset).
     """
     config, axi = compiled.config, compiled.config.axi
     base = compiled.image
     data, outputs, out_size, specs = _run_image(compiled, runs, timeout or 50_000_000)
+    data = bytearray(data)
+    for spec, fault in zip(specs, faults or []):
+        fault = dict(fault or {})
+        if set(fault) - FAULT_KEYS:
+            raise ValueError(f"faults: unknown keys {sorted(set(fault) - FAULT_KEYS)}; "
+                             f"allowed: {', '.join(sorted(FAULT_KEYS))}")
+        if "program" in fault:
+            data += bytes(-len(data) % base.align)
+            spec["arguments"]["program"] = len(data)
+            data += program_dram_bytes(fault.pop("program"), axi)
+        spec["arguments"].update(fault.pop("arguments", {}))
+        spec["actions"] = fault
     depth = max(1 << (len(data) // axi.data_bytes - 1).bit_length(), MIN_DEPTH)
     data = bytes(data).ljust(depth * axi.data_bytes, b"\0")
     params = {"config": _design_key(config), "words": depth}
@@ -238,8 +239,8 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
     (folder / "image.hex").write_text(_hex(data, axi.data_bytes))
     dump, result = folder / "outputs.hex", folder / "result.json"
     spec = {"result": str(result), "runs": specs}
-    first = outputs // axi.data_bytes
-    last = (outputs + out_size * len(runs)) // axi.data_bytes - 1
+    first = outputs[0] // axi.data_bytes
+    last = (outputs[-1] + out_size) // axi.data_bytes - 1
     start = time.perf_counter()
     run_cocotb("frame", params, FrameHarness(config, depth), "sim.tb_frame",
                env={"TB_SPEC": json.dumps(spec)}, sources=[RAM_SOURCE],
@@ -252,10 +253,12 @@ def run_verilator(compiled, runs, timeout=None, log_dir=None):
         if "timeout" in status:
             raise DriverTimeout(f"frame {k}: {status['timeout']}")
         image = base.copy()
-        image.write(image.region("output").offset, raw[k * out_size:(k + 1) * out_size])
+        at = outputs[k] - outputs[0]
+        image.write(image.region("output").offset, raw[at:at + out_size])
         s = status["status"]
         busy = dict(s["busy"], wall_s=status["wall_s"])
-        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["code"], busy))
+        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["code"], busy,
+                               s["ignored_starts"]))
     return out, wall
 
 
@@ -287,7 +290,7 @@ def run_with_stalls(compiled, runs, pause=0.3, seed=1, timeout=None, faults=None
     Returns the :class:`FrameResult` of each run."""
     config, axi = compiled.config, compiled.config.axi
     base = compiled.image
-    data, outputs, out_size, specs = _run_image(compiled, runs, timeout or 5_000_000)
+    data, _, out_size, specs = _run_image(compiled, runs, timeout or 5_000_000)
     for spec, fault in zip(specs, faults or []):
         spec["fault"] = fault
     key = _design_key(config)
@@ -309,5 +312,6 @@ def run_with_stalls(compiled, runs, pause=0.3, seed=1, timeout=None, faults=None
             raw[p * sub:(p + 1) * sub] = chunk[p * sub:(p + 1) * sub]
         image.write(image.region("output").offset, bytes(raw))
         s = entry["status"]
-        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["code"], s["busy"]))
+        out.append(FrameResult(compiled.read_output(image), s["cycles"], s["code"], s["busy"],
+                               s["ignored_starts"]))
     return out

@@ -6,7 +6,9 @@ runs the host's driver sequence (:func:`moevit.driver.run_sequence`: arguments,
 ap_start, wait for the interrupt, status registers) through
 :class:`sim.cocotb_lite.LiteManager`, which runs only during its transactions, and
 finally has the memory dump the output slots. ``TB_SPEC`` (JSON) lists
-the runs; results go to its ``result`` file.
+the runs; results go to its ``result`` file. A run's ``actions`` (the fault tests'):
+``busy_start``, a second ap_start that many cycles after the run's; ``reset``, the
+design's reset pulsed that many cycles after the start, which ends the run.
 """
 
 import dataclasses
@@ -17,15 +19,17 @@ import time
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
-from moevit.driver import DriverTimeout, execute_async, run_sequence
+from moevit.driver import AP_START, DriverTimeout, execute_async, run_sequence
+from rtl.control.registers import CONTROL
 from sim.cocotb_lite import LiteManager
 
 
 class _Host:
-    """Register access for :func:`moevit.driver.execute_async`; ``wait`` times the frame."""
+    """Register access for :func:`moevit.driver.execute_async`; ``wait`` times the frame
+    and takes the run's ``actions`` (module docstring)."""
 
     def __init__(self, dut, master):
-        self.dut, self.master, self.wall = dut, master, 0.0
+        self.dut, self.master, self.wall, self.actions = dut, master, 0.0, {}
 
     async def read(self, offset):
         return await self.master.read(offset)
@@ -35,6 +39,16 @@ class _Host:
 
     async def wait(self, timeout):
         start = time.perf_counter()
+        if "busy_start" in self.actions:
+            await ClockCycles(self.dut.clk, self.actions["busy_start"])
+            await self.master.write(CONTROL, AP_START)
+        if "reset" in self.actions:
+            await ClockCycles(self.dut.clk, self.actions["reset"])
+            self.dut.rst.value = 1
+            await ClockCycles(self.dut.clk, 2)
+            self.dut.rst.value = 0
+            await ClockCycles(self.dut.clk, 1)
+            return
         try:
             await with_timeout(RisingEdge(self.dut.interrupt), timeout * 10, "ns")
         except SimTimeoutError:
@@ -53,6 +67,7 @@ async def frames(dut):
     host = _Host(dut, LiteManager(dut, "s_axi_control__", dut.clk))
     results = []
     for run in spec["runs"]:
+        host.actions = run.get("actions", {})
         try:
             status = await execute_async(run_sequence(run["arguments"], run["timeout"]), host)
         except DriverTimeout as exc:        # the host's error, not a failed simulation

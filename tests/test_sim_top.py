@@ -17,8 +17,10 @@ from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
 from golden.weights import init_weights
 from moevit.compiler import compile_model
 from moevit.executor import execute
+from moevit.program import Instruction, Program
 from moevit.schedule import schedule
 from rtl.config import preset
+from rtl.control.isa import Opcode, Queue
 from rtl.control.registers import ERRORS
 from sim.frame import CHANNELS, run_verilator, run_with_stalls, slverr, stall
 
@@ -50,23 +52,114 @@ def test_tiny_test_both_tasks():
 
 #: Test images of the mnist5k frames: a dozen keeps the default suite within its time.
 IMAGES = 12
+#: The mnist5k frames and the fault runs share one build of the ecp5_85f top, and so a
+#: pytest-xdist worker.
+ECP5_MNIST5K = pytest.mark.xdist_group("ecp5_mnist5k_verilator")
 
 
-def test_mnist5k_classifies_exactly_like_the_integer_model():
+@pytest.fixture(scope="session")
+def mnist5k():
+    """The trained study model on the ``ecp5_85f`` preset: its top builds in a fraction of
+    the zcu102 top's time (the test above builds that one), and its frames run in seconds.
+    The watchdog is 16,384 cycles (the preset's is 2**20), so that the fault test's
+    watchdog run is short; no instruction of a frame comes near it."""
     data = dataset("mnist5k")
     cfg = data.config()
     images, _ = data.load_split("calibration")
     qp = calibrate(cfg, data.load_weights(), images[:-(-MIN_SAMPLES_PER_CHANNEL // cfg.num_tokens)],
                    method="dual_stage")
     test, labels = data.load_split("test")
-    pixels = [pixels_from_image(cfg, image) for image in test[:IMAGES]]
-    # On the ecp5_85f preset: its top builds in a fraction of the zcu102 top's time (the
-    # test above builds that one), and the frames run in seconds either way.
-    compiled = compile_model(qp, preset("ecp5_85f").fitted(cfg))
+    config = dataclasses.replace(preset("ecp5_85f").fitted(cfg), watchdog=1 << 14)
+    return qp, compile_model(qp, config), test[:IMAGES], labels[:IMAGES]
+
+
+@ECP5_MNIST5K
+def test_mnist5k_classifies_exactly_like_the_integer_model(mnist5k):
+    qp, compiled, images, labels = mnist5k
+    pixels = [pixels_from_image(qp.config, image) for image in images]
     results = _check(compiled, [(p, 0) for p in pixels])
     predicted = [int(np.argmax(r.output)) for r in results]
     assert predicted == [int(np.argmax(int_classify(qp, p, 0))) for p in pixels]
-    assert np.mean(np.array(predicted) == labels[:IMAGES]) > 0.8
+    assert np.mean(np.array(predicted) == labels) > 0.8
+
+
+def _fault_programs(program):
+    """Broken programs (plain bytes) by the fault they raise."""
+    code = program.to_bytes()
+
+    def rebuilt(queue, stream):
+        return Program({**program.streams, queue: tuple(stream)}, program.input_bytes,
+                       program.output_bytes).to_bytes()
+
+    opcode = bytearray(code)                   # the compute stream's 3rd word gets opcode 15
+    word = 1 + len(program.streams[Queue.LOAD]) + 2
+    opcode[16 * word] = (opcode[16 * word] & 0xF0) | 0xF
+    header = bytearray(code)                   # the magic word is wrong
+    header[0] ^= 0xFF
+    loads = list(program.streams[Queue.LOAD])  # the 2nd matrix load reads beyond the memory
+    k = [n for n, ins in enumerate(loads) if ins.op == Opcode.LOAD_MATRIX][1]
+    loads[k] = dataclasses.replace(loads[k], args=tuple(dict(loads[k].args, offset=1 << 31).items()))
+    computes = list(program.streams[Queue.COMPUTE])   # END waits for a token never pushed
+    computes[-1] = dataclasses.replace(computes[-1], pop_prev=True)
+    sync = Instruction.make(Opcode.SYNC, {"push_next"})   # 256 tokens compute never pops
+    end = Instruction.make(Opcode.END)
+    tokens = Program({Queue.LOAD: (sync,) * 256 + (end,), Queue.COMPUTE: (end,),
+                      Queue.STORE: (end,)}, program.input_bytes, program.output_bytes)
+    return {"opcode": bytes(opcode), "header": bytes(header),
+            "read_decerr": rebuilt(Queue.LOAD, loads), "watchdog": rebuilt(Queue.COMPUTE, computes),
+            "tokens": tokens.to_bytes()}
+
+
+#: The faults that end a run in a named error code: {fault: ERRORS name}.
+NAMED_FAULTS = {"opcode": "opcode", "decerr": "write_response", "watchdog": "watchdog",
+                "overlap": "overlap", "read_decerr": "read_response", "tokens": "token",
+                "header": "header"}
+
+
+@pytest.fixture(scope="session")
+def fault_outcomes(mnist5k):
+    """One simulation: each fault, then a good frame that must be exact in output and
+    cycles; returns ``{fault: (its FrameResult, the good frame's)}``."""
+    qp, compiled, images, _ = mnist5k
+    pixels = pixels_from_image(qp.config, images[0])
+    expected, run = execute(compiled, pixels, 0)
+    model = schedule(compiled.config, run).cycles
+    programs = _fault_programs(compiled.program)
+    program_at = compiled.image.region("program").offset
+    faults = {**{name: {"program": code} for name, code in programs.items()},
+              "overlap": {"arguments": {"output": program_at + 64}},   # output over the program
+              "decerr": {"arguments": {"output": 1 << 36}},            # beyond the memory
+              "busy_start": {"busy_start": 200},                       # ap_start while running
+              "reset": {"reset": model // 2}}                          # reset mid-frame
+    names = [*NAMED_FAULTS, "busy_start", "reset"]
+    plan = [f for name in names for f in (faults[name], None)]
+    results, _ = run_verilator(compiled, [(pixels, 0)] * len(plan), timeout=10 * model,
+                               faults=plan)
+    for name, good in zip(names, results[1::2]):
+        assert good.error == 0, name
+        assert np.array_equal(good.output, expected), name
+        assert good.cycles == model, name
+    return dict(zip(names, zip(results[0::2], results[1::2])))
+
+
+@ECP5_MNIST5K
+def test_faults_end_in_a_named_error_then_the_next_frame_is_right(fault_outcomes):
+    assert {f: fault_outcomes[f][0].error for f in NAMED_FAULTS} == {
+        f: ERRORS[code] for f, code in NAMED_FAULTS.items()}
+
+
+@ECP5_MNIST5K
+def test_a_start_while_busy_is_ignored_and_counted(fault_outcomes):
+    fault, _ = fault_outcomes["busy_start"]
+    assert fault.error == 0 and fault.ignored_starts == 1
+
+
+@ECP5_MNIST5K
+def test_a_reset_mid_frame_returns_to_idle(fault_outcomes):
+    # The next run's driver finds the accelerator idle (it raises DriverBusy otherwise), and
+    # that frame is exact (fault_outcomes); the reset cleared the status registers.
+    fault, _ = fault_outcomes["reset"]
+    assert (fault.error, fault.cycles, fault.ignored_starts) == (0, 0, 0)
 
 
 @pytest.mark.slow

@@ -13,6 +13,11 @@ clears the accumulators for the next layer, exactly ``golden.moe.combine``::
 
 Accumulators are 32-bit per lane: exact for up to 256 contributions of
 ``255 * 2**15`` per token (top-k needs at most 4).
+
+After a reset the unit first clears every accumulator row, one per cycle
+(``max_tokens * folds`` cycles), taking neither ``i`` nor a flush meanwhile: a reset in
+the middle of a layer leaves partial sums that only that layer's flush would have
+cleared, and the next frame would add onto them.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed
@@ -70,7 +75,9 @@ class Combiner(wiring.Component):
 
     Throughput: one ``i`` beat per cycle (``i`` is ready whenever no flush is running);
     a flush emits one beat per cycle while ``o`` is ready. Latency: a flush's first
-    beat leaves 2 cycles after it starts. Cycle model: :func:`exp_cycles`.
+    beat leaves 2 cycles after it starts. Cycle model: :func:`exp_cycles`. After a reset,
+    ``i`` and ``flush`` wait ``max_tokens * folds`` cycles while the rows are cleared
+    (:attr:`clear_cycles`; the top's first combine comes long after a frame starts).
     Read-modify-write of the same row on consecutive cycles is exact (the read port
     is transparent to the write port).
     """
@@ -91,6 +98,11 @@ class Combiner(wiring.Component):
     def folds(self):
         return -(-self._dim // self._po)
 
+    @property
+    def clear_cycles(self):
+        """Cycles after a reset before ``i`` and ``flush`` are taken (the rows' clearing)."""
+        return self._max_tokens * self.folds
+
     def elaborate(self, platform):
         m = Module()
         po, folds = self._po, self.folds
@@ -98,6 +110,14 @@ class Combiner(wiring.Component):
         m.submodules.acc = acc = memory.Memory(shape=row, depth=self._max_tokens * folds, init=[])
         wr = acc.write_port()
         rd = acc.read_port(transparent_for=(wr,))
+
+        # After a reset every row is cleared once, one per cycle (the module docstring).
+        clearing = Signal(init=1)
+        c_addr = Signal.like(wr.addr)
+        with m.If(clearing):
+            m.d.sync += c_addr.eq(c_addr + 1)
+            with m.If(c_addr == self.clear_cycles - 1):
+                m.d.sync += clearing.eq(0)
 
         flushing = Signal()
         seen = Signal(8)                          # batch ends since the last flush
@@ -127,8 +147,9 @@ class Combiner(wiring.Component):
         # Once the pending flush has seen its batches, i waits: the next layer's beats must
         # not reach rows that are still to be read out.
         due = self.flush.valid & (seen >= self.flush.payload.batches)
-        start = ~flushing & ~a_valid & due
-        m.d.comb += [self.flush.ready.eq(start), self.i.ready.eq(~flushing & ~due)]
+        start = ~clearing & ~flushing & ~a_valid & due
+        m.d.comb += [self.flush.ready.eq(start),
+                     self.i.ready.eq(~clearing & ~flushing & ~due)]
         with m.If(start):
             m.d.sync += [flushing.eq(1), f_token.eq(0), f_fold.eq(0),
                          f_tokens.eq(self.flush.payload.tokens),
@@ -162,9 +183,9 @@ class Combiner(wiring.Component):
         m.d.comb += [
             rd.addr.eq(Mux(flushing, flush_addr, times(self.i.payload.token, folds) + self.i.payload.fold)),
             rd.en.eq(Mux(flushing, en, 1)),
-            # A row is cleared when its value moves to the output register.
-            wr.addr.eq(Mux(a_valid, a_addr, r_addr)),
-            wr.en.eq(a_valid | (r_valid & en)),
+            # A row is cleared when its value moves to the output register (or after a reset).
+            wr.addr.eq(Mux(a_valid, a_addr, Mux(clearing, c_addr, r_addr))),
+            wr.en.eq(a_valid | (r_valid & en) | clearing),
         ]
         for c in range(po):
             m.d.comb += wr.data[c].eq(Mux(a_valid, rd.data[c] + a_score * a_data[c], Const(0)))
