@@ -169,7 +169,11 @@ def test_m3vit_tiny_both_tasks_at_zcu102():
     _check(compiled, [(pixels, 0), (pixels, 1)])
 
 
-@pytest.mark.parametrize("ports", [1, 2])
+#: The stall tests of the one-port ecp5_85f top share its build, and so a pytest-xdist worker.
+ECP5_STALLS = pytest.mark.xdist_group("ecp5_tiny_test_stalls")
+
+
+@pytest.mark.parametrize("ports", [pytest.param(1, marks=ECP5_STALLS), 2])
 def test_random_stalls_on_every_axi_channel(ports):
     # cocotbext-axi's AXI RAMs pause every channel of every port at random: the frames still
     # come out bit for bit (the cycles are longer than the model's, which assumes no stall).
@@ -185,6 +189,7 @@ def test_random_stalls_on_every_axi_channel(ports):
         assert result.cycles > schedule(config, run).cycles
 
 
+@ECP5_STALLS
 def test_long_stalls_and_error_responses_on_the_axi_channels():
     # cocotbext-axi's AXI RAM, no random pauses: first a clean frame, then a 10,000-cycle
     # stall of each channel from mid-frame (the frame comes out right, later), then SLVERR
