@@ -2,11 +2,14 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.sim import Simulator
 
 from golden.moe import combine, dispatch
 from rtl.moe.combine import Combiner, exp_cycles
 from sim.nonlinear_images import check_combine, combine_streams, routed_layer
-from sim.pysim_stream import run_streams
+from sim.flow import FlowPattern
+from sim.pysim_stream import run_streams, stream_get, stream_put
 
 
 def run_layers(layers, *, max_tokens, dim, po, i_flow=1.0, o_flow=1.0, seed=0):
@@ -59,6 +62,39 @@ def test_full_rate_cycles_match_model():
     res, beats = run_layers([(routes, outputs, expected, tokens)], max_tokens=tokens, dim=dim, po=po)
     first_in, last_out = res["i"][0], res["o"][1][-1]
     assert last_out - first_in + 1 == exp_cycles(beats, tokens, 3)
+
+
+def test_a_reset_mid_layer_leaves_no_partial_sums():
+    # Half a layer's expert beats accumulate, then a reset (the top's reset mid-frame): the
+    # next layer must come out as if the rows started at zero (the flush alone would have
+    # cleared them, and no flush came). The rows are cleared after the reset, before i is taken.
+    rng = np.random.default_rng(4)
+    dim, po, tokens = 16, 4, 6
+    half = (*routed_layer(rng, tokens, 4, 2, dim), tokens)
+    layer = (*routed_layer(rng, tokens, 4, 2, dim), tokens)
+    dirty, _, _ = combine_streams([half], po, dim)
+    i_beats, flushes, out_count = combine_streams([layer], po, dim)
+    dut = Combiner(tokens, dim, po)
+    m, rst = Module(), Signal()
+    m.submodules.dut = ResetInserter(rst)(dut)
+    words = []
+
+    async def bench(ctx):
+        await stream_put(ctx, dut.i, dirty[:len(dirty) // 2], FlowPattern())
+        await ctx.tick().repeat(3)
+        ctx.set(rst, 1)
+        await ctx.tick()
+        ctx.set(rst, 0)
+        taken = await stream_put(ctx, dut.i, i_beats, FlowPattern())
+        assert taken[0] >= dut.clear_cycles
+        await stream_put(ctx, dut.flush, flushes, FlowPattern())
+        words.extend((await stream_get(ctx, dut.o, out_count, FlowPattern()))[0])
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    check_combine(words, [layer], po, dim)
 
 
 @pytest.mark.parametrize("args, message", [
