@@ -163,6 +163,25 @@ def test_a_reset_mid_frame_returns_to_idle(fault_outcomes):
 
 
 @pytest.mark.slow
+@ECP5_MNIST5K
+def test_resets_at_random_points_of_a_frame(mnist5k):
+    # 30 resets at seeded random cycles of a frame, each followed by a frame that must be
+    # exact in output and cycles: state a reset leaves behind (the combiner's partial sums
+    # were such state) shows up at some point of the frame.
+    qp, compiled, images, _ = mnist5k
+    pixels = pixels_from_image(qp.config, images[0])
+    expected, run = execute(compiled, pixels, 0)
+    model = schedule(compiled.config, run).cycles
+    points = sorted(int(a) for a in np.random.default_rng(11).integers(10, model, 30))
+    plan = [f for a in points for f in ({"reset": a}, None)]
+    results, _ = run_verilator(compiled, [(pixels, 0)] * len(plan), timeout=10 * model,
+                               faults=plan)
+    wrong = [a for a, r in zip(points, results[1::2])
+             if r.error or r.cycles != model or not np.array_equal(r.output, expected)]
+    assert not wrong, f"frames after a reset at these cycles differ: {wrong}"
+
+
+@pytest.mark.slow
 def test_m3vit_tiny_both_tasks_at_zcu102():
     qp, pixels = _seeded(m3vit_tiny())
     compiled = compile_model(qp, preset("zcu102"))
