@@ -114,11 +114,9 @@ class PysimHost:
                 return
         raise DriverTimeout(f"no ap_done within {timeout} cycles")
 
-    def output(self, offset=None):
-        """The output tensor, read from the simulated DRAM at ``offset`` (default: the image's
-        output region)."""
+    def output(self, offset):
+        """The output tensor, read from the simulated DRAM at ``offset``."""
         region = self.image.region("output")
-        offset = region.offset if offset is None else offset
         size = self.compiled.config.axi.data_bytes
         storage = self.dut.memory.storage_data
         raw = b"".join(self.ctx.get(storage[offset // size + n]).to_bytes(size, "little")
@@ -127,12 +125,11 @@ class PysimHost:
         out.write(region.offset, raw)
         return self.compiled.read_output(out)
 
-    async def run(self, values, timeout, read_output=True):
+    async def run(self, values, timeout):
         """The driver sequence (:func:`moevit.driver.run_sequence`): the
-        :class:`FrameResult` (``output`` None unless ``read_output``)."""
+        :class:`FrameResult`, its output read at the ``output`` argument."""
         status = await execute_async(run_sequence(values, timeout), self)
-        output = self.output(values.get("output")) if read_output else None
-        return FrameResult(output, status.cycles, status.code, status.busy,
+        return FrameResult(self.output(values["output"]), status.cycles, status.code, status.busy,
                            status.ignored_starts)
 
 

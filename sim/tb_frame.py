@@ -48,6 +48,7 @@ class _Host:
             await ClockCycles(self.dut.clk, 2)
             self.dut.rst.value = 0
             await ClockCycles(self.dut.clk, 1)
+            self.wall = time.perf_counter() - start
             return
         try:
             await with_timeout(RisingEdge(self.dut.interrupt), timeout * 10, "ns")

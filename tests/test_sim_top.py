@@ -17,7 +17,7 @@ from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
 from golden.weights import init_weights
 from moevit.compiler import compile_model
 from moevit.executor import execute
-from moevit.program import Instruction, Program
+from moevit.program import WORD_BYTES, Instruction, Program
 from moevit.schedule import schedule
 from rtl.config import preset
 from rtl.control.isa import Opcode, Queue
@@ -92,8 +92,8 @@ def _fault_programs(program):
                        program.output_bytes).to_bytes()
 
     opcode = bytearray(code)                   # the compute stream's 3rd word gets opcode 15
-    word = 1 + len(program.streams[Queue.LOAD]) + 2
-    opcode[16 * word] = (opcode[16 * word] & 0xF0) | 0xF
+    at = WORD_BYTES * (1 + len(program.streams[Queue.LOAD]) + 2)
+    opcode[at] = (opcode[at] & 0xF0) | 0xF
     header = bytearray(code)                   # the magic word is wrong
     header[0] ^= 0xFF
     loads = list(program.streams[Queue.LOAD])  # the 2nd matrix load reads beyond the memory
@@ -140,6 +140,14 @@ def fault_outcomes(mnist5k):
         assert np.array_equal(good.output, expected), name
         assert good.cycles == model, name
     return dict(zip(names, zip(results[0::2], results[1::2])))
+
+
+def test_an_unknown_fault_is_named():
+    qp, pixels = _seeded(tiny_test())
+    compiled = compile_model(qp, preset("ecp5_85f").fitted(qp.config))
+    with pytest.raises(ValueError, match=r"faults: unknown keys \['stall'\]; allowed: "
+                                         r"arguments, busy_start, program, reset"):
+        run_verilator(compiled, [(pixels, 0)], faults=[{"stall": 5}])
 
 
 @ECP5_MNIST5K
