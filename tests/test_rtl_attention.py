@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from amaranth.hdl import Const, Elaboratable, Module
+from amaranth.hdl import Const, Elaboratable, Module, Value
 from amaranth.lib import data, memory, wiring
 from amaranth.sim import Simulator
 
@@ -12,12 +12,14 @@ from golden.int_model import int_forward, pixels_from_image
 from golden.ptq import calibrate
 from golden.quant import requantize
 from golden.softmax import ATTENTION_CODES, CODE_ZERO, MANT_CODE_ZERO, mant4_codes, sqrt2_codes
-from rtl.compute.attention import (AttentionConfig, AttentionKernel, QueryLoader, beat_layout,
-                                   exp_cycles)
+from moevit.packing import pack, unpack
+from rtl.compute.attention import (OUT_STAGES, AttentionConfig, AttentionKernel, BackEngine,
+                                   BackTiming, FrontEngine, FrontTiming, QueryLoader, beat_layout,
+                                   block_layout, exp_cycles, score_layout)
 from sim.attention_images import (FixedScale, attention_streams, check_attention, golden_attention,
                                   random_heads)
 from sim.flow import FlowPattern
-from sim.pysim_stream import run_streams, stream_put
+from sim.pysim_stream import run_streams, stream_get, stream_put
 
 
 def workload(config, heads, n, *, seed=0, shift_scale=0, equal_scores=False, v_fill=None):
@@ -248,3 +250,200 @@ def test_query_loader_blocks(flow):
         for j, row in enumerate(rows[5:]):
             assert [[log["again"][s][j][hh][d] for d in range(config.dp)]
                     for hh in range(config.h)] == row[s].tolist()
+
+
+class _EngineBench(Elaboratable):
+    """One engine of the kernel with the V and score memories it shares with the other."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.engine.config
+        m.submodules.engine = engine = self.engine
+        m.submodules.vbuf = self.vbuf = memory.Memory(
+            shape=beat_layout(cfg.h, cfg.dp).members["data"],
+            depth=2 * cfg.max_tokens * cfg.slices, init=[])
+        m.submodules.ubuf = self.ubuf = memory.Memory(shape=score_layout(cfg),
+                                                      depth=2 * cfg.max_tokens, init=[])
+        if isinstance(engine, FrontEngine):
+            wiring.connect(m, engine.v_write, self.vbuf.write_port())
+            wiring.connect(m, engine.scores, self.ubuf.write_port())
+        else:
+            wiring.connect(m, engine.v_read, self.vbuf.read_port())
+            wiring.connect(m, engine.scores, self.ubuf.read_port())
+        return m
+
+
+def _blocks_of(config, groups, n):
+    """(group, first row, rows) of every block, in order."""
+    return [(g, first, min(config.r, n - first)) for g in range(groups)
+            for first in range(0, n, config.r)]
+
+
+def _scores(q, k, mult, shift):
+    """u = requantize(q . k) per head: (heads, n rows, n keys)."""
+    return np.stack([requantize(int8_matmul(q[h], k[h].T), mult, shift, bits=16)
+                     for h in range(q.shape[0])])
+
+
+@pytest.mark.parametrize("flow", [1.0, 0.6])
+def test_front_engine_writes_scores_and_row_maxima(flow):
+    """Two groups of two heads (5 tokens, R = 3: blocks of 3 and 2 rows): at each hand-over
+    the score buffer holds the block's requantized scores, ``maxima`` its rows' largest,
+    and V the group's rows in the group's buffer. At full rate each hand-over comes in the
+    cycle :class:`FrontTiming` gives (the test releases each score buffer the cycle after
+    it takes the block)."""
+    config = AttentionConfig(r=3, dp=2, h=2, head_dim=4, max_tokens=8)
+    groups, n = 2, 5
+    q, k, v, mult, shift = workload(config, groups * config.h, n, seed=7)
+    u = _scores(q, k, mult, shift)
+    kb, vb, qb, _ = attention_streams(config, q, k, v)
+    bench = _EngineBench(FrontEngine(config))
+    front = bench.engine
+    blocks = _blocks_of(config, groups, n)
+    taken, failures = [], []
+    S, NMAX, lane = config.slices, config.max_tokens, beat_layout(config.h, config.dp)
+
+    def sender(name, beats, seed):
+        async def bench_(ctx):
+            await stream_put(ctx, getattr(front, name), beats, FlowPattern(flow, seed=seed))
+        return bench_
+
+    async def consumer(ctx):
+        ctx.set(front.mult, mult)
+        ctx.set(front.shift, shift)
+        pattern, cycle = FlowPattern(flow, seed=9), 0
+        for g, first, rows in blocks:
+            while True:
+                ready = pattern.active()
+                ctx.set(front.blocks.ready, ready)
+                _, _, valid, word = await ctx.tick().sample(front.blocks.valid,
+                                                            front.blocks.payload)
+                cycle += 1
+                if valid and ready:
+                    break
+            ctx.set(front.blocks.ready, 0)
+            taken.append(cycle - 1)
+            got = {key: int(getattr(word, key)) for key in ("par", "rows", "n", "glast", "vpar")}
+            if got != {"par": len(taken) % 2 ^ 1, "rows": rows, "n": n,
+                       "glast": int(first + rows == n), "vpar": g % 2}:
+                failures.append(f"block {len(taken) - 1}: {got}")
+            par, hs = got["par"], slice(g * config.h, (g + 1) * config.h)
+            words = [unpack(score_layout(config), Const.cast(ctx.get(bench.ubuf.data[
+                par * NMAX + j])).value).reshape(config.h, config.r) for j in range(n)]
+            scores = np.stack(words, axis=-1)[:, :rows]          # (h, rows, n keys)
+            if not np.array_equal(scores, u[hs, first:first + rows]):
+                failures.append(f"block {len(taken) - 1}: scores differ")
+            maxima = unpack(score_layout(config), Const.cast(ctx.get(
+                front.maxima[par])).value).reshape(config.h, config.r)[:, :rows]
+            if not np.array_equal(maxima, u[hs, first:first + rows].max(axis=-1)):
+                failures.append(f"block {len(taken) - 1}: maxima differ")
+            stored = [unpack(lane.members["data"], Const.cast(ctx.get(bench.vbuf.data[
+                got["vpar"] * NMAX * S + j])).value) for j in range(n * S)]
+            want = [unpack(lane, w)["data"] for w in vb[g * n * S:(g + 1) * n * S]]
+            if not all(np.array_equal(a, b) for a, b in zip(stored, want)):
+                failures.append(f"group {g}: V buffer differs")
+            ctx.set(front.release, 1 << par)
+            await ctx.tick()
+            cycle += 1
+            ctx.set(front.release, 0)
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-6)
+    for name, beats, seed in (("k", kb, 1), ("v", vb, 2), ("q", qb, 3)):
+        sim.add_testbench(sender(name, beats, seed))
+    sim.add_testbench(consumer)
+    sim.run_until(1e-6 * 2000)
+    assert not failures, failures
+    assert len(taken) == len(blocks)
+    if flow == 1.0:
+        timing, expected = FrontTiming(config), []
+        for g, first, rows in blocks:
+            if first == 0:
+                timing.group(n)
+            expected.append(timing.block(n, rows) + 1)
+            timing.handed_over(expected[-1], expected[-1] + 1)
+        assert taken == expected
+
+
+@pytest.mark.parametrize("codes", ATTENTION_CODES)
+@pytest.mark.parametrize("flow", [1.0, 0.5])
+def test_back_engine_finishes_blocks(codes, flow):
+    """Blocks handed over with their scores, maxima and V in place (two groups, the V
+    buffers alternating): the rows equal the golden attention, each score buffer is
+    released after its pass 2, and at full rate every release and last output beat comes
+    in the cycle :class:`BackTiming` gives for the cycle the block was taken."""
+    config = AttentionConfig(r=3, dp=2, h=2, head_dim=4, max_tokens=8, codes=codes)
+    groups, n = 2, 5
+    q, k, v, mult, shift = workload(config, groups * config.h, n, seed=11)
+    u = _scores(q, k, mult, shift)
+    _, vb, _, count = attention_streams(config, q, k, v)
+    bench = _EngineBench(BackEngine(config))
+    back = bench.engine
+    blocks = _blocks_of(config, groups, n)
+    S, NMAX = config.slices, config.max_tokens
+    lane, scores = beat_layout(config.h, config.dp).members["data"], score_layout(config)
+    taken, releases, log = [], [], {}
+
+    async def front(ctx):
+        for g in range(groups):
+            for j in range(n * S):
+                ctx.set(bench.vbuf.data[(g % 2) * NMAX * S + j], lane.from_bits(
+                    vb[g * n * S + j] & ((1 << lane.size) - 1)))
+        pattern, cycle, owed = FlowPattern(flow, seed=4), 0, set()
+        for b, (g, first, rows) in enumerate(blocks):
+            par, hs = b % 2, slice(g * config.h, (g + 1) * config.h)
+            while par in owed or not pattern.active():   # the buffer is back, and a gap
+                ctx.set(back.blocks.valid, 0)
+                _, _, released = await ctx.tick().sample(back.release)
+                cycle += 1
+                owed -= {p for p in range(2) if released >> p & 1}
+            block = np.zeros((config.h, config.r, n), np.int64)
+            block[:, :rows] = u[hs, first:first + rows]
+            for j in range(n):
+                ctx.set(bench.ubuf.data[par * NMAX + j], scores.from_bits(pack(
+                    scores, block[:, :, j])))
+            ctx.set(back.maxima[par], scores.from_bits(pack(scores, np.where(
+                np.arange(config.r) < rows, block.max(axis=-1), 0))))
+            ctx.set(Value.cast(back.blocks.payload), pack(block_layout(config), {
+                "par": par, "rows": rows, "n": n, "glast": int(first + rows == n),
+                "vpar": g % 2}))
+            ctx.set(back.blocks.valid, 1)
+            while True:
+                _, _, ready, released = await ctx.tick().sample(back.blocks.ready, back.release)
+                cycle += 1
+                owed -= {p for p in range(2) if released >> p & 1}
+                if ready:
+                    break
+            taken.append(cycle - 1)
+            owed.add(par)
+        ctx.set(back.blocks.valid, 0)
+
+    async def monitor(ctx):
+        cycle = 0
+        async for _, _, released in ctx.tick().sample(back.release):
+            if released:
+                releases.append(cycle)
+            cycle += 1
+
+    async def sink(ctx):
+        log["o"] = await stream_get(ctx, back.o, count, FlowPattern(flow, seed=6))
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-6)
+    sim.add_testbench(front)
+    sim.add_process(monitor)
+    sim.add_testbench(sink)
+    sim.run_until(1e-6 * 2000)
+    words, cycles = log["o"]
+    check_attention(config, words, golden_attention(q, k, v, mult, shift, codes))
+    assert len(releases) == len(blocks)
+    if flow == 1.0:
+        timing, ends, beats = BackTiming(config), [], 0
+        for (g, first, rows), take, release in zip(blocks, taken, releases):
+            beats += rows * S
+            ends.append(cycles[beats - 1])
+            assert timing.block(take - 1, n, rows) == (take, release, cycles[beats - 1]
+                                                       - OUT_STAGES)
