@@ -43,7 +43,7 @@ def _fails(argv, capsys):
     return err
 
 
-@pytest.mark.xdist_group("zcu102_tiny_test_verilator")    # its build: tests/test_sim_top.py
+@pytest.mark.xdist_group("ecp5_tiny_test_verilator")    # its build: tests/test_sim_top.py
 def test_whole_flow_on_the_simulator(work, capsys):
     d = str(work)
     out = _ok(["import", f"{d}/edge", "-o", f"{d}/w.npz", "--model", "tiny_test"], capsys)
@@ -55,7 +55,7 @@ def test_whole_flow_on_the_simulator(work, capsys):
     # The stored config travels with the file: no --model from here on.
     _ok(["quantize", f"{d}/w.npz", "--calib", f"{d}/calib.npy", "-o", f"{d}/q.npz"], capsys)
     qp = QuantParams.load(f"{d}/q.npz")
-    out = _ok(["compile", f"{d}/q.npz", "--board", "zcu102", "--fit", "-o", f"{d}/compiled"],
+    out = _ok(["compile", f"{d}/q.npz", "--board", "ecp5_85f", "--fit", "-o", f"{d}/compiled"],
               capsys)
     assert re.search(r"schedule model: [\d,]+ cycles per frame", out)
     compiled = CompiledModel.load(f"{d}/compiled")
@@ -72,7 +72,7 @@ def test_whole_flow_on_the_simulator(work, capsys):
     run = json.loads((work / "run.json").read_text())
     assert [f["cycles"] for f in run["frames"]] == cycles.tolist()
     assert all(f["bit_exact"] and f["error"] == "none" for f in run["frames"])
-    out = _ok(["report", f"{d}/compiled", "--board", "zcu102", "--rtl", f"{d}/run.json",
+    out = _ok(["report", f"{d}/compiled", "--board", "ecp5_85f", "--rtl", f"{d}/run.json",
                "--task", "1", "--images", f"{d}/calib.npy", "--weights", f"{d}/w.npz",
                "--quant", f"{d}/q.npz", "-o", f"{d}/report.html"], capsys)
     page = (work / "report.html").read_text()
@@ -80,7 +80,7 @@ def test_whole_flow_on_the_simulator(work, capsys):
     assert data["rtl"]["equal_to_model"] and data["cycles"] == cycles[0]
     assert "http" not in page.replace("http-equiv", "")               # self-contained
     assert set(data["fidelity"]["routing"]) == {"blocks.1"}
-    assert compiled.config.name == "zcu102"
+    assert compiled.config.name == "ecp5_85f"
     # A frame that cannot finish in time ends in the driver's named error, not a hang.
     err = _fails(["run", f"{d}/compiled", "--images", f"{d}/calib.npy", "--limit", "1",
                   "--timeout", "100", "--log-dir", f"{d}/logs"], capsys)
