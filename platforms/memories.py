@@ -136,7 +136,9 @@ class Mapping:
     """What one memory becomes: ``kind`` is ``"block"``, ``"lutram"``, ``"logic"`` or
     ``"removed"`` (never read);
     ``cell`` the chosen cell, ``instances`` how many, ``blocks`` and ``lutram`` in the
-    device's counting units (:class:`_Cell`), ``cost`` in ``memory_libmap``'s units."""
+    device's counting units (:class:`_Cell`), ``cost`` in ``memory_libmap``'s units;
+    ``rows`` the cells cascaded in depth (a read multiplexer in soft logic picks one
+    row's output when there are several)."""
 
     kind: str
     cell: str
@@ -144,10 +146,11 @@ class Mapping:
     blocks: float
     lutram: int
     cost: float
+    rows: int = 1
 
 
 def _geometry(memory, cell):
-    """The cheapest geometry of ``memory`` on ``cell``: ``(cost, instances)``, as
+    """The cheapest geometry of ``memory`` on ``cell``: ``(cost, instances, rows)``, as
     ``memory_libmap``'s ``handle_geom`` computes it for a memory without wide ports."""
     reads = memory.reads
     copies = -(-reads // cell.reads_per_copy)
@@ -176,7 +179,7 @@ def _geometry(memory, cell):
             score += 3 + 3 * old
         cost += 2 * score
         if best is None or cost < best[0]:
-            best = (cost, instances * copies)
+            best = (cost, instances * copies, rows)
     return best
 
 
@@ -200,8 +203,8 @@ def map_memory(memory, family):
     for cell in FAMILIES[family]:
         if cell.sync_only and memory.async_reads:
             continue
-        cost, instances = _geometry(memory, cell)
+        cost, instances, rows = _geometry(memory, cell)
         if cost < choice.cost:
             choice = Mapping("block" if cell.blocks else "lutram", cell.name, instances,
-                             instances * cell.blocks, instances * cell.lutram, cost)
+                             instances * cell.blocks, instances * cell.lutram, cost, rows)
     return choice

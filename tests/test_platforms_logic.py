@@ -9,8 +9,8 @@ from amaranth.hdl import Array, Cat, Elaboratable, Module, Mux, Signal, signed
 from amaranth.lib import memory
 
 from platforms.boards import board
-from platforms.logic import (COEFFICIENTS, FITTED_MAC_UNITS, LogicCounts, design_logic,
-                             mapped_logic, predict)
+from platforms.logic import (COEFFICIENTS, FITTED_MAC_UNITS, MUX_LUTS, LogicCounts,
+                             design_logic, mapped_logic, predict)
 from platforms.memories import design_memories, map_memory
 from platforms.multipliers import design_multipliers
 from platforms.resources import estimate, logic_by_unit
@@ -153,6 +153,20 @@ def test_memories_by_their_mapping(width, depth, kind):
         assert mapped == LogicCounts()
 
 
+@pytest.mark.parametrize("family, width, depth, rows", [
+    ("ecp5", 8, 64, 4), ("xcup", 8, 64, 1),           # LUT RAM cells: 16 deep, 64 deep
+    ("ecp5", 36, 8192, 4), ("xcup", 36, 8192, 2)])    # block RAM: 2 K x 9, 4 K x 9
+def test_a_memory_cascaded_in_depth_has_a_read_multiplexer(family, width, depth, rows):
+    """A memory deeper than the cell ``memory_libmap`` picks is cascaded in rows whose
+    outputs a multiplexer in soft logic selects: ``width x (rows - 1)`` 2:1 stages per
+    read, each :data:`MUX_LUTS` LUTs."""
+    shape, = design_memories(_Memory(width, depth))
+    assert map_memory(shape, family).rows == rows
+    mapped = sum(mapped_logic([shape], (), family).values(), LogicCounts())
+    assert mapped.ram_mux == width * (rows - 1)
+    assert predict(LogicCounts(ram_mux=36), family)["lut"] == round(36 * MUX_LUTS[family])
+
+
 def test_soft_products_only():
     m = Module()
     a, b, c = Signal(4), Signal(4), Signal(16)
@@ -198,6 +212,7 @@ def test_fit_recovers_known_weights():
     rng = np.random.default_rng(0)
     truth = {kind: {f: w for group, w in zip(groups, (0.9, 0.05, 3.0)) for f in group}
              for kind, groups in FEATURES.items()}
+    truth["lut"]["ram_mux"] = MUX_LUTS["ecp5"]            # not fitted: from the LUT
     rows = []
     for _ in range(8):
         counts = LogicCounts(**{f: int(rng.integers(1_000, 100_000))
@@ -205,7 +220,7 @@ def test_fit_recovers_known_weights():
         cells = {kind.upper(): sum(w * getattr(counts, f) for f, w in weights.items())
                  for kind, weights in truth.items()}
         rows.append((counts, cells))
-    weights = fit(rows)
+    weights = fit(rows, "ecp5")
     for kind in truth:
         assert weights[kind] == pytest.approx(truth[kind], abs=1e-4)
 
