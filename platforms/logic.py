@@ -282,8 +282,9 @@ def mapped_logic(memories, multipliers, family):
     """``{fragment path: LogicCounts}``: the soft logic that depends on how ``family``
     maps ``memories`` (:class:`~platforms.memories.MemoryShape`) and ``multipliers``
     (:class:`~platforms.multipliers.MultiplierShape`): products no hard multiplier
-    takes, memories left to flip-flops, the read registers of LUT RAM, and the hard
-    multiplier cells (``dsp``)."""
+    takes, memories left to flip-flops, the read registers of LUT RAM, the read
+    multiplexers of RAM cascaded in depth (``ram_mux``) and the hard multiplier cells
+    (``dsp``)."""
     out = {}
     for shape in multipliers:
         cells = map_multiplier(shape, family)

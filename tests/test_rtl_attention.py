@@ -282,10 +282,15 @@ def _blocks_of(config, groups, n):
             for first in range(0, n, config.r)]
 
 
-def _scores(q, k, mult, shift):
-    """u = requantize(q . k) per head: (heads, n rows, n keys)."""
-    return np.stack([requantize(int8_matmul(q[h], k[h].T), mult, shift, bits=16)
-                     for h in range(q.shape[0])])
+def _engine_case(config, groups, n, seed):
+    """A seeded workload of ``groups`` head groups of ``n`` tokens for one engine: q, k, v,
+    mult, shift, the requantized scores u (heads, n rows, n keys), the k / v / q beats and
+    the output count, and the blocks (:func:`_blocks_of`)."""
+    q, k, v, mult, shift = workload(config, groups * config.h, n, seed=seed)
+    u = np.stack([requantize(int8_matmul(q[h], k[h].T), mult, shift, bits=16)
+                  for h in range(q.shape[0])])
+    return q, k, v, mult, shift, u, attention_streams(config, q, k, v), _blocks_of(config,
+                                                                                 groups, n)
 
 
 @pytest.mark.parametrize("flow", [1.0, 0.6])
@@ -296,13 +301,10 @@ def test_front_engine_writes_scores_and_row_maxima(flow):
     cycle :class:`FrontTiming` gives (the test releases each score buffer the cycle after
     it takes the block)."""
     config = AttentionConfig(r=3, dp=2, h=2, head_dim=4, max_tokens=8)
-    groups, n = 2, 5
-    q, k, v, mult, shift = workload(config, groups * config.h, n, seed=7)
-    u = _scores(q, k, mult, shift)
-    kb, vb, qb, _ = attention_streams(config, q, k, v)
+    n = 5
+    q, k, v, mult, shift, u, (kb, vb, qb, _), blocks = _engine_case(config, 2, n, seed=7)
     bench = _EngineBench(FrontEngine(config))
     front = bench.engine
-    blocks = _blocks_of(config, groups, n)
     taken, failures = [], []
     S, NMAX, lane = config.slices, config.max_tokens, beat_layout(config.h, config.dp)
 
@@ -377,15 +379,12 @@ def test_back_engine_finishes_blocks(codes, flow):
     in the cycle :class:`BackTiming` gives for the cycle the block was taken."""
     config = AttentionConfig(r=3, dp=2, h=2, head_dim=4, max_tokens=8, codes=codes)
     groups, n = 2, 5
-    q, k, v, mult, shift = workload(config, groups * config.h, n, seed=11)
-    u = _scores(q, k, mult, shift)
-    _, vb, _, count = attention_streams(config, q, k, v)
+    q, k, v, mult, shift, u, (_, vb, _, count), blocks = _engine_case(config, groups, n, 11)
     bench = _EngineBench(BackEngine(config))
     back = bench.engine
-    blocks = _blocks_of(config, groups, n)
     S, NMAX = config.slices, config.max_tokens
     lane, scores = beat_layout(config.h, config.dp).members["data"], score_layout(config)
-    taken, releases, log = [], [], {}
+    offered, taken, releases, log = [], [], [], {}
 
     async def front(ctx):
         for g in range(groups):
@@ -411,6 +410,7 @@ def test_back_engine_finishes_blocks(codes, flow):
                 "par": par, "rows": rows, "n": n, "glast": int(first + rows == n),
                 "vpar": g % 2}))
             ctx.set(back.blocks.valid, 1)
+            offered.append(cycle)
             while True:
                 _, _, ready, released = await ctx.tick().sample(back.blocks.ready, back.release)
                 cycle += 1
@@ -441,9 +441,10 @@ def test_back_engine_finishes_blocks(codes, flow):
     check_attention(config, words, golden_attention(q, k, v, mult, shift, codes))
     assert len(releases) == len(blocks)
     if flow == 1.0:
-        timing, ends, beats = BackTiming(config), [], 0
-        for (g, first, rows), take, release in zip(blocks, taken, releases):
+        # The model takes each block from the cycle it is offered: an idle back takes it
+        # at once, a busy one the cycle after its last output issue.
+        timing, beats = BackTiming(config), 0
+        for (g, first, rows), offer, take, release in zip(blocks, offered, taken, releases):
             beats += rows * S
-            ends.append(cycles[beats - 1])
-            assert timing.block(take - 1, n, rows) == (take, release, cycles[beats - 1]
-                                                       - OUT_STAGES)
+            assert timing.block(offer - 1, n, rows) == (take, release,
+                                                         cycles[beats - 1] - OUT_STAGES)

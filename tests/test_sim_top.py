@@ -101,7 +101,7 @@ ECP5_MNIST5K = pytest.mark.xdist_group("ecp5_mnist5k_verilator")
 @pytest.fixture(scope="session")
 def mnist5k():
     """The trained study model on the ``ecp5_85f`` preset: its top builds in a fraction of
-    the zcu102 top's time (the test above builds that one), and its frames run in seconds.
+    the zcu102 top's time, and its frames run in seconds.
     The watchdog is 16,384 cycles (the preset's is 2**20), so that the fault test's
     watchdog run is short; no instruction of a frame comes near it."""
     data = dataset("mnist5k")

@@ -229,12 +229,14 @@ def block_layout(config):
                               "n": range(config.max_tokens + 1), "glast": 1, "vpar": 1})
 
 
-def _memory_ports(config):
-    """Address widths and shapes of the two memories the engines share: V (two buffers of
-    ``max_tokens * slices`` words) and the scores (two buffers of ``max_tokens`` words)."""
-    lane = beat_layout(config.h, config.dp).members["data"]
-    return {"v": (ceil_log2(2 * config.max_tokens * config.slices), lane),
-            "scores": (ceil_log2(2 * config.max_tokens), score_layout(config))}
+def _memory_ports(config, port):
+    """The ``port`` signatures (``memory.WritePort`` or ``memory.ReadPort``) of the two
+    memories the engines share: V (two buffers of ``max_tokens * slices`` words) and the
+    scores (two buffers of ``max_tokens`` words)."""
+    return {"v": port.Signature(addr_width=ceil_log2(2 * config.max_tokens * config.slices),
+                                shape=beat_layout(config.h, config.dp).members["data"]),
+            "scores": port.Signature(addr_width=ceil_log2(2 * config.max_tokens),
+                                     shape=score_layout(config))}
 
 
 class FrontEngine(ConfigComponent):
@@ -263,7 +265,8 @@ class FrontEngine(ConfigComponent):
         Per score buffer, each row's largest score: final when its block is handed over,
         held until the buffer is released.
     blocks : Out(stream.Signature(block_layout(config)))
-        The hand-over, one block at a time: ``valid`` the cycle after pass 1 has drained.
+        The hand-over, one block at a time: ``valid`` three cycles after pass 1's last
+        score write (once the back has taken the previous block).
     release : In(2)
         Pulse: the back has read score buffer ``p`` for the last time.
 
@@ -277,15 +280,12 @@ class FrontEngine(ConfigComponent):
 
     def members(self, config):
         layout = beat_layout(config.h, config.dp)
-        ports = _memory_ports(config)
+        ports = _memory_ports(config, memory.WritePort)
         return {
             "mult": In(15), "shift": In(6),
             "k": In(stream.Signature(layout)), "v": In(stream.Signature(layout)),
             "q": In(stream.Signature(layout)),
-            "v_write": In(memory.WritePort.Signature(addr_width=ports["v"][0],
-                                                     shape=ports["v"][1])),
-            "scores": In(memory.WritePort.Signature(addr_width=ports["scores"][0],
-                                                    shape=ports["scores"][1])),
+            "v_write": In(ports["v"]), "scores": In(ports["scores"]),
             "maxima": Out(data.ArrayLayout(score_layout(config), 2)),
             "blocks": Out(stream.Signature(block_layout(config))),
             "release": In(2),
@@ -459,12 +459,9 @@ class BackEngine(ConfigComponent):
     config_type = AttentionConfig
 
     def members(self, config):
-        ports = _memory_ports(config)
+        ports = _memory_ports(config, memory.ReadPort)
         return {
-            "v_read": In(memory.ReadPort.Signature(addr_width=ports["v"][0],
-                                                   shape=ports["v"][1])),
-            "scores": In(memory.ReadPort.Signature(addr_width=ports["scores"][0],
-                                                   shape=ports["scores"][1])),
+            "v_read": In(ports["v"]), "scores": In(ports["scores"]),
             "maxima": In(data.ArrayLayout(score_layout(config), 2)),
             "blocks": In(stream.Signature(block_layout(config))),
             "release": Out(2),
@@ -690,12 +687,11 @@ class AttentionKernel(ConfigComponent):
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
-        ports = _memory_ports(cfg)
         # Two V buffers: a group's V loads while the back's pass 2 still reads the previous one.
-        m.submodules.vbuf = vbuf = memory.Memory(shape=ports["v"][1],
+        m.submodules.vbuf = vbuf = memory.Memory(shape=beat_layout(cfg.h, cfg.dp).members["data"],
                                                  depth=2 * cfg.max_tokens * cfg.slices, init=[])
         # Two score buffers: pass 1 of block b+1 runs beside pass 2 of block b.
-        m.submodules.ubuf = ubuf = memory.Memory(shape=ports["scores"][1],
+        m.submodules.ubuf = ubuf = memory.Memory(shape=score_layout(cfg),
                                                  depth=2 * cfg.max_tokens, init=[])
         m.submodules.front = front = FrontEngine(cfg)
         m.submodules.back = back = BackEngine(cfg)
@@ -737,8 +733,8 @@ class FrontTiming:
         self.front += n * self.config.slices
 
     def block(self, n, rows):
-        """The cycle the front enters its hand-over state for its next block of ``rows``
-        rows (``blocks.valid`` rises the cycle after)."""
+        """The cycle the front loads the hand-over of its next block of ``rows`` rows
+        (``blocks.valid`` rises the cycle after)."""
         s, par = self.config.slices, self.par
         self.q_next = max(self.q_next, self.q_free[par]) + rows * s
         p1 = max(self.front, self.u_free[par], self.q_next) + 1
