@@ -45,7 +45,7 @@ class MultiplierShape:
     constant : int or None
         The value of a constant operand (``b``), or None when both vary.
     source : str
-        Where the ``*`` was written (``rtl/compute/attention.py:351``).
+        Where the ``*`` was written (``compute/attention.py:351``: the file's folder and name, and the line).
     """
 
     path: str

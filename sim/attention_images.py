@@ -16,8 +16,8 @@ from golden.softmax import LOG2_FRAC, attention_from_scores
 from moevit.packing import pack, unpack
 from rtl.compute.attention import beat_layout
 
-__all__ = ["random_heads", "golden_attention", "attention_streams", "check_attention",
-           "FixedScale"]
+__all__ = ["random_heads", "golden_scores", "golden_attention", "attention_streams",
+           "check_attention", "FixedScale"]
 
 
 def random_heads(rng, heads, n, head_dim):
@@ -30,13 +30,17 @@ def random_heads(rng, heads, n, head_dim):
     return q, k, v, int(mult), int(shift)
 
 
+def golden_scores(q, k, mult, shift):
+    """Per head: the requantized scores ``u = requantize(q.k, mult, shift, bits=16)``,
+    shape (heads, n rows, n keys)."""
+    return np.stack([requantize(int8_matmul(q[h], k[h].T), mult, shift, bits=16)
+                     for h in range(q.shape[0])])
+
+
 def golden_attention(q, k, v, mult, shift, codes="log2"):
     """Per head: requantized q.k -> the ``codes`` form's codes -> its P.V (int8)."""
-    out = []
-    for h in range(q.shape[0]):
-        u = requantize(int8_matmul(q[h], k[h].T), mult, shift, bits=16)
-        out.append(attention_from_scores(u, v[h], codes)[1])
-    return np.stack(out)
+    return np.stack([attention_from_scores(u, v[h], codes)[1]
+                     for h, u in enumerate(golden_scores(q, k, mult, shift))])
 
 
 def _tensor_beats(config, t):

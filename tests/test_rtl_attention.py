@@ -7,17 +7,15 @@ from amaranth.lib import data, memory, wiring
 from amaranth.sim import Simulator
 
 from golden.datasets import dataset
-from golden.gemm import int8_matmul
 from golden.int_model import int_forward, pixels_from_image
 from golden.ptq import calibrate
-from golden.quant import requantize
 from golden.softmax import ATTENTION_CODES, CODE_ZERO, MANT_CODE_ZERO, mant4_codes, sqrt2_codes
 from moevit.packing import pack, unpack
 from rtl.compute.attention import (OUT_STAGES, AttentionConfig, AttentionKernel, BackEngine,
                                    BackTiming, FrontEngine, FrontTiming, QueryLoader, beat_layout,
                                    block_layout, exp_cycles, score_layout)
 from sim.attention_images import (FixedScale, attention_streams, check_attention, golden_attention,
-                                  random_heads)
+                                  golden_scores, random_heads)
 from sim.flow import FlowPattern
 from sim.pysim_stream import run_streams, stream_get, stream_put
 
@@ -80,7 +78,7 @@ def test_sqrt2_every_code():
     # Scores spread wide enough that the rows use all 16 log-sqrt2 codes, odd and even.
     config = AttentionConfig(r=4, dp=4, h=1, head_dim=8, max_tokens=32, codes="sqrt2")
     q, k, _, mult, shift = workload(config, 1, 32, seed=3, shift_scale=3)
-    u = requantize(int8_matmul(q[0], k[0].T), mult, shift, bits=16)
+    u = golden_scores(q, k, mult, shift)[0]
     assert set(np.unique(sqrt2_codes(u))) == set(range(CODE_ZERO + 1))
     run(config, 1, 32, seed=3, shift_scale=3, i_flow=0.8, o_flow=0.7)
 
@@ -170,7 +168,7 @@ def test_mant4_every_mantissa_and_octave():
     # zero code of the mant4 form.
     config = AttentionConfig(r=4, dp=4, h=1, head_dim=8, max_tokens=48, codes="mant4")
     q, k, _, mult, shift = workload(config, 1, 48, seed=3, shift_scale=3)
-    codes = mant4_codes(requantize(int8_matmul(q[0], k[0].T), mult, shift, bits=16))
+    codes = mant4_codes(golden_scores(q, k, mult, shift)[0])
     live = codes[codes < MANT_CODE_ZERO]
     assert set(np.unique(live & 63)) == set(range(64))
     assert set(np.unique(live >> 6)) == set(range(CODE_ZERO)) and (codes == MANT_CODE_ZERO).any()
@@ -287,8 +285,7 @@ def _engine_case(config, groups, n, seed):
     mult, shift, the requantized scores u (heads, n rows, n keys), the k / v / q beats and
     the output count, and the blocks (:func:`_blocks_of`)."""
     q, k, v, mult, shift = workload(config, groups * config.h, n, seed=seed)
-    u = np.stack([requantize(int8_matmul(q[h], k[h].T), mult, shift, bits=16)
-                  for h in range(q.shape[0])])
+    u = golden_scores(q, k, mult, shift)
     return q, k, v, mult, shift, u, attention_streams(config, q, k, v), _blocks_of(config,
                                                                                  groups, n)
 
